@@ -1,0 +1,1 @@
+"""Process-level building blocks: settings, database, models, accounting, errors and the CLI."""

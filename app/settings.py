@@ -1,0 +1,124 @@
+"""Process settings, read from the environment (and a `.env` file) in one place."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import ConfigError
+
+ApprovalPolicy = Literal["never", "always", "when_required"]
+PlannerKind = Literal["rules", "llm"]
+
+
+class ModelPrice(BaseModel):
+    """Price of one model, in currency units per million tokens."""
+
+    input_per_mtok: float = Field(ge=0, description="Price per million input tokens.")
+    output_per_mtok: float = Field(ge=0, description="Price per million output tokens.")
+
+
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "local": ModelPrice(input_per_mtok=0.0, output_per_mtok=0.0),
+    "openai:gpt-4o-mini": ModelPrice(input_per_mtok=0.15, output_per_mtok=0.60),
+    "openai:gpt-4o": ModelPrice(input_per_mtok=2.50, output_per_mtok=10.00),
+    "openai:gpt-4.1-mini": ModelPrice(input_per_mtok=0.40, output_per_mtok=1.60),
+}
+
+
+class Settings(BaseSettings):
+    """Everything the process reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTGRAPH_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias="DATABASE_URL",
+        description="Postgres URL; unset means the embedded Postgres in the data directory.",
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("agentgraph")),
+        description="Where the embedded Postgres cluster and other local state live.",
+    )
+    model: str = Field(
+        default="local",
+        description="Chat model: 'local' (SmolLM2-135M via llama.cpp) or a provider string "
+        "such as 'openai:gpt-4o-mini'.",
+    )
+    model_base_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible server (vLLM, llama.cpp server, Ollama).",
+    )
+    model_api_key: str | None = Field(
+        default=None, description="API key for the OpenAI-compatible server, if it needs one."
+    )
+    embeddings: str = Field(
+        default="local",
+        description="Embedding model: 'local' (all-MiniLM-L6-v2) or a provider string.",
+    )
+    approval: ApprovalPolicy = Field(default="when_required", description="Default policy.")
+    planner: PlannerKind = Field(default="rules", description="Default planner.")
+    max_replans: int = Field(default=2, ge=0, le=10)
+    token_budget: int = Field(default=20_000, ge=1)
+    max_steps: int = Field(default=8, ge=1, le=50)
+    step_timeout_s: float = Field(default=120.0, gt=0)
+    step_attempts: int = Field(default=3, ge=1, le=10)
+    max_output_tokens: int = Field(default=256, ge=16, le=8192)
+    local_context_tokens: int = Field(default=4096, ge=512)
+    local_threads: int | None = Field(default=None, ge=1)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        description="JSON object: model name -> {input_per_mtok, output_per_mtok}.",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (or be unset for embedded Postgres)")
+        return value
+
+    @field_validator("model", "embeddings")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, str):
+        return info.validation_alias
+    return f"AGENTGRAPH_{field.upper()}"
+
+
+def load_settings() -> Settings:
+    """Read the settings, turning a validation failure into one message per bad variable.
+
+    Raises:
+        ConfigError: a variable has a value that cannot be used; the message names it.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            f"{_env_name(str(err['loc'][0]))}: {err['msg']}" if err["loc"] else err["msg"]
+            for err in exc.errors()
+        ]
+        raise ConfigError("bad setting: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process settings, read once."""
+    return load_settings()

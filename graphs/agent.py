@@ -1,0 +1,89 @@
+"""Assemble the agent graph. `graph` (no checkpointer) is what `langgraph.json` serves."""
+
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import RetryPolicy
+
+from app.errors import ModelError
+from nodes.approval import approve_final, approve_plan
+from nodes.context import Context
+from nodes.critic import criticize
+from nodes.dispatch import after_collect, collect, dispatch, fan_out
+from nodes.finalize import finalize
+from nodes.orchestrator import orchestrate, route_request
+from nodes.planner import plan
+from nodes.reasoning import reason, step_failed_handler
+from nodes.state import InputState, OutputState, State
+from nodes.synthesize import synthesize
+
+DEFAULT_STEP_TIMEOUT_S = 120.0
+DEFAULT_STEP_ATTEMPTS = 3
+MODEL_NODE_TIMEOUT_S = 600.0
+
+AgentGraph = CompiledStateGraph[State, Context, InputState, OutputState]
+
+
+def _retry_step(exc: Exception) -> bool:
+    # A step is retried on any failure but a model that cannot be loaded at all.
+    return not isinstance(exc, ModelError)
+
+
+def build_graph(
+    *,
+    step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S,
+    step_attempts: int = DEFAULT_STEP_ATTEMPTS,
+) -> StateGraph[State, Context, InputState, OutputState]:
+    """Return the uncompiled graph; step retries and the per-attempt timeout are node policies."""
+    builder = StateGraph(
+        State, context_schema=Context, input_schema=InputState, output_schema=OutputState
+    )
+    model_retry = RetryPolicy(max_attempts=2)
+    builder.add_node("orchestrator", orchestrate)
+    builder.add_node("planner", plan, retry_policy=model_retry, timeout=MODEL_NODE_TIMEOUT_S)
+    builder.add_node("approve_plan", approve_plan)
+    builder.add_node("dispatch", dispatch)
+    builder.add_node(
+        "reasoning",
+        reason,
+        retry_policy=RetryPolicy(
+            max_attempts=step_attempts, initial_interval=0.2, max_interval=5.0,
+            retry_on=_retry_step,
+        ),
+        timeout=step_timeout_s,
+        error_handler=step_failed_handler(step_attempts),
+    )
+    builder.add_node("collect", collect)
+    builder.add_node("critic", criticize)
+    builder.add_node(
+        "synthesize", synthesize, retry_policy=model_retry, timeout=MODEL_NODE_TIMEOUT_S
+    )
+    builder.add_node("approve_final", approve_final)
+    builder.add_node("finalize", finalize)
+
+    builder.add_edge(START, "orchestrator")
+    builder.add_conditional_edges("orchestrator", route_request)
+    builder.add_edge("planner", "approve_plan")
+    builder.add_conditional_edges("dispatch", fan_out, ["reasoning", "collect"])
+    builder.add_edge("reasoning", "collect")
+    builder.add_conditional_edges("collect", after_collect)
+    builder.add_edge("synthesize", "approve_final")
+    builder.add_edge("finalize", END)
+    return builder
+
+
+def compile_graph(
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+    *,
+    step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S,
+    step_attempts: int = DEFAULT_STEP_ATTEMPTS,
+) -> AgentGraph:
+    """Compile the graph with a checkpointer (the Postgres saver in production)."""
+    builder = build_graph(step_timeout_s=step_timeout_s, step_attempts=step_attempts)
+    return builder.compile(checkpointer=checkpointer, name="agentgraph")
+
+
+graph = compile_graph()
+"""The graph without a checkpointer: `langgraph dev` and LangGraph Platform supply their own."""

@@ -1,0 +1,188 @@
+"""Approval points: `interrupt()` with a payload a person can judge, resumed by one decision.
+
+Nothing runs before the interrupt but reading state, so re-running the node on resume is safe.
+"""
+
+import time
+from datetime import UTC, datetime
+from typing import Literal
+
+from langgraph.runtime import Runtime
+from langgraph.types import Command, interrupt
+from pydantic import TypeAdapter, ValidationError
+
+from app.errors import InvalidDecisionError, PlanValidationError
+from nodes.context import Context
+from nodes.events import emit
+from nodes.llm import usage_record
+from nodes.plans import KNOWN_KINDS, validate_plan
+from nodes.schemas import (
+    ApprovalDecision,
+    ApprovalRecord,
+    ApprovalRequest,
+    Gate,
+    Plan,
+    PlanRevision,
+)
+from nodes.state import State
+
+_DECISION: TypeAdapter[ApprovalDecision] = TypeAdapter(ApprovalDecision)
+RESUME_HELP = {
+    "approve": '{"decision": "approve"}',
+    "reject": '{"decision": "reject", "reason": "why"}',
+    "edit": '{"decision": "edit", "plan": {"goal": ..., "steps": [...]}}',
+}
+
+
+def parse_decision(raw: object, *, max_steps: int) -> ApprovalDecision:
+    """Validate a resume value; an edited plan is validated like any plan.
+
+    Raises:
+        InvalidDecisionError: the value is not a decision, or an edit carries a bad plan.
+    """
+    if isinstance(raw, dict):
+        raw = {"reason": None, "plan": None, **raw}
+    try:
+        decision = _DECISION.validate_python(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidDecisionError(f"bad approval decision: {problems}") from None
+    if decision["decision"] == "edit":
+        if decision["plan"] is None:
+            raise InvalidDecisionError("an 'edit' decision needs a 'plan'")
+        try:
+            decision["plan"] = validate_plan(
+                decision["plan"], known_kinds=KNOWN_KINDS, max_steps=max_steps
+            )
+        except PlanValidationError as exc:
+            raise InvalidDecisionError(f"the edited plan is invalid: {exc}") from None
+    if decision["decision"] == "reject" and not (decision["reason"] or "").strip():
+        decision["reason"] = "rejected without a reason"
+    return decision
+
+
+def needs_plan_approval(plan: Plan, context: Context) -> bool:
+    """Apply the approval policy to a plan."""
+    if context.approval == "always":
+        return True
+    if context.approval == "when_required":
+        return any(s["requires_approval"] for s in plan["steps"])
+    return False
+
+
+def _ask(gate: Gate, request: ApprovalRequest, *, max_steps: int) -> ApprovalDecision:
+    """Interrupt until a valid decision arrives; an invalid one is asked again with its error."""
+    while True:
+        raw = interrupt(request)
+        try:
+            return parse_decision(raw, max_steps=max_steps)
+        except InvalidDecisionError as exc:
+            request = ApprovalRequest(**{**request, "error": str(exc)})
+
+
+def _record(gate: Gate, decision: ApprovalDecision) -> ApprovalRecord:
+    return ApprovalRecord(
+        gate=gate,
+        decision=decision["decision"],
+        reason=decision["reason"],
+        at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+async def approve_plan(
+    state: State, runtime: Runtime[Context]
+) -> Command[Literal["dispatch", "finalize"]]:
+    """Ask a person to approve, reject or edit the plan when the policy says so."""
+    plan = state["plan"]
+    context = runtime.context
+    if not needs_plan_approval(plan, context):
+        return Command(goto="dispatch")
+    flagged = [s["id"] for s in plan["steps"] if s["requires_approval"]]
+    risk = (
+        f"steps {', '.join(flagged)} have side effects and require approval"
+        if flagged
+        else "no step is flagged as risky; the policy asks for every plan"
+    )
+    decision = _ask(
+        "plan",
+        ApprovalRequest(
+            gate="plan",
+            thread_id=runtime.execution_info.thread_id if runtime.execution_info else None,
+            reason=f"approval policy '{context.approval}': the plan needs a person's decision",
+            risk=risk,
+            plan=plan,
+            answer=None,
+            error=None,
+            resume=RESUME_HELP,
+        ),
+        max_steps=context.max_steps,
+    )
+    started = time.time()
+    record = _record("plan", decision)
+    usage = [usage_record("approve_plan", started)]
+    if decision["decision"] == "approve":
+        return Command(goto="dispatch", update={"approvals": [record], "usage": usage})
+    if decision["decision"] == "reject":
+        return Command(
+            goto="finalize",
+            update={
+                "approvals": [record],
+                "usage": usage,
+                "status": "rejected",
+                "answer": f"The plan was rejected: {decision['reason']}",
+                "citations": [],
+            },
+        )
+    edited = decision["plan"]
+    assert edited is not None
+    version = len(state.get("plan_history", [])) + 1
+    reason = f"edited by a person: {decision['reason'] or 'no reason given'}"
+    emit(runtime.stream_writer, "plan_update", version=version, source="edit", reason=reason,
+         plan=edited, fallback_reason=None)
+    return Command(
+        goto="dispatch",
+        update={
+            "approvals": [record],
+            "usage": usage,
+            "plan": edited,
+            "plan_history": [
+                PlanRevision(version=version, source="edit", reason=reason, plan=edited,
+                             fallback_reason=None)
+            ],
+        },
+    )
+
+
+async def approve_final(state: State, runtime: Runtime[Context]) -> Command[Literal["finalize"]]:
+    """Ask a person to approve the final answer when the context turns this gate on."""
+    context = runtime.context
+    if not context.approve_final or state.get("status") == "rejected":
+        return Command(goto="finalize")
+    request = ApprovalRequest(
+        gate="final",
+        thread_id=runtime.execution_info.thread_id if runtime.execution_info else None,
+        reason="the final answer needs a person's approval",
+        risk="the answer will be returned to the caller as final",
+        plan=state["plan"],
+        answer=state.get("answer"),
+        error=None,
+        resume={k: v for k, v in RESUME_HELP.items() if k != "edit"},
+    )
+    while True:
+        decision = _ask("final", request, max_steps=context.max_steps)
+        if decision["decision"] != "edit":
+            break
+        request = ApprovalRequest(
+            **{**request, "error": "the final answer can be approved or rejected, not edited"}
+        )
+    started = time.time()
+    update: dict[str, object] = {
+        "approvals": [_record("final", decision)],
+        "usage": [usage_record("approve_final", started)],
+    }
+    if decision["decision"] == "reject":
+        update["status"] = "rejected"
+        update["answer"] = f"The answer was rejected: {decision['reason']}"
+    return Command(goto="finalize", update=update)

@@ -1,0 +1,77 @@
+"""The per-run context: frozen options a caller sets for one run (model, policy, limits)."""
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+
+from app.errors import ConfigError
+from app.settings import ApprovalPolicy, PlannerKind, Settings
+
+Mode = Literal["auto", "direct", "plan"]
+_POLICIES = ("never", "always", "when_required")
+_PLANNERS = ("rules", "llm")
+_MODES = ("auto", "direct", "plan")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Context:
+    """Options for one run. Every surface (CLI, HTTP, LangServe, Studio) sets the same names."""
+
+    model: str = "local"
+    """Chat model: 'local' or a provider string such as 'openai:gpt-4o-mini'."""
+    approval: ApprovalPolicy = "when_required"
+    """When to stop for a person: never, always, or when a step requires approval."""
+    approve_final: bool = False
+    """Also ask a person to approve the final answer."""
+    planner: PlannerKind = "rules"
+    """Rule-based planner, or the LLM planner (validated, falling back to the rules)."""
+    mode: Mode = "auto"
+    """Answer directly, plan, or let the orchestrator decide."""
+    max_replans: int = 2
+    """How many times the critic may send the plan back."""
+    token_budget: int = 20_000
+    """Tokens the whole run may spend; the critic stops the run when they are spent."""
+    max_steps: int = 8
+    """Largest plan accepted."""
+    max_output_tokens: int = 256
+    """Largest answer one model call may write."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.approval not in _POLICIES:
+            problems.append(f"approval must be one of {', '.join(_POLICIES)}")
+        if self.planner not in _PLANNERS:
+            problems.append(f"planner must be one of {', '.join(_PLANNERS)}")
+        if self.mode not in _MODES:
+            problems.append(f"mode must be one of {', '.join(_MODES)}")
+        for name in ("max_replans",):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0")
+        for name in ("token_budget", "max_steps", "max_output_tokens"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1")
+        if not self.model.strip():
+            problems.append("model must not be empty")
+        if problems:
+            raise ConfigError("bad run option: " + "; ".join(problems))
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> "Context":
+        """Build a context from the process defaults, then apply the non-None overrides.
+
+        Raises:
+            ConfigError: an override names no option or has a bad value.
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(f"unknown run option(s): {', '.join(unknown)}")
+        base = cls(
+            model=settings.model,
+            approval=settings.approval,
+            planner=settings.planner,
+            max_replans=settings.max_replans,
+            token_budget=settings.token_budget,
+            max_steps=settings.max_steps,
+            max_output_tokens=settings.max_output_tokens,
+        )
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,119 @@
+"""Dispatch fans ready steps out to workers with `Send`; collect joins them and routes."""
+
+import time
+from typing import Literal
+
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+from typing_extensions import TypedDict
+
+from app.accounting import UsageRecord, tokens_used
+from nodes.context import Context
+from nodes.events import emit
+from nodes.llm import usage_record
+from nodes.schemas import Plan, Step, StepResult, StepUsage
+from nodes.state import State, WorkerInput
+
+_NO_USAGE = StepUsage(input_tokens=0, output_tokens=0, cost=0.0)
+
+
+class DispatchUpdate(TypedDict, total=False):
+    results: dict[str, StepResult]
+    usage: list[UsageRecord]
+
+
+def budget_spent(state: State, context: Context) -> bool:
+    """Tell whether the run has spent its token budget."""
+    return tokens_used(state.get("usage", [])) >= context.token_budget
+
+
+def ready_steps(plan: Plan, results: dict[str, StepResult]) -> list[Step]:
+    """Return the steps not yet run whose dependencies all finished successfully."""
+    return [
+        s
+        for s in plan["steps"]
+        if s["id"] not in results
+        and all(results.get(d, {}).get("status") == "done" for d in s["depends_on"])
+    ]
+
+
+def _skipped(step: Step, why: str) -> StepResult:
+    return StepResult(
+        step_id=step["id"], kind=step["kind"], status="skipped", output="", citations=[],
+        usage=_NO_USAGE, attempts=0, latency_ms=0.0, error=why,
+    )
+
+
+def blocked_steps(
+    plan: Plan, results: dict[str, StepResult], *, budget_exhausted: bool
+) -> dict[str, StepResult]:
+    """Mark as skipped the steps that can no longer run: a dependency failed, or no budget."""
+    blocked: dict[str, StepResult] = {}
+    changed = True
+    while changed:
+        changed = False
+        for s in plan["steps"]:
+            if s["id"] in results or s["id"] in blocked:
+                continue
+            if budget_exhausted:
+                blocked[s["id"]] = _skipped(s, "not run: the token budget is spent")
+                changed = True
+                continue
+            bad = [
+                d
+                for d in s["depends_on"]
+                if (r := results.get(d) or blocked.get(d)) is not None and r["status"] != "done"
+            ]
+            if bad:
+                blocked[s["id"]] = _skipped(s, f"not run: dependency {', '.join(bad)} did not succeed")
+                changed = True
+    return blocked
+
+
+async def dispatch(state: State, runtime: Runtime[Context]) -> DispatchUpdate:
+    """Skip steps that cannot run, and announce the handoff of each ready step."""
+    started = time.time()
+    plan = state["plan"]
+    results = state.get("results", {})
+    blocked = blocked_steps(plan, results, budget_exhausted=budget_spent(state, runtime.context))
+    for result in blocked.values():
+        emit(runtime.stream_writer, "step_result", result=result)
+    for step in ready_steps(plan, {**results, **blocked}):
+        emit(runtime.stream_writer, "handoff", source="dispatch", target=step["kind"],
+             step_id=step["id"], reason=step["instruction"])
+    update = DispatchUpdate(usage=[usage_record("dispatch", started)])
+    if blocked:
+        update["results"] = blocked
+    return update
+
+
+def fan_out(state: State) -> list[Send] | Literal["collect"]:
+    """Send every ready step to its worker, in parallel; with none ready, go to collect."""
+    plan = state["plan"]
+    results = state.get("results", {})
+    used = tokens_used(state.get("usage", []))
+    sends = [
+        Send(
+            step["kind"],
+            WorkerInput(
+                request=state["request"],
+                step=step,
+                dependencies=[results[d] for d in step["depends_on"]],
+                tokens_used=used,
+            ),
+        )
+        for step in ready_steps(plan, results)
+    ]
+    return sends or "collect"
+
+
+async def collect(state: State) -> DispatchUpdate:
+    """Join the workers of one wave (their results arrive through the reducer)."""
+    return DispatchUpdate()
+
+
+def after_collect(state: State) -> Literal["dispatch", "critic"]:
+    """Go back for the next wave while steps of the current plan remain, else to the critic."""
+    results = state.get("results", {})
+    pending = [s for s in state["plan"]["steps"] if s["id"] not in results]
+    return "dispatch" if pending else "critic"

@@ -1,0 +1,77 @@
+"""Model calls from nodes: streamed token deltas, token counts and cost, in one place."""
+
+import time
+from dataclasses import dataclass, field
+
+from langchain_core.messages import BaseMessage
+from langgraph.types import StreamWriter
+
+from app.accounting import Tokens, UsageRecord, cost_of
+from app.models import get_chat_model
+from app.settings import get_settings
+from nodes.events import emit
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What one streamed model call produced and spent."""
+
+    text: str
+    model: str
+    tokens: Tokens = field(default_factory=Tokens)
+    cost: float = 0.0
+
+
+async def generate(
+    messages: list[BaseMessage],
+    *,
+    model: str,
+    writer: StreamWriter,
+    node: str,
+    step_id: str | None = None,
+    max_tokens: int | None = None,
+) -> Generation:
+    """Stream a chat completion, emitting each token delta, and count what it spent."""
+    chat = get_chat_model(model)
+    parts: list[str] = []
+    tokens = Tokens()
+    kwargs = {"max_tokens": max_tokens} if max_tokens else {}
+    async for chunk in chat.astream(messages, **kwargs):
+        text = chunk.text
+        if text:
+            parts.append(text)
+            emit(writer, "delta", node=node, step_id=step_id, text=text)
+        usage = getattr(chunk, "usage_metadata", None)
+        if usage:
+            tokens = tokens + Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+    return Generation(
+        text="".join(parts).strip(),
+        model=model,
+        tokens=tokens,
+        cost=cost_of(model, tokens, get_settings().prices),
+    )
+
+
+def usage_record(
+    node: str,
+    started: float,
+    *,
+    generation: Generation | None = None,
+    step_id: str | None = None,
+    attempts: int = 1,
+) -> UsageRecord:
+    """Record a node execution that began at `started` (a `time.time()` value) and ends now."""
+    ended = time.time()
+    tokens = generation.tokens if generation else Tokens()
+    return UsageRecord(
+        node=node,
+        step_id=step_id,
+        model=generation.model if generation else None,
+        input_tokens=tokens.input,
+        output_tokens=tokens.output,
+        cost=generation.cost if generation else 0.0,
+        latency_ms=(ended - started) * 1000,
+        started_at=started,
+        ended_at=ended,
+        attempts=attempts,
+    )

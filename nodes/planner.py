@@ -1,0 +1,115 @@
+"""Planner: rule-based by default, LLM with structured output when asked, always validated."""
+
+import logging
+import time
+
+from langchain_core.exceptions import OutputParserException
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+from typing_extensions import TypedDict
+
+from app.accounting import Tokens, UsageRecord, cost_of
+from app.errors import AgentGraphError
+from app.models import get_chat_model
+from app.settings import get_settings
+from nodes.context import Context
+from nodes.events import emit
+from nodes.llm import Generation, usage_record
+from nodes.plans import KNOWN_KINDS, patch_plan, rule_plan, validate_plan
+from nodes.prompts import PLANNER_PROMPT, REPLAN_BLOCK
+from nodes.schemas import Critique, Plan, PlanRevision, PlanSource
+from nodes.state import State
+
+logger = logging.getLogger(__name__)
+
+
+class PlannerUpdate(TypedDict):
+    plan: Plan
+    plan_history: list[PlanRevision]
+    usage: list[UsageRecord]
+
+
+async def llm_plan(
+    request: str, critique: Critique | None, context: Context
+) -> tuple[object, Generation]:
+    """Ask the chat model for a plan as structured output; the result is not yet validated."""
+    critique_text = (
+        REPLAN_BLOCK.format(
+            reason=critique["reason"],
+            feedback=critique["feedback"],
+            failed=", ".join(critique["failed_steps"]) or "none",
+        )
+        if critique
+        else ""
+    )
+    prompt = PLANNER_PROMPT.format(
+        kinds=", ".join(sorted(KNOWN_KINDS)),
+        max_steps=context.max_steps,
+        critique=critique_text,
+        request=request,
+    )
+    structured = get_chat_model(context.model).with_structured_output(Plan, include_raw=True)
+    raw = await structured.ainvoke(
+        [SystemMessage("You write plans as JSON."), HumanMessage(prompt)]
+    )
+    draft: object = raw
+    message = None
+    if isinstance(raw, dict) and "parsed" in raw:
+        draft, message = raw["parsed"], raw.get("raw")
+        if raw.get("parsing_error"):
+            raise OutputParserException(str(raw["parsing_error"]))
+    usage = getattr(message, "usage_metadata", None) or {}
+    tokens = Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+    cost = cost_of(context.model, tokens, get_settings().prices)
+    return draft, Generation(text="", model=context.model, tokens=tokens, cost=cost)
+
+
+async def plan(state: State, runtime: Runtime[Context]) -> PlannerUpdate:
+    """Write the first plan, or patch the current one after the critic asked for a replan."""
+    started = time.time()
+    context = runtime.context
+    request = state["request"]
+    critique = state.get("critique")
+    replanning = critique is not None and critique["verdict"] == "replan"
+    version = len(state.get("plan_history", [])) + 1
+    fallback_reason: str | None = None
+    generation: Generation | None = None
+    new_plan: Plan | None = None
+    source: PlanSource = "replan" if replanning else "rules"
+
+    if context.planner == "llm":
+        try:
+            draft, generation = await llm_plan(request, critique if replanning else None, context)
+            new_plan = validate_plan(draft, known_kinds=KNOWN_KINDS, max_steps=context.max_steps)
+            if not replanning:
+                source = "llm"
+        except (AgentGraphError, OutputParserException, ValueError) as exc:
+            fallback_reason = f"LLM plan rejected, rule-based plan used instead: {exc}"
+            logger.info("planner fallback: %s", exc)
+
+    if new_plan is None:
+        if replanning and critique is not None:
+            draft = patch_plan(state["plan"], critique, state.get("results", {}), version=version)
+        else:
+            draft = rule_plan(request, max_steps=context.max_steps)
+        new_plan = validate_plan(draft, known_kinds=KNOWN_KINDS, max_steps=context.max_steps)
+
+    if replanning and critique is not None:
+        reason = f"replan after critique: {critique['reason']}"
+    elif source == "llm":
+        reason = "planned by the LLM planner"
+    else:
+        reason = "planned by rules: one step per part of the request"
+    revision = PlanRevision(
+        version=version, source=source, reason=reason, plan=new_plan,
+        fallback_reason=fallback_reason,
+    )
+    emit(runtime.stream_writer, "plan_update", version=version, source=source, reason=reason,
+         plan=new_plan, fallback_reason=fallback_reason)
+    emit(runtime.stream_writer, "handoff", source="planner", target="approve_plan",
+         reason=f"plan v{version} with {len(new_plan['steps'])} steps")
+    return PlannerUpdate(
+        plan=new_plan,
+        plan_history=[revision],
+        usage=[usage_record("planner", started, generation=generation)],
+    )

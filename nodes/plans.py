@@ -1,0 +1,190 @@
+"""Plans as data: validation, the rule-based planner and the rule-based patch after a critique."""
+
+import re
+from collections.abc import Iterable
+
+from pydantic import TypeAdapter, ValidationError
+
+from app.errors import PlanValidationError
+from nodes.schemas import Critique, Plan, Step, StepResult
+
+KNOWN_KINDS: frozenset[str] = frozenset({"reasoning"})
+"""Step kinds a worker exists for. New workers (rag, tools) add their kind here."""
+
+_PLAN_ADAPTER: TypeAdapter[Plan] = TypeAdapter(Plan)
+_RISKY = re.compile(
+    r"\b(delete|remove|drop|send|e-?mail|deploy|publish|pay|purchase|transfer|execute|"
+    r"shut ?down|overwrite|wipe|cancel)\b",
+    re.IGNORECASE,
+)
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(.+?)\s*$")
+_SENTENCE_END = re.compile(r"(?<=[?!.])\s+(?=[A-Z0-9])")
+_THEN = re.compile(r"\s*(?:;|,?\s+and then\s+|,?\s+then\s+)\s*", re.IGNORECASE)
+_PLAN_WORDS = re.compile(
+    r"\b(compare|contrast|step[- ]by[- ]step|plan|analy[sz]e|pros and cons|trade-?offs?|"
+    r"evaluate|research|investigate|outline)\b",
+    re.IGNORECASE,
+)
+
+
+def validate_plan(raw: object, *, known_kinds: Iterable[str], max_steps: int) -> Plan:
+    """Check a plan's shape and its rules, and return it normalised.
+
+    Rules: at least one step and at most `max_steps`; unique ids; known kinds; dependencies
+    that name existing steps other than themselves; at least one entry step; no cycles.
+
+    Raises:
+        PlanValidationError: with every problem found.
+    """
+    try:
+        plan = _PLAN_ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise PlanValidationError(
+            [f"{'.'.join(str(p) for p in e['loc']) or 'plan'}: {e['msg']}" for e in exc.errors()]
+        ) from None
+    kinds = set(known_kinds)
+    steps = plan["steps"]
+    problems: list[str] = []
+    if not steps:
+        problems.append("the plan has no steps")
+    if len(steps) > max_steps:
+        problems.append(f"the plan has {len(steps)} steps; at most {max_steps} are allowed")
+    ids = [s["id"] for s in steps]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        problems.append(f"duplicate step ids: {', '.join(dupes)}")
+    known_ids = set(ids)
+    for s in steps:
+        if s["kind"] not in kinds:
+            problems.append(
+                f"step {s['id']}: unknown kind {s['kind']!r} (known: {', '.join(sorted(kinds))})"
+            )
+        for dep in s["depends_on"]:
+            if dep == s["id"]:
+                problems.append(f"step {s['id']} depends on itself")
+            elif dep not in known_ids:
+                problems.append(f"step {s['id']} depends on unknown step {dep!r}")
+    if steps and not any(not s["depends_on"] for s in steps):
+        problems.append("no entry step: every step depends on another")
+    if not problems and _has_cycle(steps):
+        problems.append("the dependencies form a cycle")
+    if problems:
+        raise PlanValidationError(problems)
+    return plan
+
+
+def _has_cycle(steps: list[Step]) -> bool:
+    remaining = {s["id"]: set(s["depends_on"]) for s in steps}
+    while remaining:
+        ready = [i for i, deps in remaining.items() if not deps]
+        if not ready:
+            return True
+        for i in ready:
+            del remaining[i]
+        for deps in remaining.values():
+            deps.difference_update(ready)
+    return False
+
+
+def split_request(request: str) -> list[list[str]]:
+    """Split a request into ordered stages of independent parts.
+
+    Bulleted or numbered lines and separate sentences become parallel parts; "then" and ";"
+    make later stages that depend on earlier ones.
+    """
+    lines = [m.group(1) for line in request.splitlines() if (m := _LIST_ITEM.match(line))]
+    if len(lines) >= 2:
+        return [lines]
+    stages = [p for p in _THEN.split(request.strip()) if p]
+    if len(stages) >= 2:
+        return [[p.strip(" .")] for p in stages]
+    sentences = [s.strip() for s in _SENTENCE_END.split(request.strip()) if s.strip()]
+    questions = [s for s in sentences if len(s.split()) >= 3]
+    return [questions] if len(questions) >= 2 else [[request.strip()]]
+
+
+def wants_plan(request: str) -> bool:
+    """Decide, by rule, whether a request needs a plan rather than a direct answer."""
+    parts = [p for stage in split_request(request) for p in stage]
+    return len(parts) >= 2 or len(request.split()) > 40 or bool(_PLAN_WORDS.search(request))
+
+
+def _step(step_id: str, instruction: str, depends_on: list[str]) -> Step:
+    return Step(
+        id=step_id,
+        kind="reasoning",
+        instruction=instruction,
+        depends_on=depends_on,
+        requires_approval=bool(_RISKY.search(instruction)),
+    )
+
+
+def direct_plan(request: str) -> Plan:
+    """Return the one-step plan of a direct answer."""
+    return Plan(goal=request, steps=[_step("answer", request, [])])
+
+
+def rule_plan(request: str, *, max_steps: int) -> Plan:
+    """Plan by rule: one reasoning step per part of the request, stages in order.
+
+    A request with a single part gets two steps: gather what is needed, then answer.
+    """
+    stages = split_request(request)
+    if len(stages) == 1 and len(stages[0]) == 1:
+        return Plan(
+            goal=request,
+            steps=[
+                _step("s1", f"List the key facts and concepts needed to answer: {request}", []),
+                _step("s2", f"Using those facts, answer: {request}", ["s1"]),
+            ],
+        )
+    steps: list[Step] = []
+    previous: list[str] = []
+    for stage in stages:
+        current: list[str] = []
+        for part in stage:
+            if len(steps) == max_steps:
+                break
+            step_id = f"s{len(steps) + 1}"
+            steps.append(_step(step_id, part, list(previous)))
+            current.append(step_id)
+        previous = current or previous
+    return Plan(goal=request, steps=steps)
+
+
+def _base_id(step_id: str) -> str:
+    return step_id.split("-r", 1)[0]
+
+
+def patch_plan(plan: Plan, critique: Critique, results: dict[str, StepResult], *, version: int) -> Plan:
+    """Replace the steps the critic flagged with fresh ones, keeping finished steps.
+
+    A replaced step gets a new id (`s2-r2`) so its earlier result stays in the history, and
+    its instruction carries the critic's feedback and the failure it is meant to avoid.
+    """
+    flagged = set(critique["failed_steps"])
+    renamed = {i: f"{_base_id(i)}-r{version}" for i in flagged}
+    steps: list[Step] = []
+    for s in plan["steps"]:
+        deps = [renamed.get(d, d) for d in s["depends_on"]]
+        if s["id"] not in flagged:
+            steps.append(Step(**{**s, "depends_on": deps}))
+            continue
+        previous = results.get(s["id"])
+        why = previous["error"] if previous and previous["error"] else critique["reason"]
+        instruction = _base_instruction(s["instruction"])
+        steps.append(
+            Step(
+                id=renamed[s["id"]],
+                kind=s["kind"],
+                instruction=f"{instruction}\n(Retry: the previous attempt did not succeed: {why}."
+                f" {critique['feedback']})",
+                depends_on=deps,
+                requires_approval=s["requires_approval"],
+            )
+        )
+    return Plan(goal=plan["goal"], steps=steps)
+
+
+def _base_instruction(instruction: str) -> str:
+    return instruction.split("\n(Retry:", 1)[0]

@@ -1,0 +1,121 @@
+"""Shapes that travel through the graph: plans, step results, critiques, approvals.
+
+They are TypedDicts so that checkpoints hold plain JSON-like data (no pickled classes) and
+every surface (CLI, HTTP, Studio) shows them as they are. Pydantic validates them at the
+edges through `TypeAdapter`.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+from typing_extensions import TypedDict
+
+StepStatus = Literal["done", "failed", "skipped"]
+Verdict = Literal["accept", "replan", "give_up"]
+PlanSource = Literal["direct", "rules", "llm", "edit", "replan"]
+Decision = Literal["approve", "reject", "edit"]
+Gate = Literal["plan", "final"]
+RunStatus = Literal["done", "rejected", "failed"]
+
+
+class Step(TypedDict):
+    """One unit of work for a worker."""
+
+    id: Annotated[str, Field(min_length=1, max_length=64, description="Unique step id.")]
+    kind: Annotated[str, Field(description="Worker that runs the step: 'reasoning' or 'rag'.")]
+    instruction: Annotated[str, Field(min_length=1, description="What the worker must do.")]
+    depends_on: Annotated[list[str], Field(description="Ids of steps whose results it needs.")]
+    requires_approval: Annotated[
+        bool, Field(description="A person must approve the plan before this step runs.")
+    ]
+
+
+class Plan(TypedDict):
+    """A directed acyclic graph of steps toward one goal."""
+
+    goal: Annotated[str, Field(description="The request the plan answers.")]
+    steps: Annotated[list[Step], Field(description="The steps, in any order.")]
+
+
+class PlanRevision(TypedDict):
+    """One version of the plan and why it exists."""
+
+    version: int
+    source: PlanSource
+    reason: str
+    plan: Plan
+    fallback_reason: str | None
+
+
+class Citation(TypedDict):
+    """A pointer from an answer to the retrieved text that supports it."""
+
+    chunk_id: str
+    source: str
+    score: float
+    quote: str
+
+
+class StepUsage(TypedDict):
+    """Tokens and cost one step spent."""
+
+    input_tokens: int
+    output_tokens: int
+    cost: float
+
+
+class StepResult(TypedDict):
+    """What a worker returns for a step, success or not."""
+
+    step_id: str
+    kind: str
+    status: StepStatus
+    output: str
+    citations: list[Citation]
+    usage: StepUsage
+    attempts: int
+    latency_ms: float
+    error: str | None
+
+
+class Critique(TypedDict):
+    """The critic's verdict on the results so far."""
+
+    verdict: Verdict
+    reason: str
+    feedback: str
+    coverage: float
+    grounding: float | None
+    failed_steps: list[str]
+    tokens_used: int
+    budget_exhausted: bool
+
+
+class ApprovalDecision(TypedDict):
+    """The resume value of every approval interrupt, on every surface."""
+
+    decision: Decision
+    reason: str | None
+    plan: Plan | None
+
+
+class ApprovalRecord(TypedDict):
+    """A decision a person gave, kept for the report."""
+
+    gate: Gate
+    decision: Decision
+    reason: str | None
+    at: str
+
+
+class ApprovalRequest(TypedDict):
+    """The interrupt payload: what a person needs to judge the plan or the answer."""
+
+    gate: Gate
+    thread_id: str | None
+    reason: str
+    risk: str
+    plan: Plan
+    answer: str | None
+    error: str | None
+    resume: dict[str, str]

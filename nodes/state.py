@@ -1,0 +1,101 @@
+"""Graph state: a narrow input, the full run state, and what a worker receives."""
+
+import operator
+from typing import Annotated, Literal
+
+from typing_extensions import TypedDict
+
+from app.accounting import UsageRecord
+from nodes.schemas import (
+    ApprovalRecord,
+    Citation,
+    Critique,
+    Plan,
+    PlanRevision,
+    RunStatus,
+    Step,
+    StepResult,
+)
+
+Route = Literal["direct", "plan"]
+
+
+def merge_results(
+    left: dict[str, StepResult], right: dict[str, StepResult]
+) -> dict[str, StepResult]:
+    """Merge step results by step id; a later result for the same id wins."""
+    return {**left, **right}
+
+
+class InputState(TypedDict):
+    """What a caller sends to start a run."""
+
+    request: str
+    """The question or task, in the user's words."""
+
+
+class RunReport(TypedDict):
+    """Accounting and history of a run, shown after the answer."""
+
+    status: RunStatus
+    total_tokens: int
+    input_tokens: int
+    output_tokens: int
+    total_cost: float
+    latency_ms: float
+    token_budget: int
+    budget_exhausted: bool
+    nodes: dict[str, dict[str, float | int]]
+    steps: list[dict[str, object]]
+    plan_versions: int
+    replans: int
+    fallback_reasons: list[str]
+    approvals: list[ApprovalRecord]
+    verdict: str | None
+    verdict_reason: str | None
+
+
+class State(InputState, total=False):
+    """Everything a run knows. Large blobs (documents, chunks) stay out; only ids go in."""
+
+    route: Route
+    """The orchestrator's choice: answer directly or plan."""
+    plan: Plan
+    """The plan being executed (the latest revision)."""
+    plan_history: Annotated[list[PlanRevision], operator.add]
+    """Every plan revision with its source and reason, oldest first."""
+    results: Annotated[dict[str, StepResult], merge_results]
+    """Step results by step id, across all plan revisions."""
+    critique: Critique
+    """The critic's latest verdict."""
+    approvals: Annotated[list[ApprovalRecord], operator.add]
+    """Decisions people gave at approval points."""
+    usage: Annotated[list[UsageRecord], operator.add]
+    """One record per node execution: tokens, cost, latency, attempts."""
+    answer: str
+    """The final answer."""
+    citations: list[Citation]
+    """Citations backing the final answer."""
+    status: RunStatus
+    """How the run ended."""
+    report: RunReport
+    """The run report, written once at the end."""
+
+
+class OutputState(TypedDict, total=False):
+    """What a finished run returns to its caller."""
+
+    answer: str
+    citations: list[Citation]
+    status: RunStatus
+    plan: Plan
+    report: RunReport
+
+
+class WorkerInput(TypedDict):
+    """The payload `dispatch` sends to a worker for one step."""
+
+    request: str
+    step: Step
+    dependencies: list[StepResult]
+    tokens_used: int

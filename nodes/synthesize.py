@@ -1,0 +1,78 @@
+"""Synthesize: the final answer from the step results, with citations, never hiding a failure."""
+
+import time
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+from typing_extensions import TypedDict
+
+from app.accounting import UsageRecord
+from nodes.context import Context
+from nodes.llm import Generation, generate, usage_record
+from nodes.prompts import SYNTHESIZE_PROMPT, SYSTEM_PROMPT
+from nodes.schemas import Citation, RunStatus, StepResult
+from nodes.state import State
+
+
+class SynthesizeUpdate(TypedDict):
+    answer: str
+    citations: list[Citation]
+    status: RunStatus
+    usage: list[UsageRecord]
+
+
+def _citations(results: list[StepResult]) -> list[Citation]:
+    seen: dict[str, Citation] = {}
+    for r in results:
+        for c in r["citations"]:
+            seen.setdefault(c["chunk_id"], c)
+    return list(seen.values())
+
+
+def _partial(done: list[StepResult]) -> str:
+    return "\n".join(f"- [{r['step_id']}] {r['output']}" for r in done) or "(no step succeeded)"
+
+
+async def synthesize(state: State, runtime: Runtime[Context]) -> SynthesizeUpdate:
+    """Write the answer: by the model when results allow it, by rule when budget or steps ran out."""
+    started = time.time()
+    context = runtime.context
+    critique = state["critique"]
+    plan = state["plan"]
+    results = state.get("results", {})
+    current = [results[s["id"]] for s in plan["steps"] if s["id"] in results]
+    done = [r for r in current if r["status"] == "done"]
+    generation: Generation | None = None
+
+    if critique["budget_exhausted"]:
+        answer = f"Stopped early: {critique['reason']}.\nPartial results:\n{_partial(done)}"
+    elif not done:
+        answer = f"No answer: {critique['reason']}."
+    elif len(plan["steps"]) == 1 and len(done) == 1:
+        answer = done[0]["output"]
+    else:
+        findings = "\n".join(
+            f"- [{r['step_id']}] {s['instruction']}: {r['output']}"
+            for s in plan["steps"]
+            for r in done
+            if r["step_id"] == s["id"]
+        )
+        generation = await generate(
+            [
+                SystemMessage(SYSTEM_PROMPT),
+                HumanMessage(SYNTHESIZE_PROMPT.format(request=state["request"], findings=findings)),
+            ],
+            model=context.model,
+            writer=runtime.stream_writer,
+            node="synthesize",
+            max_tokens=context.max_output_tokens,
+        )
+        answer = generation.text or _partial(done)
+    if done and critique["verdict"] == "give_up" and not critique["budget_exhausted"]:
+        answer += f"\n\nNote: this answer is incomplete: {critique['reason']}."
+    return SynthesizeUpdate(
+        answer=answer,
+        citations=_citations(done),
+        status="done" if done else "failed",
+        usage=[usage_record("synthesize", started, generation=generation)],
+    )
