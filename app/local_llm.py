@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
@@ -24,7 +25,6 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-from langchain_core.exceptions import OutputParserException
 from langchain_core.output_parsers import JsonOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
@@ -65,9 +65,7 @@ def _shared_llama(path: str, n_ctx: int, n_threads: int) -> tuple[Any, threading
         if key not in _llamas:
             from llama_cpp import Llama
 
-            llama = Llama(
-                model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0
-            )
+            llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0)
             _llamas[key] = (llama, threading.Lock())
         return _llamas[key]
 
@@ -243,7 +241,7 @@ class ChatLocalLlama(BaseChatModel):
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
-    def with_structured_output(  # type: ignore[override]
+    def with_structured_output(
         self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
     ) -> Runnable[LanguageModelInput, Any]:
         """Constrain generation to the schema's JSON with a llama.cpp grammar; return a dict.
@@ -268,4 +266,3 @@ class ChatLocalLlama(BaseChatModel):
                 return {"raw": message, "parsed": None, "parsing_error": exc}
 
         return bound | RunnableLambda(parse)
-

@@ -49,12 +49,14 @@ def build_graph(
         "reasoning",
         reason,
         retry_policy=RetryPolicy(
-            max_attempts=step_attempts, initial_interval=0.2, max_interval=5.0,
+            max_attempts=step_attempts,
+            initial_interval=0.2,
+            max_interval=5.0,
             retry_on=_retry_step,
         ),
         timeout=step_timeout_s,
         error_handler=step_failed_handler(step_attempts),
-    )
+    )  # type: ignore[call-overload]
     builder.add_node("collect", collect)
     builder.add_node("critic", criticize)
     builder.add_node(

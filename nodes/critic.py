@@ -8,6 +8,7 @@ from langgraph.types import Command
 
 from app.accounting import tokens_used
 from nodes.context import Context
+from nodes.dispatch import status_of
 from nodes.events import emit
 from nodes.llm import usage_record
 from nodes.schemas import Critique, StepResult, Verdict
@@ -27,7 +28,7 @@ def judge(state: State, context: Context) -> Critique:
     plan = state["plan"]
     results = state.get("results", {})
     current = [results[s["id"]] for s in plan["steps"] if s["id"] in results]
-    failed = [s["id"] for s in plan["steps"] if results.get(s["id"], {}).get("status") != "done"]
+    failed = [s["id"] for s in plan["steps"] if status_of(results, s["id"]) != "done"]
     coverage = (len(plan["steps"]) - len(failed)) / len(plan["steps"])
     used = tokens_used(state.get("usage", []))
     exhausted = used >= context.token_budget
@@ -74,8 +75,13 @@ async def criticize(
     target: Literal["planner", "synthesize"] = (
         "planner" if critique["verdict"] == "replan" else "synthesize"
     )
-    emit(runtime.stream_writer, "handoff", source="critic", target=target,
-         reason=f"{critique['verdict']}: {critique['reason']}")
+    emit(
+        runtime.stream_writer,
+        "handoff",
+        source="critic",
+        target=target,
+        reason=f"{critique['verdict']}: {critique['reason']}",
+    )
     return Command(
         goto=target,
         update={"critique": critique, "usage": [usage_record("critic", started)]},

@@ -27,20 +27,32 @@ def budget_spent(state: State, context: Context) -> bool:
     return tokens_used(state.get("usage", [])) >= context.token_budget
 
 
+def status_of(results: dict[str, StepResult], step_id: str) -> str | None:
+    """Return a step's status, or None when it has not run."""
+    result = results.get(step_id)
+    return result["status"] if result else None
+
+
 def ready_steps(plan: Plan, results: dict[str, StepResult]) -> list[Step]:
     """Return the steps not yet run whose dependencies all finished successfully."""
     return [
         s
         for s in plan["steps"]
-        if s["id"] not in results
-        and all(results.get(d, {}).get("status") == "done" for d in s["depends_on"])
+        if s["id"] not in results and all(status_of(results, d) == "done" for d in s["depends_on"])
     ]
 
 
 def _skipped(step: Step, why: str) -> StepResult:
     return StepResult(
-        step_id=step["id"], kind=step["kind"], status="skipped", output="", citations=[],
-        usage=_NO_USAGE, attempts=0, latency_ms=0.0, error=why,
+        step_id=step["id"],
+        kind=step["kind"],
+        status="skipped",
+        output="",
+        citations=[],
+        usage=_NO_USAGE,
+        attempts=0,
+        latency_ms=0.0,
+        error=why,
     )
 
 
@@ -65,7 +77,9 @@ def blocked_steps(
                 if (r := results.get(d) or blocked.get(d)) is not None and r["status"] != "done"
             ]
             if bad:
-                blocked[s["id"]] = _skipped(s, f"not run: dependency {', '.join(bad)} did not succeed")
+                blocked[s["id"]] = _skipped(
+                    s, f"not run: dependency {', '.join(bad)} did not succeed"
+                )
                 changed = True
     return blocked
 
@@ -79,8 +93,14 @@ async def dispatch(state: State, runtime: Runtime[Context]) -> DispatchUpdate:
     for result in blocked.values():
         emit(runtime.stream_writer, "step_result", result=result)
     for step in ready_steps(plan, {**results, **blocked}):
-        emit(runtime.stream_writer, "handoff", source="dispatch", target=step["kind"],
-             step_id=step["id"], reason=step["instruction"])
+        emit(
+            runtime.stream_writer,
+            "handoff",
+            source="dispatch",
+            target=step["kind"],
+            step_id=step["id"],
+            reason=step["instruction"],
+        )
     update = DispatchUpdate(usage=[usage_record("dispatch", started)])
     if blocked:
         update["results"] = blocked

@@ -4,9 +4,7 @@ from typing import Any, Literal
 
 from langgraph.types import StreamWriter
 
-EventName = Literal[
-    "plan_update", "handoff", "delta", "step_result", "interrupt", "final", "error"
-]
+EventName = Literal["plan_update", "handoff", "delta", "step_result", "interrupt", "final", "error"]
 EVENT_NAMES: tuple[EventName, ...] = (
     "plan_update",
     "handoff",

@@ -37,7 +37,7 @@ def build_report(state: State, context: Context, status: RunStatus) -> RunReport
         latency_ms=round(active_ms(usage), 1),
         token_budget=context.token_budget,
         budget_exhausted=bool(critique and critique["budget_exhausted"]),
-        nodes={name: dict(totals) for name, totals in nodes.items()},
+        nodes=nodes,
         steps=[
             {
                 "step_id": r["step_id"],
@@ -64,8 +64,15 @@ async def finalize(state: State, runtime: Runtime[Context]) -> FinalizeUpdate:
     started = time.time()
     status: RunStatus = state.get("status", "done")
     record = usage_record("finalize", started)
-    report = build_report({**state, "usage": [*state.get("usage", []), record]}, runtime.context,
-                          status)
-    emit(runtime.stream_writer, "final", status=status, answer=state.get("answer", ""),
-         citations=state.get("citations", []), report=report)
+    report = build_report(
+        {**state, "usage": [*state.get("usage", []), record]}, runtime.context, status
+    )
+    emit(
+        runtime.stream_writer,
+        "final",
+        status=status,
+        answer=state.get("answer", ""),
+        citations=state.get("citations", []),
+        report=report,
+    )
     return FinalizeUpdate(status=status, report=report, usage=[record])

@@ -2,6 +2,7 @@
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from langchain_core.messages import BaseMessage
 from langgraph.types import StreamWriter
@@ -35,7 +36,7 @@ async def generate(
     chat = get_chat_model(model)
     parts: list[str] = []
     tokens = Tokens()
-    kwargs = {"max_tokens": max_tokens} if max_tokens else {}
+    kwargs: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
     async for chunk in chat.astream(messages, **kwargs):
         text = chunk.text
         if text:

@@ -27,7 +27,9 @@ async def orchestrate(state: State, runtime: Runtime[Context]) -> OrchestratorUp
     started = time.time()
     request = state["request"]
     mode = runtime.context.mode
-    route: Route = "plan" if mode == "plan" or (mode == "auto" and wants_plan(request)) else "direct"
+    route: Route = (
+        "plan" if mode == "plan" or (mode == "auto" and wants_plan(request)) else "direct"
+    )
     update = OrchestratorUpdate(route=route)
     if route == "direct":
         plan = direct_plan(request)
@@ -39,10 +41,22 @@ async def orchestrate(state: State, runtime: Runtime[Context]) -> OrchestratorUp
                 version=version, source="direct", reason=reason, plan=plan, fallback_reason=None
             )
         ]
-        emit(runtime.stream_writer, "plan_update", version=version, source="direct",
-             reason=reason, plan=plan, fallback_reason=None)
-    emit(runtime.stream_writer, "handoff", source="orchestrator",
-         target="planner" if route == "plan" else "dispatch", reason=f"route={route}")
+        emit(
+            runtime.stream_writer,
+            "plan_update",
+            version=version,
+            source="direct",
+            reason=reason,
+            plan=plan,
+            fallback_reason=None,
+        )
+    emit(
+        runtime.stream_writer,
+        "handoff",
+        source="orchestrator",
+        target="planner" if route == "plan" else "dispatch",
+        reason=f"route={route}",
+    )
     update["usage"] = [usage_record("orchestrator", started)]
     return update
 

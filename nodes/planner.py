@@ -101,13 +101,28 @@ async def plan(state: State, runtime: Runtime[Context]) -> PlannerUpdate:
     else:
         reason = "planned by rules: one step per part of the request"
     revision = PlanRevision(
-        version=version, source=source, reason=reason, plan=new_plan,
+        version=version,
+        source=source,
+        reason=reason,
+        plan=new_plan,
         fallback_reason=fallback_reason,
     )
-    emit(runtime.stream_writer, "plan_update", version=version, source=source, reason=reason,
-         plan=new_plan, fallback_reason=fallback_reason)
-    emit(runtime.stream_writer, "handoff", source="planner", target="approve_plan",
-         reason=f"plan v{version} with {len(new_plan['steps'])} steps")
+    emit(
+        runtime.stream_writer,
+        "plan_update",
+        version=version,
+        source=source,
+        reason=reason,
+        plan=new_plan,
+        fallback_reason=fallback_reason,
+    )
+    emit(
+        runtime.stream_writer,
+        "handoff",
+        source="planner",
+        target="approve_plan",
+        reason=f"plan v{version} with {len(new_plan['steps'])} steps",
+    )
     return PlannerUpdate(
         plan=new_plan,
         plan_history=[revision],

@@ -156,7 +156,9 @@ def _base_id(step_id: str) -> str:
     return step_id.split("-r", 1)[0]
 
 
-def patch_plan(plan: Plan, critique: Critique, results: dict[str, StepResult], *, version: int) -> Plan:
+def patch_plan(
+    plan: Plan, critique: Critique, results: dict[str, StepResult], *, version: int
+) -> Plan:
     """Replace the steps the critic flagged with fresh ones, keeping finished steps.
 
     A replaced step gets a new id (`s2-r2`) so its earlier result stays in the history, and

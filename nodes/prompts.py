@@ -1,8 +1,7 @@
 """Prompts, as constants with named placeholders."""
 
 SYSTEM_PROMPT = (
-    "You are a careful assistant. Answer accurately and concisely. "
-    "If you are not sure, say so."
+    "You are a careful assistant. Answer accurately and concisely. If you are not sure, say so."
 )
 
 STEP_PROMPT = """{instruction}

@@ -6,7 +6,7 @@ the last attempt fails, `step_failed` turns the error into a failed `StepResult`
 
 import time
 
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langgraph.errors import NodeError, NodeTimeoutError
 from langgraph.runtime import Runtime
 from langgraph.types import Command
@@ -26,7 +26,7 @@ class WorkerUpdate(TypedDict):
     usage: list[UsageRecord]
 
 
-def step_messages(payload: WorkerInput) -> list[SystemMessage | HumanMessage]:
+def step_messages(payload: WorkerInput) -> list[BaseMessage]:
     """Build the prompt of a step from its instruction and its dependencies' outputs."""
     deps = payload["dependencies"]
     dependencies = (
@@ -115,8 +115,6 @@ def step_failed_handler(attempts: int, node: str = "reasoning"):  # type: ignore
         )
         emit(runtime.stream_writer, "step_result", result=result)
         record = usage_record(node, first or started, step_id=step["id"], attempts=attempts)
-        return Command(
-            goto="collect", update={"results": {step["id"]: result}, "usage": [record]}
-        )
+        return Command(goto="collect", update={"results": {step["id"]: result}, "usage": [record]})
 
     return step_failed

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from typing_extensions import TypedDict
 
-from app.accounting import UsageRecord
+from app.accounting import NodeTotals, UsageRecord
 from nodes.schemas import (
     ApprovalRecord,
     Citation,
@@ -45,7 +45,7 @@ class RunReport(TypedDict):
     latency_ms: float
     token_budget: int
     budget_exhausted: bool
-    nodes: dict[str, dict[str, float | int]]
+    nodes: dict[str, NodeTotals]
     steps: list[dict[str, object]]
     plan_versions: int
     replans: int

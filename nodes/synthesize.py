@@ -34,7 +34,7 @@ def _partial(done: list[StepResult]) -> str:
 
 
 async def synthesize(state: State, runtime: Runtime[Context]) -> SynthesizeUpdate:
-    """Write the answer: by the model when results allow it, by rule when budget or steps ran out."""
+    """Write the answer: by the model when results allow, by rule when budget or steps ran out."""
     started = time.time()
     context = runtime.context
     critique = state["critique"]

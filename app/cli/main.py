@@ -1,0 +1,394 @@
+"""`agentgraph`: ask, resume, and inspect threads, on the embedded defaults or your own."""
+
+import asyncio
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from app.cli.render import Progress, err, out, plan_table, print_json, report_table
+from app.errors import AgentGraphError, InvalidDecisionError
+from app.settings import ApprovalPolicy, PlannerKind, Settings, get_settings
+
+app = typer.Typer(
+    help="Plan-and-execute agents on LangGraph, checkpointed to Postgres.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+threads_app = typer.Typer(help="Inspect stored threads.", no_args_is_help=True)
+app.add_typer(threads_app, name="threads")
+
+EXIT_CODES = {"done": 0, "failed": 1, "interrupted": 3, "rejected": 4}
+_state: dict[str, bool] = {"debug": False}
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(coro_fn: Callable[[Settings], Coroutine[Any, Any, int]]) -> None:
+    """Run a command; domain errors become one clear line and a non-zero exit code."""
+    try:
+        code = asyncio.run(coro_fn(get_settings()))
+    except AgentGraphError as exc:
+        if _state["debug"]:
+            raise
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("interrupted; the thread keeps every finished step", markup=False)
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+def resume_command(thread_id: str) -> str:
+    """Return the command that answers a thread's pending approval."""
+    quoted = shlex.quote(thread_id)
+    return f"agentgraph resume {quoted} --approve   (or --reject REASON, --edit PLAN.json)"
+
+
+def _document(view: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "status": view["status"],
+        "thread_id": view["thread_id"],
+        "answer": view["answer"],
+        "citations": view["citations"],
+        "plan": view["plan"],
+        "pending_approval": view["pending_approval"],
+        "resume_command": resume_command(view["thread_id"])
+        if view["status"] == "interrupted"
+        else None,
+        "report": view["report"],
+    }
+
+
+def _ask_person(payload: dict[str, Any]) -> dict[str, Any]:
+    """Show an approval request and read approve / reject / edit from the terminal."""
+    err.print(
+        f"\n[bold yellow]Approval needed ({payload['gate']})[/bold yellow]: "
+        f"{escape(payload['reason'])}"
+    )
+    err.print(f"risk: {escape(payload['risk'])}")
+    if payload.get("error"):
+        err.print(f"[red]{escape(payload['error'])}[/red]")
+    if payload["gate"] == "final" and payload.get("answer"):
+        err.print(f"answer: {escape(payload['answer'])}")
+    choices = "[a]pprove / [r]eject" + (" / [e]dit" if payload["gate"] == "plan" else "")
+    while True:
+        choice = typer.prompt(choices, default="a", err=True).strip().lower()[:1]
+        if choice == "a":
+            return {"decision": "approve"}
+        if choice == "r":
+            reason = typer.prompt("reason", default="rejected at the terminal", err=True)
+            return {"decision": "reject", "reason": reason}
+        if choice == "e" and payload["gate"] == "plan":
+            path = typer.prompt("path of the edited plan (JSON)", err=True)
+            try:
+                return {"decision": "edit", "plan": _read_plan(Path(path)), "reason": "edited"}
+            except AgentGraphError as exc:
+                err.print(f"[red]{escape(str(exc))}[/red]")
+
+
+def _read_plan(path: Path) -> dict[str, Any]:
+    try:
+        plan = json.loads(path.read_text())
+    except OSError as exc:
+        raise InvalidDecisionError(f"cannot read plan file {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidDecisionError(f"plan file {path} is not JSON: {exc}") from None
+    if not isinstance(plan, dict):
+        raise InvalidDecisionError(f"plan file {path} must hold a JSON object")
+    return plan
+
+
+async def _drive(
+    settings: Settings,
+    *,
+    thread_id: str,
+    overrides: dict[str, Any],
+    request: str | None,
+    decision: dict[str, Any] | None,
+    as_json: bool,
+    interactive: bool,
+) -> int:
+    from graphs.runs import pending_decision_check, stored_context, stream_events, view_thread
+    from graphs.service import open_agent
+    from nodes.context import Context
+
+    if not as_json:
+        err.print("[dim]opening database…[/dim]")
+    async with open_agent(settings) as agent:
+        graph = agent.graph
+        if request is None:
+            previous = await stored_context(graph, thread_id)
+            base = previous or Context.from_settings(settings)
+            context = Context.from_settings(settings, **{**base.__dict__, **overrides})
+        else:
+            context = Context.from_settings(settings, **overrides)
+        resume = None
+        if decision is not None:
+            resume = await pending_decision_check(graph, thread_id, decision, context=context)
+        progress = Progress()
+        failure: str | None = None
+        while True:
+            async for event in stream_events(
+                graph, thread_id=thread_id, context=context, request=request, resume=resume
+            ):
+                if event["event"] == "error":
+                    failure = event["message"]
+                if not as_json:
+                    progress.show(event)
+            progress.close()
+            view = await view_thread(graph, thread_id, context=context)
+            if view["status"] != "interrupted" or not interactive or failure:
+                break
+            raw = _ask_person(view["pending_approval"] or {})
+            resume = await pending_decision_check(graph, thread_id, raw, context=context)
+            request = None
+    if failure and view["status"] not in ("done", "rejected"):
+        view["status"] = "failed"
+    document = _document(dict(view))
+    if failure:
+        document["error"] = failure
+    if as_json:
+        print_json(document)
+    else:
+        _print_outcome(document)
+    return EXIT_CODES[document["status"]]
+
+
+def _print_outcome(doc: dict[str, Any]) -> None:
+    status = doc["status"]
+    if status == "interrupted":
+        out.print(f"status: interrupted (thread {doc['thread_id']})")
+        out.print(f"resume with: {doc['resume_command']}", markup=False)
+        return
+    if doc.get("answer"):
+        out.print("\n[bold]Answer[/bold]")
+        out.print(doc["answer"], markup=False)
+    if doc.get("error"):
+        out.print(f"error: {doc['error']}", markup=False)
+    if doc.get("report"):
+        out.print(report_table(doc["report"]))
+        report = doc["report"]
+        out.print(
+            f"verdict: {report.get('verdict')} ({escape(str(report.get('verdict_reason')))}); "
+            f"plan versions: {report['plan_versions']}, replans: {report['replans']}; "
+            f"tokens {report['total_tokens']} of budget {report['token_budget']}"
+        )
+    out.print(f"status: {status}   thread: {doc['thread_id']}")
+
+
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout only.")]
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question or task.")],
+    approval: Annotated[
+        ApprovalPolicy | None, typer.Option(help="When to stop for a person's approval.")
+    ] = None,
+    thread: Annotated[
+        str | None, typer.Option("--thread", help="Thread id (new if unset).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="'local' or a provider string.")] = None,
+    planner: Annotated[PlannerKind | None, typer.Option(help="rules or llm.")] = None,
+    max_replans: Annotated[int | None, typer.Option(min=0, help="Replan limit.")] = None,
+    token_budget: Annotated[
+        int | None, typer.Option(min=1, help="Tokens the run may spend.")
+    ] = None,
+    approve_final: Annotated[
+        bool, typer.Option("--approve-final", help="Also ask to approve the final answer.")
+    ] = False,
+    as_json: Json = False,
+    no_input: Annotated[
+        bool, typer.Option("--no-input", help="Never prompt; stop at an approval instead.")
+    ] = False,
+) -> None:
+    """Ask a question: plan, execute, critique and answer, with a run report."""
+    from graphs.runs import new_thread_id
+
+    if not question.strip():
+        raise typer.BadParameter("the question is empty", param_hint="QUESTION")
+    overrides = {
+        "approval": approval,
+        "model": model,
+        "planner": planner,
+        "max_replans": max_replans,
+        "token_budget": token_budget,
+        "approve_final": approve_final or None,
+    }
+    thread_id = thread or new_thread_id()
+    interactive = not no_input and not as_json and sys.stdin.isatty()
+    _run(
+        lambda s: _drive(
+            s,
+            thread_id=thread_id,
+            overrides=overrides,
+            request=question,
+            decision=None,
+            as_json=as_json,
+            interactive=interactive,
+        )
+    )
+
+
+@app.command()
+def resume(
+    thread_id: Annotated[str, typer.Argument(help="The interrupted thread.")],
+    approve: Annotated[bool, typer.Option("--approve", help="Approve and continue.")] = False,
+    reject: Annotated[
+        str | None, typer.Option("--reject", metavar="REASON", help="Reject.")
+    ] = None,
+    edit: Annotated[
+        Path | None, typer.Option("--edit", metavar="PLAN.json", help="Run an edited plan.")
+    ] = None,
+    as_json: Json = False,
+    no_input: Annotated[bool, typer.Option("--no-input", help="Never prompt.")] = False,
+) -> None:
+    """Answer a pending approval and continue the run."""
+    chosen = [
+        flag
+        for flag, on in (
+            ("--approve", approve),
+            ("--reject", reject is not None),
+            ("--edit", edit is not None),
+        )
+        if on
+    ]
+    if len(chosen) != 1:
+        raise typer.BadParameter("give exactly one of --approve, --reject REASON, --edit PLAN.json")
+    if edit is not None:
+        try:
+            decision: dict[str, Any] = {
+                "decision": "edit",
+                "plan": _read_plan(edit),
+                "reason": f"edited plan from {edit}",
+            }
+        except AgentGraphError as exc:
+            err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(1) from None
+    elif reject is not None:
+        decision = {"decision": "reject", "reason": reject}
+    else:
+        decision = {"decision": "approve"}
+    interactive = not no_input and not as_json and sys.stdin.isatty()
+    _run(
+        lambda s: _drive(
+            s,
+            thread_id=thread_id,
+            overrides={},
+            request=None,
+            decision=decision,
+            as_json=as_json,
+            interactive=interactive,
+        )
+    )
+
+
+@threads_app.command("show")
+def threads_show(thread_id: str, as_json: Json = False) -> None:
+    """Show a thread: status, plan history, pending approval, answer, report."""
+
+    async def show(settings: Settings) -> int:
+        from graphs.runs import view_thread
+        from graphs.service import open_agent
+
+        async with open_agent(settings) as agent:
+            view: dict[str, Any] = dict(await view_thread(agent.graph, thread_id))
+        if as_json:
+            print_json(view)
+            return 0
+        out.print(f"thread {thread_id}: [bold]{view['status']}[/bold]")
+        out.print(f"request: {escape(view['request'] or '')}")
+        for rev in view["plan_history"]:
+            out.print(
+                plan_table(
+                    rev["plan"], title=f"Plan v{rev['version']} ({rev['source']}): {rev['reason']}"
+                )
+            )
+        if view["pending_approval"]:
+            out.print(f"pending approval: {escape(view['pending_approval']['reason'])}")
+            out.print(f"resume with: {resume_command(thread_id)}", markup=False)
+        if view["answer"]:
+            out.print("[bold]Answer[/bold]")
+            out.print(view["answer"], markup=False)
+        if view["report"]:
+            out.print(report_table(view["report"]))
+        return 0
+
+    _run(show)
+
+
+@threads_app.command("history")
+def threads_history(thread_id: str, as_json: Json = False) -> None:
+    """List a thread's checkpoints, newest first."""
+
+    async def show(settings: Settings) -> int:
+        from rich.table import Table
+
+        from graphs.runs import history
+        from graphs.service import open_agent
+
+        async with open_agent(settings) as agent:
+            items = await history(agent.graph, thread_id)
+        if as_json:
+            print_json({"thread_id": thread_id, "checkpoints": items})
+            return 0
+        table = Table(title=f"Checkpoints of {thread_id}, newest first", title_justify="left")
+        for column in ("checkpoint id", "step", "source", "wrote", "next", "created"):
+            table.add_column(column)
+        for c in items:
+            table.add_row(
+                c["checkpoint_id"],
+                str(c["step"]),
+                c["source"] or "",
+                ", ".join(c["writes"]),
+                ", ".join(c["next"]),
+                c["created_at"] or "",
+            )
+        out.print(table)
+        return 0
+
+    _run(show)
+
+
+@threads_app.command("list")
+def threads_list(
+    limit: Annotated[int, typer.Option(min=1, help="How many.")] = 20, as_json: Json = False
+) -> None:
+    """List the most recent threads."""
+
+    async def show(settings: Settings) -> int:
+        from graphs.service import open_agent
+
+        async with open_agent(settings) as agent:
+            rows = await agent.list_threads(limit=limit)
+        if as_json:
+            print_json({"threads": rows})
+            return 0
+        for row in rows:
+            out.print(f"{row['thread_id']}  ({row['checkpoints']} checkpoints)")
+        return 0
+
+    _run(show)
+
+
+def main() -> None:
+    """Entry point of the `agentgraph` command."""
+    app()

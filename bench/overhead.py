@@ -1,0 +1,408 @@
+"""Measure what checkpointing costs: whole zero-latency runs on Postgres and in memory.
+
+Each run is the full plan-and-execute graph (orchestrator, planner, two parallel reasoning
+steps, collect, critic, synthesis, finalize) driven through `graphs.runs.stream_events`, with
+a chat model that answers instantly, so what is left is graph and checkpoint overhead.
+
+Run from the repository root:
+
+    python -m bench.overhead [--runs 200] [--warmup 20] [--json]
+                             [--database-url URL] [--data-dir DIR]
+
+The figures and the JSON fields are described in bench/README.md.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TextIO
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langgraph.checkpoint.memory import InMemorySaver
+
+from app.db import open_database, redact
+from app.errors import AgentGraphError
+from app.models import register_chat_model
+from app.settings import Settings, get_settings
+from graphs.agent import AgentGraph, compile_graph
+from graphs.runs import RunEvent, new_thread_id, stream_events, thread_config
+from nodes.context import Context
+
+logger = logging.getLogger("bench.overhead")
+
+MODEL_SPEC = "bench:zero"
+REQUEST = "What is a B-tree? What is an LSM tree?"
+"""Two questions: the rule planner makes two parallel steps, and synthesis joins them."""
+PLAN_STEPS = 2
+REPLY_CHUNKS = ("A short", " fixed", " answer.")
+INPUT_TOKENS = 40
+TARGET_RATIO = 2.0
+"""Postgres p50 over in-memory p50 should stay at or below this."""
+TARGET_P50_MS = 30.0
+"""A whole zero-latency run on Postgres should take less than this, at the median."""
+
+
+class BenchmarkError(AgentGraphError):
+    """A benchmarked run did not finish the way the benchmark expects."""
+
+
+class ZeroLatencyChatModel(BaseChatModel):
+    """Answer at once with a fixed reply, streamed in a few chunks, usage on the last one."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "bench-zero-latency"
+
+    def _chunks(self) -> Iterator[ChatGenerationChunk]:
+        last = len(REPLY_CHUNKS) - 1
+        for i, text in enumerate(REPLY_CHUNKS):
+            usage = (
+                UsageMetadata(
+                    input_tokens=INPUT_TOKENS,
+                    output_tokens=len(REPLY_CHUNKS),
+                    total_tokens=INPUT_TOKENS + len(REPLY_CHUNKS),
+                )
+                if i == last
+                else None
+            )
+            yield ChatGenerationChunk(message=AIMessageChunk(content=text, usage_metadata=usage))
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        message = AIMessage(
+            content="".join(REPLY_CHUNKS),
+            usage_metadata=UsageMetadata(
+                input_tokens=INPUT_TOKENS,
+                output_tokens=len(REPLY_CHUNKS),
+                total_tokens=INPUT_TOKENS + len(REPLY_CHUNKS),
+            ),
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        # The default would hop to a thread pool; a zero-latency model answers in the loop.
+        return self._generate(messages, stop, **kwargs)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for chunk in self._chunks():
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        for chunk in self._chunks():
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+
+def zero_latency_factory(spec: str, settings: Settings) -> BaseChatModel:
+    """Build the zero-latency model for `bench:*` specs."""
+    return ZeroLatencyChatModel()
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall times of the measured runs of one saver, in milliseconds."""
+
+    samples: list[float]
+
+    def quantile(self, q: int) -> float:
+        """Return the q-th percentile (inclusive method, interpolated)."""
+        if len(self.samples) == 1:
+            return self.samples[0]
+        return statistics.quantiles(self.samples, n=100, method="inclusive")[q - 1]
+
+    @property
+    def p50(self) -> float:
+        """Median run time."""
+        return self.quantile(50)
+
+    @property
+    def p95(self) -> float:
+        """95th-percentile run time."""
+        return self.quantile(95)
+
+
+async def run_once(graph: AgentGraph, context: Context) -> tuple[float, str, RunEvent]:
+    """Run one fresh thread to its end; return its wall time in ms, its id and `final` event.
+
+    Raises:
+        BenchmarkError: the run reported an error or did not finish as `done`.
+    """
+    thread_id = new_thread_id()
+    final: RunEvent | None = None
+    started = time.perf_counter()
+    async for event in stream_events(graph, thread_id=thread_id, context=context, request=REQUEST):
+        if event["event"] == "error":
+            raise BenchmarkError(f"run {thread_id} failed: {event['type']}: {event['message']}")
+        if event["event"] == "final":
+            final = event
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if final is None or final["status"] != "done":
+        raise BenchmarkError(f"run {thread_id} ended without a done `final` event: {final}")
+    return elapsed_ms, thread_id, final
+
+
+def check_shape(final: RunEvent) -> None:
+    """Make sure the measured run is the multi-node one this benchmark means to time.
+
+    Raises:
+        BenchmarkError: the plan, the steps or the model calls are not as expected.
+    """
+    report = final["report"]
+    steps = report["steps"]
+    synthesize = report["nodes"].get("synthesize", {})
+    if (
+        len(steps) != PLAN_STEPS
+        or any(s["status"] != "done" for s in steps)
+        or report["replans"] != 0
+        or synthesize.get("output_tokens", 0) == 0
+    ):
+        raise BenchmarkError(
+            f"unexpected run shape: steps={steps}, replans={report['replans']}, "
+            f"synthesize={synthesize}"
+        )
+
+
+async def count_checkpoints(graph: AgentGraph, thread_id: str) -> tuple[int, int]:
+    """Return (super-steps, checkpoints) of a finished thread.
+
+    The loop writes one checkpoint for the input (step -1) and one after each super-step
+    (steps 0..n, the first being `__start__`), so super-steps = checkpoints - 1.
+    """
+    steps = [
+        snap.metadata.get("step", 0) if snap.metadata else 0
+        async for snap in graph.aget_state_history(thread_config(thread_id))
+    ]
+    return max(steps) + 1, len(steps)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the warm-up and the measured runs on both savers and return the figures."""
+    register_chat_model("bench", zero_latency_factory)
+    settings = get_settings()
+    if args.data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": args.data_dir})
+    context = Context(model=MODEL_SPEC, approval="never", mode="plan")
+    memory_graph = compile_graph(
+        InMemorySaver(),
+        step_timeout_s=settings.step_timeout_s,
+        step_attempts=settings.step_attempts,
+    )
+    external = bool(args.database_url or settings.database_url)
+    logger.info("opening %s Postgres", "external" if external else "embedded")
+    opened = time.perf_counter()
+    async with open_database(settings, url=args.database_url) as db:
+        setup_ms = (time.perf_counter() - opened) * 1000
+        postgres_graph = compile_graph(
+            db.saver, step_timeout_s=settings.step_timeout_s, step_attempts=settings.step_attempts
+        )
+        graphs = {"memory": memory_graph, "postgres": postgres_graph}
+        samples: dict[str, list[float]] = {"memory": [], "postgres": []}
+        last_thread: dict[str, str] = {}
+
+        logger.info("warming up: %d runs per saver", args.warmup)
+        for graph in graphs.values():
+            _, _, final = await run_once(graph, context)
+            check_shape(final)
+        for _ in range(max(args.warmup - 1, 0)):
+            for graph in graphs.values():
+                await run_once(graph, context)
+
+        logger.info("measuring: %d runs per saver, interleaved", args.runs)
+        for i in range(args.runs):
+            # Alternate which saver goes first, so neither always follows the other.
+            order = ("memory", "postgres") if i % 2 == 0 else ("postgres", "memory")
+            for name in order:
+                elapsed_ms, thread_id, _ = await run_once(graphs[name], context)
+                samples[name].append(elapsed_ms)
+                last_thread[name] = thread_id
+
+        counts = {
+            name: await count_checkpoints(graphs[name], last_thread[name]) for name in graphs
+        }
+    if counts["memory"] != counts["postgres"]:
+        raise BenchmarkError(f"the savers saw different super-steps: {counts}")
+    super_steps, checkpoints = counts["postgres"]
+
+    memory, postgres = Timings(samples["memory"]), Timings(samples["postgres"])
+    ratio_p50 = postgres.p50 / memory.p50
+    return {
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "request": REQUEST,
+        "plan_steps": PLAN_STEPS,
+        "super_steps": super_steps,
+        "checkpoints_per_run": checkpoints,
+        "database": "external" if external else "embedded",
+        "database_url": redact(db.url),
+        "database_setup_ms": round(setup_ms, 1),
+        "memory_p50_ms": round(memory.p50, 3),
+        "memory_p95_ms": round(memory.p95, 3),
+        "memory_mean_ms": round(statistics.fmean(memory.samples), 3),
+        "memory_ms_per_super_step": round(memory.p50 / super_steps, 3),
+        "postgres_p50_ms": round(postgres.p50, 3),
+        "postgres_p95_ms": round(postgres.p95, 3),
+        "postgres_mean_ms": round(statistics.fmean(postgres.samples), 3),
+        "postgres_ms_per_super_step": round(postgres.p50 / super_steps, 3),
+        "ratio_p50": round(ratio_p50, 3),
+        "ratio_p95": round(postgres.p95 / memory.p95, 3),
+        "target_ratio": TARGET_RATIO,
+        "target_p50_ms": TARGET_P50_MS,
+        "meets_ratio_target": ratio_p50 <= TARGET_RATIO,
+        "meets_p50_target": postgres.p50 < TARGET_P50_MS,
+        "python": platform.python_version(),
+        "langgraph": _version("langgraph"),
+        "langgraph_checkpoint_postgres": _version("langgraph-checkpoint-postgres"),
+    }
+
+
+def render_table(figures: dict[str, Any], out: TextIO) -> None:
+    """Print the figures as a short readable report."""
+
+    def ok(passed: bool) -> str:
+        return "PASS" if passed else "MISS"
+
+    f = figures
+    lines = [
+        f"agentgraph checkpoint overhead: {f['runs']} runs per saver "
+        f"({f['warmup']} warm-up), zero-latency model",
+        f"request: {f['request']!r} ({f['plan_steps']} parallel steps + synthesis)",
+        f"super-steps per run: {f['super_steps']} "
+        f"(checkpoints written per run: {f['checkpoints_per_run']})",
+        f"postgres: {f['database']} {f['database_url']} "
+        f"(opened in {f['database_setup_ms']:.0f} ms)",
+        "",
+        f"{'saver':<18}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}{'ms/super-step':>16}",
+        f"{'in-memory':<18}{f['memory_p50_ms']:>10.2f}{f['memory_p95_ms']:>10.2f}"
+        f"{f['memory_mean_ms']:>10.2f}{f['memory_ms_per_super_step']:>16.3f}",
+        f"{'postgres':<18}{f['postgres_p50_ms']:>10.2f}{f['postgres_p95_ms']:>10.2f}"
+        f"{f['postgres_mean_ms']:>10.2f}{f['postgres_ms_per_super_step']:>16.3f}",
+        f"{'ratio pg/memory':<18}{f['ratio_p50']:>9.2f}x{f['ratio_p95']:>9.2f}x",
+        "",
+        f"target: postgres p50 <= {f['target_ratio']:g}x in-memory p50: "
+        f"{ok(f['meets_ratio_target'])} ({f['ratio_p50']:.2f}x)",
+        f"target: postgres p50 < {f['target_p50_ms']:g} ms per run: "
+        f"{ok(f['meets_p50_target'])} ({f['postgres_p50_ms']:.2f} ms)",
+    ]
+    out.write("\n".join(lines) + "\n")
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[TextIO]:
+    """Send everything written to fd 1 (child processes included) to stderr meanwhile.
+
+    Yields the real stdout, so that `--json` prints exactly one object on it.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with os.fdopen(os.dup(saved), "w") as real_stdout:
+            yield real_stdout
+            real_stdout.flush()
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.overhead",
+        description="Whole zero-latency runs of the agent graph: Postgres saver vs in-memory.",
+    )
+    parser.add_argument("--runs", type=int, default=200, help="measured runs per saver")
+    parser.add_argument("--warmup", type=int, default=20, help="unmeasured runs per saver first")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="Postgres to use instead of DATABASE_URL or the embedded cluster",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="data directory for the embedded cluster (default: AGENTGRAPH_DATA_DIR or the "
+        "user data dir)",
+    )
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if args.warmup < 1:
+        parser.error("--warmup must be at least 1 (the first run checks the run's shape)")
+    if args.database_url and not args.database_url.startswith(("postgresql://", "postgres://")):
+        parser.error("--database-url must start with postgresql://")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its figures; return the exit code."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logger.setLevel(logging.INFO)
+    with stdout_to_stderr() as out:
+        try:
+            figures = asyncio.run(measure(args))
+        except AgentGraphError as exc:
+            logger.error("%s", exc)
+            return 1
+        if args.json:
+            out.write(json.dumps(figures) + "\n")
+        else:
+            render_table(figures, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

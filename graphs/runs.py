@@ -1,0 +1,256 @@
+"""Start, resume, inspect and fork runs: the one run API under the CLI, the server and notebooks."""
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import Command, StateSnapshot
+from typing_extensions import TypedDict
+
+from app.errors import AgentGraphError, NothingToResumeError, ThreadNotFoundError
+from graphs.agent import AgentGraph
+from nodes.approval import parse_decision
+from nodes.context import Context
+from nodes.finalize import build_report
+from nodes.schemas import ApprovalDecision, Citation, Plan, PlanRevision
+from nodes.state import InputState, RunReport, State
+
+logger = logging.getLogger(__name__)
+
+ThreadStatus = Literal["running", "interrupted", "done", "rejected", "failed"]
+RunEvent = dict[str, Any]
+
+
+class ThreadView(TypedDict):
+    """Where a thread stands, as every surface shows it."""
+
+    thread_id: str
+    status: ThreadStatus
+    request: str | None
+    answer: str | None
+    citations: list[Citation]
+    plan: Plan | None
+    plan_history: list[PlanRevision]
+    pending_approval: dict[str, Any] | None
+    report: RunReport | None
+    checkpoint_id: str | None
+    next: list[str]
+
+
+class CheckpointInfo(TypedDict):
+    """One checkpoint of a thread, for history listings and forks."""
+
+    checkpoint_id: str
+    parent_id: str | None
+    created_at: str | None
+    step: int | None
+    source: str | None
+    next: list[str]
+    writes: list[str]
+
+
+def new_thread_id() -> str:
+    """Return a fresh thread id."""
+    return uuid.uuid4().hex
+
+
+def thread_config(thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
+    """Return the config that addresses a thread (and optionally one of its checkpoints)."""
+    configurable: dict[str, Any] = {"thread_id": thread_id}
+    if checkpoint_id:
+        configurable["checkpoint_id"] = checkpoint_id
+    return {"configurable": configurable}
+
+
+def _map_chunk(mode: str, chunk: Any, thread_id: str) -> RunEvent | None:
+    if mode == "custom" and isinstance(chunk, dict) and "event" in chunk:
+        return chunk
+    if mode == "updates" and isinstance(chunk, dict) and "__interrupt__" in chunk:
+        interrupts = chunk["__interrupt__"]
+        first = interrupts[0]
+        return {
+            "event": "interrupt",
+            "thread_id": thread_id,
+            "interrupt_id": first.id,
+            "payload": first.value,
+        }
+    return None
+
+
+async def stream_events(
+    graph: AgentGraph,
+    *,
+    thread_id: str,
+    context: Context,
+    request: str | None = None,
+    resume: ApprovalDecision | None = None,
+) -> AsyncIterator[RunEvent]:
+    """Run (or resume) a thread and yield its events: plan_update, handoff, delta,
+    step_result, interrupt, final, and error when the run fails.
+
+    Exactly one of `request` and `resume` is given.
+    """
+    payload: InputState | Command[Any]
+    if resume is not None:
+        payload = Command(resume=dict(resume))
+    elif request is not None:
+        payload = InputState(request=request)
+    else:
+        raise ValueError("give a request or a resume value")
+    config = thread_config(thread_id)
+    # The run's options ride along in checkpoint metadata, so a resume elsewhere reuses them.
+    config["metadata"] = {"run_context": context_dict(context)}
+    try:
+        async for mode, chunk in graph.astream(
+            payload,
+            config,
+            context=context,
+            stream_mode=["custom", "updates"],
+        ):
+            event = _map_chunk(mode, chunk, thread_id)
+            if event is not None:
+                yield event
+    except AgentGraphError as exc:
+        yield {"event": "error", "type": type(exc).__name__, "message": str(exc)}
+    except Exception as exc:
+        # The checkpoint keeps everything up to the failing node; report and keep going.
+        logger.exception("run %s failed", thread_id)
+        yield {"event": "error", "type": type(exc).__name__, "message": str(exc)}
+
+
+def _status(snapshot: StateSnapshot) -> ThreadStatus:
+    if snapshot.interrupts:
+        return "interrupted"
+    if snapshot.next:
+        return "running"
+    status = snapshot.values.get("status")
+    return status if status in ("done", "rejected", "failed") else "failed"
+
+
+async def get_snapshot(graph: AgentGraph, thread_id: str) -> StateSnapshot:
+    """Return the latest snapshot of a thread.
+
+    Raises:
+        ThreadNotFoundError: no checkpoint exists for the thread.
+    """
+    snapshot = await graph.aget_state(thread_config(thread_id))
+    if snapshot.created_at is None and not snapshot.values:
+        raise ThreadNotFoundError(thread_id)
+    return snapshot
+
+
+async def view_thread(
+    graph: AgentGraph, thread_id: str, *, context: Context | None = None
+) -> ThreadView:
+    """Describe a thread: status, plan and its history, pending approval, answer, report.
+
+    Raises:
+        ThreadNotFoundError: no checkpoint exists for the thread.
+    """
+    snapshot = await get_snapshot(graph, thread_id)
+    values: State = snapshot.values  # type: ignore[assignment]
+    status = _status(snapshot)
+    report = values.get("report")
+    if report is None and values.get("usage"):
+        partial = status if status in ("done", "rejected", "failed") else "done"
+        report = build_report(values, context or Context(), partial)
+    pending = snapshot.interrupts[0].value if snapshot.interrupts else None
+    return ThreadView(
+        thread_id=thread_id,
+        status=status,
+        request=values.get("request"),
+        answer=values.get("answer") if status in ("done", "rejected", "failed") else None,
+        citations=values.get("citations", []),
+        plan=values.get("plan"),
+        plan_history=values.get("plan_history", []),
+        pending_approval=pending,
+        report=report,
+        checkpoint_id=snapshot.config["configurable"].get("checkpoint_id"),
+        next=list(snapshot.next),
+    )
+
+
+async def pending_decision_check(
+    graph: AgentGraph, thread_id: str, raw: object, *, context: Context
+) -> ApprovalDecision:
+    """Validate a resume value against a thread that must be waiting for one.
+
+    Raises:
+        ThreadNotFoundError: unknown thread.
+        NothingToResumeError: the thread is not waiting for a decision.
+        InvalidDecisionError: the decision or its edited plan is invalid.
+    """
+    snapshot = await get_snapshot(graph, thread_id)
+    if not snapshot.interrupts:
+        raise NothingToResumeError(thread_id, _status(snapshot))
+    return parse_decision(raw, max_steps=context.max_steps)
+
+
+def _writes(metadata: Any) -> list[str]:
+    writes = metadata.get("writes")
+    return [str(k) for k in writes] if isinstance(writes, dict) else []
+
+
+async def history(
+    graph: AgentGraph, thread_id: str, *, limit: int | None = None
+) -> list[CheckpointInfo]:
+    """List a thread's checkpoints, newest first.
+
+    Raises:
+        ThreadNotFoundError: no checkpoint exists for the thread.
+    """
+    items: list[CheckpointInfo] = []
+    async for snap in graph.aget_state_history(thread_config(thread_id), limit=limit):
+        metadata = snap.metadata or {}
+        parent = (snap.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+        items.append(
+            CheckpointInfo(
+                checkpoint_id=snap.config["configurable"]["checkpoint_id"],
+                parent_id=parent,
+                created_at=snap.created_at,
+                step=metadata.get("step"),
+                source=metadata.get("source"),
+                next=list(snap.next),
+                writes=sorted(_writes(metadata)),
+            )
+        )
+    if not items:
+        raise ThreadNotFoundError(thread_id)
+    return items
+
+
+async def fork(
+    graph: AgentGraph,
+    thread_id: str,
+    checkpoint_id: str,
+    values: dict[str, Any] | None = None,
+    *,
+    as_node: str | None = None,
+) -> str:
+    """Branch a thread at a checkpoint, applying `values`; return the new checkpoint id.
+
+    The old branch stays as it was; running the thread next continues from the new one.
+    """
+    config = await graph.aupdate_state(
+        thread_config(thread_id, checkpoint_id), values or {}, as_node=as_node
+    )
+    new_id: str = config["configurable"]["checkpoint_id"]
+    return new_id
+
+
+def context_dict(context: Context) -> dict[str, Any]:
+    """Return the context as plain data (for JSON output and resume commands)."""
+    return asdict(context)
+
+
+async def stored_context(graph: AgentGraph, thread_id: str) -> Context | None:
+    """Return the options the thread was last run with, if they were recorded."""
+    snapshot = await get_snapshot(graph, thread_id)
+    raw = (snapshot.metadata or {}).get("run_context")
+    if not isinstance(raw, dict):
+        return None
+    known = set(Context.__dataclass_fields__)
+    return Context(**{k: v for k, v in raw.items() if k in known})

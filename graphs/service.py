@@ -1,0 +1,42 @@
+"""Open everything a process needs to run the agent: the database, the saver, the graph."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from app.db import Database, open_database
+from app.settings import Settings
+from graphs.agent import AgentGraph, compile_graph
+
+
+@dataclass(frozen=True)
+class Agent:
+    """The compiled graph with its Postgres checkpointer, and the database under it."""
+
+    graph: AgentGraph
+    db: Database
+
+    async def list_threads(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Return the most recently active threads, newest first."""
+        async with self.db.pool.connection() as conn:
+            cursor = await conn.execute(
+                """
+                SELECT thread_id, count(*) AS checkpoints, max(checkpoint_id) AS latest
+                FROM checkpoints WHERE checkpoint_ns = ''
+                GROUP BY thread_id ORDER BY max(checkpoint_id) DESC LIMIT %s
+                """,
+                (limit,),
+            )
+            rows: list[dict[str, Any]] = await cursor.fetchall()
+        return rows
+
+
+@asynccontextmanager
+async def open_agent(settings: Settings, *, url: str | None = None) -> AsyncIterator[Agent]:
+    """Open the pool and the saver, set up its tables, and compile the graph over them."""
+    async with open_database(settings, url=url) as db:
+        graph = compile_graph(
+            db.saver, step_timeout_s=settings.step_timeout_s, step_attempts=settings.step_attempts
+        )
+        yield Agent(graph=graph, db=db)
