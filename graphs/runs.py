@@ -3,7 +3,6 @@
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
@@ -100,13 +99,10 @@ async def stream_events(
         payload = InputState(request=request)
     else:
         raise ValueError("give a request or a resume value")
-    config = thread_config(thread_id)
-    # The run's options ride along in checkpoint metadata, so a resume elsewhere reuses them.
-    config["metadata"] = {"run_context": context_dict(context)}
     try:
         async for mode, chunk in graph.astream(
             payload,
-            config,
+            thread_config(thread_id),
             context=context,
             stream_mode=["custom", "updates"],
         ):
@@ -241,15 +237,10 @@ async def fork(
     return new_id
 
 
-def context_dict(context: Context) -> dict[str, Any]:
-    """Return the context as plain data (for JSON output and resume commands)."""
-    return asdict(context)
-
-
 async def stored_context(graph: AgentGraph, thread_id: str) -> Context | None:
     """Return the options the thread was last run with, if they were recorded."""
     snapshot = await get_snapshot(graph, thread_id)
-    raw = (snapshot.metadata or {}).get("run_context")
+    raw = snapshot.values.get("options")
     if not isinstance(raw, dict):
         return None
     known = set(Context.__dataclass_fields__)

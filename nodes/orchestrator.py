@@ -1,6 +1,7 @@
 """Orchestrator: answer directly, or plan."""
 
 import time
+from dataclasses import asdict
 from typing import Literal, assert_never
 
 from langgraph.runtime import Runtime
@@ -16,6 +17,7 @@ from nodes.state import Route, State
 
 
 class OrchestratorUpdate(TypedDict, total=False):
+    options: dict[str, object]
     route: Route
     plan: Plan
     plan_history: list[PlanRevision]
@@ -30,7 +32,7 @@ async def orchestrate(state: State, runtime: Runtime[Context]) -> OrchestratorUp
     route: Route = (
         "plan" if mode == "plan" or (mode == "auto" and wants_plan(request)) else "direct"
     )
-    update = OrchestratorUpdate(route=route)
+    update = OrchestratorUpdate(route=route, options=asdict(runtime.context))
     if route == "direct":
         plan = direct_plan(request)
         version = len(state.get("plan_history", [])) + 1
@@ -54,18 +56,19 @@ async def orchestrate(state: State, runtime: Runtime[Context]) -> OrchestratorUp
         runtime.stream_writer,
         "handoff",
         source="orchestrator",
-        target="planner" if route == "plan" else "dispatch",
+        target="planner" if route == "plan" else "approve_plan",
         reason=f"route={route}",
     )
     update["usage"] = [usage_record("orchestrator", started)]
     return update
 
 
-def route_request(state: State) -> Literal["planner", "dispatch"]:
-    """Send planned requests to the planner and direct ones straight to dispatch."""
+def route_request(state: State) -> Literal["planner", "approve_plan"]:
+    """Send planned requests to the planner; a direct answer's one-step plan goes to approval
+    (which lets it through unless the policy asks for every plan)."""
     route = state["route"]
     if route == "plan":
         return "planner"
     if route == "direct":
-        return "dispatch"
+        return "approve_plan"
     assert_never(route)

@@ -58,6 +58,8 @@ class RunReport(TypedDict):
 class State(InputState, total=False):
     """Everything a run knows. Large blobs (documents, chunks) stay out; only ids go in."""
 
+    options: dict[str, object]
+    """The run's options (the context it started with), so a resume elsewhere reuses them."""
     route: Route
     """The orchestrator's choice: answer directly or plan."""
     plan: Plan

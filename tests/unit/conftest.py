@@ -2,7 +2,6 @@
 
 import asyncio
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -30,7 +29,8 @@ class ScriptedChatModel(BaseChatModel):
 
     `reply` may contain `{n}`, replaced by the 1-based call number. The first `fail_first`
     calls raise (a negative value: every call raises). `delay_s` is slept asynchronously at
-    the start of every call. `structured` is what `with_structured_output` returns as parsed.
+    the start of every call. `structured` is what `with_structured_output` returns as parsed;
+    those calls are counted apart, in `structured_calls`, and never fail.
     """
 
     reply: str = "A fake answer from the scripted model."
@@ -39,7 +39,7 @@ class ScriptedChatModel(BaseChatModel):
     structured: Any = None
     input_tokens: int = 11
     calls: int = 0
-    spans: list[tuple[float, float]] = []
+    structured_calls: int = 0
 
     @property
     def _llm_type(self) -> str:
@@ -81,7 +81,6 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         call = self._next_call()
-        started = time.time()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         self._check_failure(call)
@@ -92,14 +91,12 @@ class ScriptedChatModel(BaseChatModel):
                 content=token, usage_metadata=self._usage(len(tokens)) if last else None
             )
             yield ChatGenerationChunk(message=chunk)
-        self.spans.append((started, time.time()))
 
     def with_structured_output(
         self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
     ) -> Runnable[Any, Any]:
         async def answer(_: Any) -> Any:
-            call = self._next_call()
-            self._check_failure(call)
+            self.structured_calls += 1
             raw = AIMessage(content="", usage_metadata=self._usage(5))
             if include_raw:
                 return {"raw": raw, "parsed": self.structured, "parsing_error": None}
@@ -125,7 +122,7 @@ def make_model() -> Iterator[MakeModel]:
     made: list[str] = []
 
     def make(**options: Any) -> tuple[str, ScriptedChatModel]:
-        model = ScriptedChatModel(spans=[], **options)
+        model = ScriptedChatModel(**options)
         spec = f"fake:{uuid.uuid4().hex}"
         _MODELS[spec] = model
         made.append(spec)

@@ -1,0 +1,1 @@
+"""Retrieval: ingestion, the pgvector store, hybrid search and its evaluation."""

@@ -1,0 +1,1 @@
+"""The HTTP surface: FastAPI app factory, SSE run API, threads, approvals, LangServe."""

@@ -1,0 +1,119 @@
+"""Integration fixtures: the real embedded Postgres (a fresh database per session), the real
+local model, and the `agentgraph` CLI run as separate processes."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from app.db import resolve_database_url
+from app.settings import Settings
+from graphs.service import Agent, open_agent
+
+REPO = Path(__file__).resolve().parents[2]
+PG15_URL = os.environ.get("AGENTGRAPH_TEST_PG15_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _fresh_database(admin_url: str) -> tuple[str, str]:
+    name = f"agentgraph_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    info = psycopg.conninfo.conninfo_to_dict(admin_url)
+    info["dbname"] = name
+    return name, psycopg.conninfo.make_conninfo("", **info)
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The data directory of this session's embedded Postgres cluster.
+
+    Not under pytest's own temporary root: that is private to this user, and the cluster
+    runs as its own system user when the tests run as root.
+    """
+    path = Path(tempfile.mkdtemp(prefix="agentgraph-it-"))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, database_url=None)
+
+
+@pytest.fixture(scope="session")
+def embedded_url(settings: Settings) -> Iterator[str]:
+    """A fresh database on the embedded PostgreSQL 18 cluster, dropped at the end."""
+    admin = resolve_database_url(settings)
+    name, url = _fresh_database(admin)
+    yield url
+    _drop_database(admin, name)
+
+
+@pytest.fixture(scope="session")
+def pg15_url() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL 15 (no pgvector), dropped at the end."""
+    name, url = _fresh_database(PG15_URL)
+    yield url
+    _drop_database(PG15_URL, name)
+
+
+@pytest.fixture(scope="session")
+async def agent(settings: Settings, embedded_url: str) -> AsyncIterator[Agent]:
+    """The compiled graph over the Postgres saver on the embedded cluster."""
+    async with open_agent(settings, url=embedded_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def thread_id() -> str:
+    return f"test-{uuid.uuid4().hex}"
+
+
+class Cli:
+    """Runs `agentgraph` as its own process, as a user would."""
+
+    def __init__(self, data_dir: Path, database_url: str) -> None:
+        self.env = {
+            **os.environ,
+            "AGENTGRAPH_DATA_DIR": str(data_dir),
+            "DATABASE_URL": database_url,
+            "HF_HUB_OFFLINE": "1",
+        }
+
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            cwd=REPO,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def json(self, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+        proc = self.run(*args, "--json", env=env)
+        assert proc.stdout, f"no JSON on stdout; stderr:\n{proc.stderr}"
+        document: dict[str, Any] = json.loads(proc.stdout)
+        document["_exit_code"] = proc.returncode
+        return document
+
+
+@pytest.fixture(scope="session")
+def cli(data_dir: Path, embedded_url: str) -> Cli:
+    return Cli(data_dir, embedded_url)
