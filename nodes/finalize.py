@@ -63,6 +63,8 @@ async def finalize(state: State, runtime: Runtime[Context]) -> FinalizeUpdate:
     """Close the run: its status, its report, and the `final` event."""
     started = time.time()
     status: RunStatus = state.get("status", "done")
+    if status == "running":  # every path sets the outcome before here; be safe, not silent
+        status = "failed"
     record = usage_record("finalize", started)
     report = build_report(
         {**state, "usage": [*state.get("usage", []), record]}, runtime.context, status

@@ -1,10 +1,11 @@
-"""Orchestrator: answer directly, or plan."""
+"""Orchestrator: start a run (afresh, also on a thread that ran before) and route it."""
 
 import time
 from dataclasses import asdict
 from typing import Literal, assert_never
 
 from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
 from typing_extensions import TypedDict
 
 from app.accounting import UsageRecord
@@ -12,41 +13,58 @@ from nodes.context import Context
 from nodes.events import emit
 from nodes.llm import usage_record
 from nodes.plans import direct_plan, wants_plan
-from nodes.schemas import Plan, PlanRevision
-from nodes.state import Route, State
+from nodes.schemas import ApprovalRecord, Citation, Plan, PlanRevision, RunStatus, StepResult
+from nodes.state import Route, RunReport, State
 
 
 class OrchestratorUpdate(TypedDict, total=False):
     options: dict[str, object]
     route: Route
+    status: RunStatus
+    answer: str
+    citations: list[Citation]
+    report: RunReport | None
     plan: Plan
-    plan_history: list[PlanRevision]
-    usage: list[UsageRecord]
+    plan_history: Overwrite | list[PlanRevision]
+    results: Overwrite | dict[str, StepResult]
+    approvals: Overwrite | list[ApprovalRecord]
+    usage: Overwrite | list[UsageRecord]
 
 
 async def orchestrate(state: State, runtime: Runtime[Context]) -> OrchestratorUpdate:
-    """Classify the request; a direct answer gets a one-step plan without a planner."""
+    """Classify the request; a direct answer gets a one-step plan without a planner.
+
+    A thread may carry an earlier run: its results, history and usage are replaced here (the
+    earlier run stays readable in the thread's checkpoints), so nothing leaks between runs.
+    """
     started = time.time()
     request = state["request"]
     mode = runtime.context.mode
     route: Route = (
         "plan" if mode == "plan" or (mode == "auto" and wants_plan(request)) else "direct"
     )
-    update = OrchestratorUpdate(route=route, options=asdict(runtime.context))
+    history: list[PlanRevision] = []
+    update = OrchestratorUpdate(
+        options=asdict(runtime.context),
+        route=route,
+        status="running",
+        answer="",
+        citations=[],
+        report=None,
+        results=Overwrite({}),
+        approvals=Overwrite([]),
+    )
     if route == "direct":
         plan = direct_plan(request)
-        version = len(state.get("plan_history", [])) + 1
         reason = "a single question: answered directly"
         update["plan"] = plan
-        update["plan_history"] = [
-            PlanRevision(
-                version=version, source="direct", reason=reason, plan=plan, fallback_reason=None
-            )
-        ]
+        history.append(
+            PlanRevision(version=1, source="direct", reason=reason, plan=plan, fallback_reason=None)
+        )
         emit(
             runtime.stream_writer,
             "plan_update",
-            version=version,
+            version=1,
             source="direct",
             reason=reason,
             plan=plan,
@@ -59,7 +77,8 @@ async def orchestrate(state: State, runtime: Runtime[Context]) -> OrchestratorUp
         target="planner" if route == "plan" else "approve_plan",
         reason=f"route={route}",
     )
-    update["usage"] = [usage_record("orchestrator", started)]
+    update["plan_history"] = Overwrite(history)
+    update["usage"] = Overwrite([usage_record("orchestrator", started)])
     return update
 
 

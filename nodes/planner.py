@@ -15,7 +15,7 @@ from app.settings import get_settings
 from nodes.context import Context
 from nodes.events import emit
 from nodes.llm import Generation, usage_record
-from nodes.plans import KNOWN_KINDS, patch_plan, rule_plan, validate_plan
+from nodes.plans import KNOWN_KINDS, patch_plan, rename_rerun_steps, rule_plan, validate_plan
 from nodes.prompts import PLANNER_PROMPT, REPLAN_BLOCK
 from nodes.schemas import Critique, Plan, PlanRevision, PlanSource
 from nodes.state import State
@@ -81,6 +81,8 @@ async def plan(state: State, runtime: Runtime[Context]) -> PlannerUpdate:
         try:
             draft, generation = await llm_plan(request, critique if replanning else None, context)
             new_plan = validate_plan(draft, known_kinds=KNOWN_KINDS, max_steps=context.max_steps)
+            # An LLM replan may reuse the id of a failed step: rename it so it runs again.
+            new_plan = rename_rerun_steps(new_plan, state.get("results", {}), version=version)
             if not replanning:
                 source = "llm"
         except (AgentGraphError, OutputParserException, ValueError) as exc:

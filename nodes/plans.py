@@ -19,7 +19,10 @@ _RISKY = re.compile(
 )
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(.+?)\s*$")
 _SENTENCE_END = re.compile(r"(?<=[?!.])\s+(?=[A-Z0-9])")
-_THEN = re.compile(r"\s*(?:;|,?\s+and then\s+|,?\s+then\s+)\s*", re.IGNORECASE)
+_THEN = re.compile(
+    r"\s*(?:;\s*(?:and\s+)?(?:then\s+)?|,?\s+and then\s+|,?\s+then\s+)\s*", re.IGNORECASE
+)
+_RETRY_SUFFIX = re.compile(r"-r\d+$")
 _PLAN_WORDS = re.compile(
     r"\b(compare|contrast|step[- ]by[- ]step|plan|analy[sz]e|pros and cons|trade-?offs?|"
     r"evaluate|research|investigate|outline)\b",
@@ -153,7 +156,31 @@ def rule_plan(request: str, *, max_steps: int) -> Plan:
 
 
 def _base_id(step_id: str) -> str:
-    return step_id.split("-r", 1)[0]
+    return _RETRY_SUFFIX.sub("", step_id)
+
+
+def rename_rerun_steps(plan: Plan, results: dict[str, StepResult], *, version: int) -> Plan:
+    """Give a fresh id (`s2-r3`) to every step that already has an unsuccessful result, so it
+    runs again; dependencies follow the rename. Steps that succeeded keep their ids and results.
+    """
+    renamed = {
+        s["id"]: f"{_base_id(s['id'])}-r{version}"
+        for s in plan["steps"]
+        if s["id"] in results and results[s["id"]]["status"] != "done"
+    }
+    if not renamed:
+        return plan
+    steps = [
+        Step(
+            **{
+                **s,
+                "id": renamed.get(s["id"], s["id"]),
+                "depends_on": [renamed.get(d, d) for d in s["depends_on"]],
+            }
+        )
+        for s in plan["steps"]
+    ]
+    return Plan(goal=plan["goal"], steps=steps)
 
 
 def patch_plan(

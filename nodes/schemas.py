@@ -15,7 +15,7 @@ Verdict = Literal["accept", "replan", "give_up"]
 PlanSource = Literal["direct", "rules", "llm", "edit", "replan"]
 Decision = Literal["approve", "reject", "edit"]
 Gate = Literal["plan", "final"]
-RunStatus = Literal["done", "rejected", "failed"]
+RunStatus = Literal["running", "done", "rejected", "failed"]
 
 
 class Step(TypedDict):

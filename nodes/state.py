@@ -79,9 +79,9 @@ class State(InputState, total=False):
     citations: list[Citation]
     """Citations backing the final answer."""
     status: RunStatus
-    """How the run ended."""
-    report: RunReport
-    """The run report, written once at the end."""
+    """Running, or how the run ended."""
+    report: RunReport | None
+    """The run report, written once at the end (None while the run is under way)."""
 
 
 class OutputState(TypedDict, total=False):
@@ -91,7 +91,7 @@ class OutputState(TypedDict, total=False):
     citations: list[Citation]
     status: RunStatus
     plan: Plan
-    report: RunReport
+    report: RunReport | None
 
 
 class WorkerInput(TypedDict):

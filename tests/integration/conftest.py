@@ -19,7 +19,9 @@ from app.settings import Settings
 from graphs.service import Agent, open_agent
 
 REPO = Path(__file__).resolve().parents[2]
-PG15_URL = os.environ.get("AGENTGRAPH_TEST_PG15_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG15_URL = os.environ.get(
+    "AGENTGRAPH_TEST_PG15_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _fresh_database(admin_url: str) -> tuple[str, str]:

@@ -19,7 +19,8 @@ def test_full_run_answers_with_a_report(cli: Cli) -> None:
     assert [s["id"] for s in doc["plan"]["steps"]] == ["s1", "s2"]
     report = doc["report"]
     assert report["total_tokens"] > 0
-    assert report["input_tokens"] > 0 and report["output_tokens"] > 0
+    assert report["input_tokens"] > 0
+    assert report["output_tokens"] > 0
     assert report["total_cost"] == 0.0  # the local model is free
     assert report["latency_ms"] > 0
     assert {"orchestrator", "planner", "reasoning", "critic", "synthesize", "finalize"} <= set(
@@ -27,7 +28,8 @@ def test_full_run_answers_with_a_report(cli: Cli) -> None:
     )
     assert report["nodes"]["reasoning"]["calls"] == 2
     assert report["verdict"] == "accept"
-    assert doc["pending_approval"] is None and doc["resume_command"] is None
+    assert doc["pending_approval"] is None
+    assert doc["resume_command"] is None
 
 
 def test_approval_pauses_in_one_process_and_resumes_in_another(cli: Cli) -> None:
@@ -93,7 +95,12 @@ def test_failing_step_is_retried_reported_and_replanned(cli: Cli) -> None:
     # A per-attempt timeout no generation can meet: every attempt of every step times out.
     env = {"AGENTGRAPH_STEP_TIMEOUT_S": "0.02", "AGENTGRAPH_STEP_ATTEMPTS": "2"}
     doc = cli.json(
-        "ask", "What is the capital of France?", "--approval", "never", "--max-replans", "1",
+        "ask",
+        "What is the capital of France?",
+        "--approval",
+        "never",
+        "--max-replans",
+        "1",
         env=env,
     )
 
@@ -149,8 +156,10 @@ def test_errors_are_one_clear_line(cli: Cli, tmp_path: Path) -> None:
     assert "Traceback" not in again.stderr
 
     bad = tmp_path / "bad.json"
-    bad.write_text('{"goal": "x", "steps": [{"id": "a", "kind": "reasoning", '
-                   '"instruction": "x", "depends_on": ["a"], "requires_approval": false}]}')
+    bad.write_text(
+        '{"goal": "x", "steps": [{"id": "a", "kind": "reasoning", '
+        '"instruction": "x", "depends_on": ["a"], "requires_approval": false}]}'
+    )
     waiting = cli.json("ask", TWO_PARTS, "--approval", "always", "--no-input")
     edited = cli.run("resume", waiting["thread_id"], "--edit", str(bad))
     assert edited.returncode == 1
@@ -167,11 +176,20 @@ def test_errors_are_one_clear_line(cli: Cli, tmp_path: Path) -> None:
 
 def test_two_processes_share_one_embedded_cluster(data_dir: Path, cli: Cli) -> None:
     env = {**cli.env, "DATABASE_URL": ""}  # no URL: the embedded Postgres in the data dir
-    command = [sys.executable, "-m", "app.cli", "ask", "What is the capital of France?",
-               "--approval", "never", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "ask",
+        "What is the capital of France?",
+        "--approval",
+        "never",
+        "--json",
+    ]
     procs = [
-        subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=300) for p in procs]
@@ -183,6 +201,11 @@ def test_two_processes_share_one_embedded_cluster(data_dir: Path, cli: Cli) -> N
     for d in docs:
         shown = subprocess.run(
             [sys.executable, "-m", "app.cli", "threads", "show", d["thread_id"], "--json"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
         )
         assert json.loads(shown.stdout)["answer"] == d["answer"]

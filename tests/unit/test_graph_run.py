@@ -516,7 +516,6 @@ class TestLlmPlanner:
         assert first["source"] == "rules"
         assert first["fallback_reason"].startswith("LLM plan rejected")
 
-    @pytest.mark.xfail(strict=True, reason="bug: an LLM replan reusing a failed id never reruns it")
     async def test_llm_replan_reruns_the_failed_step(
         self, make_model: MakeModel, thread_id: str, collect_events: CollectEvents
     ) -> None:
@@ -540,7 +539,6 @@ class TestLlmPlanner:
         assert final(events)["status"] == "done"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a second request on a thread reuses old results")
 async def test_second_request_on_a_thread_runs_its_own_steps(
     graph: AgentGraph, thread_id: str, make_model: MakeModel, collect_events: CollectEvents
 ) -> None:

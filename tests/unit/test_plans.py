@@ -128,7 +128,6 @@ class TestSplitRequest:
             ["translate it"],
         ]
 
-    @pytest.mark.xfail(strict=True, reason="bug: '; and then' leaves a bogus 'and' stage")
     def test_semicolon_and_then_is_one_separator(self) -> None:
         assert split_request("collect data; and then summarise it.") == [
             ["collect data"],
@@ -271,7 +270,6 @@ class TestPatchPlan:
         assert "e1" not in instruction
         assert instruction.startswith("second\n")
 
-    @pytest.mark.xfail(strict=True, reason="bug: ids containing '-r' collapse to one base id")
     def test_ids_containing_dash_r_stay_distinct(self) -> None:
         plan = validate_plan(
             plan_of(step("draft-review"), step("draft-rewrite")),

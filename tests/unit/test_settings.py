@@ -155,7 +155,6 @@ class TestContextFromSettings:
         with pytest.raises(ConfigError, match="max_replans must be >= 0"):
             Context.from_settings(settings, max_replans=-3)
 
-    @pytest.mark.xfail(strict=True, reason="bug: a mistyped override raises TypeError")
     def test_mistyped_override_is_a_config_error(self, settings: Settings) -> None:
         with pytest.raises(ConfigError):
             Context.from_settings(settings, max_steps="3")

@@ -52,11 +52,6 @@ async def fork_from_snapshot(
         pytest.param(
             fork_with_runs,
             id="runs.fork",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=KeyError,
-                reason="bug: thread_config() omits checkpoint_ns, InMemorySaver.aput needs it",
-            ),
         ),
         pytest.param(fork_from_snapshot, id="snapshot-config"),
     ],
