@@ -134,7 +134,6 @@ async def open_database(settings: Settings, *, url: str | None = None) -> AsyncI
         # autocommit: PostgresSaver.setup() needs it. prepare_threshold=None: no server-side
         # prepared statements, so PgBouncer in transaction mode works.
         kwargs={"autocommit": True, "prepare_threshold": None, "row_factory": dict_row},
-        check=AsyncConnectionPool.check_connection,
     )
     try:
         await pool.open(wait=True, timeout=15)

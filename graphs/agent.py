@@ -8,10 +8,10 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import RetryPolicy
 
 from app.errors import ModelError
-from nodes.approval import approve_final, approve_plan
+from nodes.approval import approve_final, approve_plan, route_answer, route_plan
 from nodes.context import Context
 from nodes.critic import criticize
-from nodes.dispatch import after_collect, collect, dispatch, fan_out
+from nodes.dispatch import dispatch, fan_out
 from nodes.finalize import finalize
 from nodes.orchestrator import orchestrate, route_request
 from nodes.planner import plan
@@ -57,7 +57,6 @@ def build_graph(
         timeout=step_timeout_s,
         error_handler=step_failed_handler(step_attempts),
     )  # type: ignore[call-overload]
-    builder.add_node("collect", collect)
     builder.add_node("critic", criticize)
     builder.add_node(
         "synthesize", synthesize, retry_policy=model_retry, timeout=MODEL_NODE_TIMEOUT_S
@@ -67,11 +66,10 @@ def build_graph(
 
     builder.add_edge(START, "orchestrator")
     builder.add_conditional_edges("orchestrator", route_request)
-    builder.add_edge("planner", "approve_plan")
-    builder.add_conditional_edges("dispatch", fan_out, ["reasoning", "collect"])
-    builder.add_edge("reasoning", "collect")
-    builder.add_conditional_edges("collect", after_collect)
-    builder.add_edge("synthesize", "approve_final")
+    builder.add_conditional_edges("planner", route_plan)
+    builder.add_conditional_edges("dispatch", fan_out, ["reasoning", "critic"])
+    builder.add_edge("reasoning", "dispatch")
+    builder.add_conditional_edges("synthesize", route_answer)
     builder.add_edge("finalize", END)
     return builder
 

@@ -65,11 +65,27 @@ def parse_decision(raw: object, *, max_steps: int) -> ApprovalDecision:
 
 def needs_plan_approval(plan: Plan, context: Context) -> bool:
     """Apply the approval policy to a plan."""
-    if context.approval == "always":
+    return _policy_applies(context.approval, plan)
+
+
+def _policy_applies(policy: str, plan: Plan) -> bool:
+    if policy == "always":
         return True
-    if context.approval == "when_required":
+    if policy == "when_required":
         return any(s["requires_approval"] for s in plan["steps"])
     return False
+
+
+def route_plan(state: State) -> Literal["approve_plan", "dispatch"]:
+    """Stop at the approval gate only when the run's policy asks for this plan."""
+    policy = str(state.get("options", {}).get("approval", "when_required"))
+    return "approve_plan" if _policy_applies(policy, state["plan"]) else "dispatch"
+
+
+def route_answer(state: State) -> Literal["approve_final", "finalize"]:
+    """Stop at the final gate only when the run asked for it."""
+    wanted = bool(state.get("options", {}).get("approve_final", False))
+    return "approve_final" if wanted and state.get("status") != "rejected" else "finalize"
 
 
 def _ask(gate: Gate, request: ApprovalRequest, *, max_steps: int) -> ApprovalDecision:

@@ -1,4 +1,4 @@
-"""Dispatch fans ready steps out to workers with `Send`; collect joins them and routes."""
+"""Dispatch: fan ready steps out to workers with `Send`, join them, and route to the critic."""
 
 import time
 from typing import Literal
@@ -107,8 +107,12 @@ async def dispatch(state: State, runtime: Runtime[Context]) -> DispatchUpdate:
     return update
 
 
-def fan_out(state: State) -> list[Send] | Literal["collect"]:
-    """Send every ready step to its worker, in parallel; with none ready, go to collect."""
+def fan_out(state: State) -> list[Send] | Literal["critic"]:
+    """Send every ready step to its worker, in parallel; when none is left, go to the critic.
+
+    Workers return here, so dispatch is also the join: the next wave starts once the current
+    one has finished.
+    """
     plan = state["plan"]
     results = state.get("results", {})
     used = tokens_used(state.get("usage", []))
@@ -124,16 +128,4 @@ def fan_out(state: State) -> list[Send] | Literal["collect"]:
         )
         for step in ready_steps(plan, results)
     ]
-    return sends or "collect"
-
-
-async def collect(state: State) -> DispatchUpdate:
-    """Join the workers of one wave (their results arrive through the reducer)."""
-    return DispatchUpdate()
-
-
-def after_collect(state: State) -> Literal["dispatch", "critic"]:
-    """Go back for the next wave while steps of the current plan remain, else to the critic."""
-    results = state.get("results", {})
-    pending = [s for s in state["plan"]["steps"] if s["id"] not in results]
-    return "dispatch" if pending else "critic"
+    return sends or "critic"

@@ -9,6 +9,7 @@ from langgraph.types import Overwrite
 from typing_extensions import TypedDict
 
 from app.accounting import UsageRecord
+from nodes.approval import needs_plan_approval, route_plan
 from nodes.context import Context
 from nodes.events import emit
 from nodes.llm import usage_record
@@ -74,7 +75,13 @@ async def orchestrate(state: State, runtime: Runtime[Context]) -> OrchestratorUp
         runtime.stream_writer,
         "handoff",
         source="orchestrator",
-        target="planner" if route == "plan" else "approve_plan",
+        target=(
+            "planner"
+            if route == "plan"
+            else "approve_plan"
+            if needs_plan_approval(update["plan"], runtime.context)
+            else "dispatch"
+        ),
         reason=f"route={route}",
     )
     update["plan_history"] = Overwrite(history)
@@ -82,12 +89,12 @@ async def orchestrate(state: State, runtime: Runtime[Context]) -> OrchestratorUp
     return update
 
 
-def route_request(state: State) -> Literal["planner", "approve_plan"]:
-    """Send planned requests to the planner; a direct answer's one-step plan goes to approval
-    (which lets it through unless the policy asks for every plan)."""
+def route_request(state: State) -> Literal["planner", "approve_plan", "dispatch"]:
+    """Send planned requests to the planner; a direct answer's one-step plan goes to the
+    approval gate when the policy asks for it, else straight to dispatch."""
     route = state["route"]
     if route == "plan":
         return "planner"
     if route == "direct":
-        return "approve_plan"
+        return route_plan(state)
     assert_never(route)

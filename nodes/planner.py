@@ -12,6 +12,7 @@ from app.accounting import Tokens, UsageRecord, cost_of
 from app.errors import AgentGraphError
 from app.models import get_chat_model
 from app.settings import get_settings
+from nodes.approval import needs_plan_approval
 from nodes.context import Context
 from nodes.events import emit
 from nodes.llm import Generation, usage_record
@@ -122,7 +123,7 @@ async def plan(state: State, runtime: Runtime[Context]) -> PlannerUpdate:
         runtime.stream_writer,
         "handoff",
         source="planner",
-        target="approve_plan",
+        target="approve_plan" if needs_plan_approval(new_plan, context) else "dispatch",
         reason=f"plan v{version} with {len(new_plan['steps'])} steps",
     )
     return PlannerUpdate(

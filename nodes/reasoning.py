@@ -5,6 +5,7 @@ the last attempt fails, `step_failed` turns the error into a failed `StepResult`
 """
 
 import time
+from typing import Literal
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langgraph.errors import NodeError, NodeTimeoutError
@@ -98,7 +99,7 @@ def step_failed_handler(attempts: int, node: str = "reasoning"):  # type: ignore
 
     async def step_failed(
         payload: WorkerInput, error: NodeError, runtime: Runtime[Context]
-    ) -> Command[str]:
+    ) -> Command[Literal["dispatch"]]:
         started = time.time()
         first = runtime.execution_info.node_first_attempt_time if runtime.execution_info else None
         step = payload["step"]
@@ -115,6 +116,6 @@ def step_failed_handler(attempts: int, node: str = "reasoning"):  # type: ignore
         )
         emit(runtime.stream_writer, "step_result", result=result)
         record = usage_record(node, first or started, step_id=step["id"], attempts=attempts)
-        return Command(goto="collect", update={"results": {step["id"]: result}, "usage": [record]})
+        return Command(goto="dispatch", update={"results": {step["id"]: result}, "usage": [record]})
 
     return step_failed

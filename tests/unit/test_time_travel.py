@@ -74,7 +74,8 @@ async def test_fork_finishes_a_new_branch_and_keeps_the_old_one(
     checkpoints = await history(graph, thread_id)
     assert checkpoints[0]["checkpoint_id"] == old_final_id  # newest first
     assert checkpoints[0]["next"] == []
-    planned = next(c for c in checkpoints if c["next"] == ["approve_plan"])
+    # The oldest checkpoint bound for dispatch is the one right after the planner.
+    planned = [c for c in checkpoints if c["next"] == ["dispatch"]][-1]
 
     fork_id = await fork_at(graph, thread_id, planned["checkpoint_id"], {"plan": ONE_STEP})
     await graph.ainvoke(None, thread_config(thread_id), context=context)
