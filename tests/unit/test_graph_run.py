@@ -9,8 +9,9 @@ from graphs.agent import AgentGraph, compile_graph
 from graphs.runs import RunEvent, stored_context, thread_config, view_thread
 from nodes.context import Context
 from nodes.plans import rule_plan
+from tests.fakes import MakeModel
 
-from .conftest import CollectEvents, MakeModel
+from .conftest import CollectEvents
 
 QUESTION = "What is the capital of France?"
 

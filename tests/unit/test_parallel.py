@@ -5,8 +5,9 @@ import time
 from graphs.agent import AgentGraph
 from graphs.runs import thread_config
 from nodes.context import Context
+from tests.fakes import MakeModel
 
-from .conftest import CollectEvents, MakeModel
+from .conftest import CollectEvents
 
 
 async def test_independent_steps_overlap(

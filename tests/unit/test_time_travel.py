@@ -9,8 +9,9 @@ from app.errors import ThreadNotFoundError
 from graphs.agent import AgentGraph
 from graphs.runs import fork, history, thread_config, view_thread
 from nodes.context import Context
+from tests.fakes import MakeModel
 
-from .conftest import CollectEvents, MakeModel
+from .conftest import CollectEvents
 
 QUESTION = "What is the capital of France?"
 ONE_STEP = {

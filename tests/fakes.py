@@ -1,0 +1,132 @@
+"""Fakes of what lies outside the machine (hosted chat models), shared by the test suites.
+
+Never a stand-in for the database or the checkpointer: those are always real.
+"""
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableLambda
+
+from app.models import register_chat_model
+from app.settings import Settings
+
+
+class ScriptedChatModel(BaseChatModel):
+    """A chat model that streams a fixed reply word by word and reports token usage.
+
+    `reply` may contain `{n}`, replaced by the 1-based call number. The first `fail_first`
+    calls raise (a negative value: every call raises). `delay_s` is slept asynchronously at
+    the start of every call. `structured` is what `with_structured_output` returns as parsed;
+    those calls are counted apart, in `structured_calls`, and never fail.
+    """
+
+    reply: str = "A fake answer from the scripted model."
+    delay_s: float = 0.0
+    fail_first: int = 0
+    structured: Any = None
+    input_tokens: int = 11
+    calls: int = 0
+    structured_calls: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-fake"
+
+    def _usage(self, output_tokens: int) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": output_tokens,
+            "total_tokens": self.input_tokens + output_tokens,
+        }
+
+    def _next_call(self) -> int:
+        self.calls += 1
+        return self.calls
+
+    def _check_failure(self, call: int) -> None:
+        if self.fail_first < 0 or call <= self.fail_first:
+            raise RuntimeError(f"scripted failure on call {call}")
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = self._next_call()
+        self._check_failure(call)
+        text = self.reply.replace("{n}", str(call))
+        message = AIMessage(content=text, usage_metadata=self._usage(len(text.split())))
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        call = self._next_call()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        self._check_failure(call)
+        tokens = re.findall(r"\S+\s*", self.reply.replace("{n}", str(call)))
+        for index, token in enumerate(tokens):
+            last = index == len(tokens) - 1
+            chunk = AIMessageChunk(
+                content=token, usage_metadata=self._usage(len(tokens)) if last else None
+            )
+            yield ChatGenerationChunk(message=chunk)
+
+    def with_structured_output(
+        self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[Any, Any]:
+        async def answer(_: Any) -> Any:
+            self.structured_calls += 1
+            raw = AIMessage(content="", usage_metadata=self._usage(5))
+            if include_raw:
+                return {"raw": raw, "parsed": self.structured, "parsing_error": None}
+            return self.structured
+
+        return RunnableLambda(answer)
+
+
+_MODELS: dict[str, ScriptedChatModel] = {}
+
+
+def _factory(spec: str, settings: Settings) -> BaseChatModel:
+    return _MODELS[spec]
+
+
+MakeModel = Callable[..., tuple[str, ScriptedChatModel]]
+
+
+@pytest.fixture
+def make_model() -> Iterator[MakeModel]:
+    """Return a maker of scripted models; each gets its own spec such as `fake:1a2b...`."""
+    register_chat_model("fake", _factory)
+    made: list[str] = []
+
+    def make(**options: Any) -> tuple[str, ScriptedChatModel]:
+        model = ScriptedChatModel(**options)
+        spec = f"fake:{uuid.uuid4().hex}"
+        _MODELS[spec] = model
+        made.append(spec)
+        return spec, model
+
+    yield make
+    for spec in made:
+        _MODELS.pop(spec, None)
