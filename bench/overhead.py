@@ -1,7 +1,7 @@
 """Measure what checkpointing costs: whole zero-latency runs on Postgres and in memory.
 
 Each run is the full plan-and-execute graph (orchestrator, planner, two parallel reasoning
-steps, collect, critic, synthesis, finalize) driven through `graphs.runs.stream_events`, with
+steps, the join in dispatch, critic, synthesis, finalize) driven through `graphs.runs.stream_events`, with
 a chat model that answers instantly, so what is left is graph and checkpoint overhead.
 
 Run from the repository root:
