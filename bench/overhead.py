@@ -1,8 +1,9 @@
 """Measure what checkpointing costs: whole zero-latency runs on Postgres and in memory.
 
 Each run is the full plan-and-execute graph (orchestrator, planner, two parallel reasoning
-steps, the join in dispatch, critic, synthesis, finalize) driven through `graphs.runs.stream_events`, with
-a chat model that answers instantly, so what is left is graph and checkpoint overhead.
+steps, the join in dispatch, critic, synthesis, finalize) driven through
+`graphs.runs.stream_events`, with a chat model that answers instantly, so what is left is graph
+and checkpoint overhead.
 
 Run from the repository root:
 
