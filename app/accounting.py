@@ -21,6 +21,8 @@ class UsageRecord(TypedDict):
     started_at: float
     ended_at: float
     attempts: int
+    estimated: bool
+    """The model reported no usage; the token counts are estimates."""
 
 
 class NodeTotals(TypedDict):

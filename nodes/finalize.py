@@ -37,6 +37,7 @@ def build_report(state: State, context: Context, status: RunStatus) -> RunReport
         latency_ms=round(active_ms(usage), 1),
         token_budget=context.token_budget,
         budget_exhausted=bool(critique and critique["budget_exhausted"]),
+        tokens_estimated=any(r["estimated"] for r in usage),
         nodes=nodes,
         steps=[
             {

@@ -1,5 +1,6 @@
 """Model calls from nodes: streamed token deltas, token counts and cost, in one place."""
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,8 @@ from app.models import get_chat_model
 from app.settings import get_settings
 from nodes.events import emit
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -21,6 +24,8 @@ class Generation:
     model: str
     tokens: Tokens = field(default_factory=Tokens)
     cost: float = 0.0
+    estimated: bool = False
+    """True when the server reported no usage and the tokens were estimated."""
 
 
 async def generate(
@@ -45,11 +50,19 @@ async def generate(
         usage = getattr(chunk, "usage_metadata", None)
         if usage:
             tokens = tokens + Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+    estimated = tokens.total == 0 and bool(parts)
+    if estimated:
+        # Some OpenAI-compatible servers stream no usage at all. Never report a call as free:
+        # estimate (a streamed chunk is about one token; about four characters per token).
+        logger.warning("model %s reported no token usage; estimating it", model)
+        prompt_chars = sum(len(m.text) for m in messages)
+        tokens = Tokens(input=max(1, prompt_chars // 4), output=len(parts))
     return Generation(
         text="".join(parts).strip(),
         model=model,
         tokens=tokens,
         cost=cost_of(model, tokens, get_settings().prices),
+        estimated=estimated,
     )
 
 
@@ -75,4 +88,5 @@ def usage_record(
         started_at=started,
         ended_at=ended,
         attempts=attempts,
+        estimated=generation.estimated if generation else False,
     )

@@ -45,6 +45,7 @@ class RunReport(TypedDict):
     latency_ms: float
     token_budget: int
     budget_exhausted: bool
+    tokens_estimated: bool
     nodes: dict[str, NodeTotals]
     steps: list[dict[str, object]]
     plan_versions: int

@@ -190,6 +190,11 @@ def _print_outcome(doc: dict[str, Any]) -> None:
             f"verdict: {report.get('verdict')} ({escape(str(report.get('verdict_reason')))}); "
             f"plan versions: {report['plan_versions']}, replans: {report['replans']}; "
             f"tokens {report['total_tokens']} of budget {report['token_budget']}"
+            + (
+                " (estimated: the model reported no usage)"
+                if report.get("tokens_estimated")
+                else ""
+            )
         )
     out.print(f"status: {status}   thread: {doc['thread_id']}")
 

@@ -3,14 +3,17 @@ local model, and the `agentgraph` CLI run as separate processes."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -119,3 +122,55 @@ class Cli:
 @pytest.fixture(scope="session")
 def cli(data_dir: Path, embedded_url: str) -> Cli:
     return Cli(data_dir, embedded_url)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def openai_compatible_server(data_dir: Path) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving SmolLM2 as 'smollm2'."""
+    from app.local_llm import smollm2_path
+
+    port = _free_port()
+    log = (data_dir / "llama-server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(smollm2_path()),
+            "--model_alias",
+            "smollm2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "4096",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, f"the model server exited; see {log.name}"
+            assert time.monotonic() < deadline, f"the model server did not start; see {log.name}"
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()

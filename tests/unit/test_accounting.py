@@ -39,6 +39,7 @@ def record(
         started_at=started,
         ended_at=ended,
         attempts=attempts,
+        estimated=False,
     )
 
 
