@@ -7,9 +7,11 @@ from app.errors import ConfigError
 from app.settings import ApprovalPolicy, PlannerKind, Settings
 
 Mode = Literal["auto", "direct", "plan"]
+Synthesis = Literal["auto", "model", "compose"]
 _POLICIES = ("never", "always", "when_required")
 _PLANNERS = ("rules", "llm")
 _MODES = ("auto", "direct", "plan")
+_SYNTHESES = ("auto", "model", "compose")
 
 
 def _has_type(value: object, declared: object) -> bool:
@@ -34,6 +36,9 @@ class Context:
     """Rule-based planner, or the LLM planner (validated, falling back to the rules)."""
     mode: Mode = "auto"
     """Answer directly, plan, or let the orchestrator decide."""
+    synthesis: Synthesis = "auto"
+    """How parallel answers become one: the model writes a synthesis, or they are composed
+    side by side; auto composes for the small local model and asks any other model."""
     max_replans: int = 2
     """How many times the critic may send the plan back."""
     token_budget: int = 20_000
@@ -58,6 +63,8 @@ class Context:
             problems.append(f"planner must be one of {', '.join(_PLANNERS)}")
         if self.mode not in _MODES:
             problems.append(f"mode must be one of {', '.join(_MODES)}")
+        if self.synthesis not in _SYNTHESES:
+            problems.append(f"synthesis must be one of {', '.join(_SYNTHESES)}")
         for name in ("max_replans",):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")

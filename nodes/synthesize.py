@@ -10,7 +10,7 @@ from app.accounting import UsageRecord
 from nodes.context import Context
 from nodes.llm import Generation, generate, usage_record
 from nodes.prompts import SYNTHESIZE_PROMPT, SYSTEM_PROMPT
-from nodes.schemas import Citation, RunStatus, StepResult
+from nodes.schemas import Citation, Plan, RunStatus, StepResult
 from nodes.state import State
 
 
@@ -33,6 +33,20 @@ def _partial(done: list[StepResult]) -> str:
     return "\n".join(f"- [{r['step_id']}] {r['output']}" for r in done) or "(no step succeeded)"
 
 
+def final_results(plan: Plan, done: list[StepResult]) -> list[StepResult]:
+    """Return the successful results of the steps no other step depends on."""
+    needed = {d for s in plan["steps"] for d in s["depends_on"]}
+    return [r for r in done if r["step_id"] not in needed]
+
+
+def synthesis_mode(context: Context) -> str:
+    """Resolve `auto`: the small local model cannot merge answers reliably (it drops parts),
+    so its parallel answers are composed side by side; other models write a synthesis."""
+    if context.synthesis != "auto":
+        return context.synthesis
+    return "compose" if context.model == "local" else "model"
+
+
 async def synthesize(state: State, runtime: Runtime[Context]) -> SynthesizeUpdate:
     """Write the answer: by the model when results allow, by rule when budget or steps ran out."""
     started = time.time()
@@ -48,8 +62,15 @@ async def synthesize(state: State, runtime: Runtime[Context]) -> SynthesizeUpdat
         answer = f"Stopped early: {critique['reason']}.\nPartial results:\n{_partial(done)}"
     elif not done:
         answer = f"No answer: {critique['reason']}."
-    elif len(plan["steps"]) == 1 and len(done) == 1:
-        answer = done[0]["output"]
+    elif len(leaves := final_results(plan, done)) == 1:
+        answer = leaves[0]["output"]  # the last step already answered, seeing the others
+    elif synthesis_mode(context) == "compose":
+        answer = "\n\n".join(
+            f"{s['instruction']}\n{r['output']}"
+            for s in plan["steps"]
+            for r in leaves
+            if r["step_id"] == s["id"]
+        )
     else:
         findings = "\n".join(
             f"- [{r['step_id']}] {s['instruction']}: {r['output']}"

@@ -15,6 +15,7 @@ from rich.markup import escape
 from app.cli.render import Progress, err, out, plan_table, print_json, report_table
 from app.errors import AgentGraphError, InvalidDecisionError
 from app.settings import ApprovalPolicy, PlannerKind, Settings, get_settings
+from nodes.context import Mode, Synthesis
 
 app = typer.Typer(
     help="Plan-and-execute agents on LangGraph, checkpointed to Postgres.",
@@ -213,6 +214,10 @@ def ask(
     ] = None,
     model: Annotated[str | None, typer.Option(help="'local' or a provider string.")] = None,
     planner: Annotated[PlannerKind | None, typer.Option(help="rules or llm.")] = None,
+    mode: Annotated[Mode | None, typer.Option(help="auto, direct or plan.")] = None,
+    synthesis: Annotated[
+        Synthesis | None, typer.Option(help="How parallel answers become one.")
+    ] = None,
     max_replans: Annotated[int | None, typer.Option(min=0, help="Replan limit.")] = None,
     token_budget: Annotated[
         int | None, typer.Option(min=1, help="Tokens the run may spend.")
@@ -236,6 +241,8 @@ def ask(
         "planner": planner,
         "max_replans": max_replans,
         "token_budget": token_budget,
+        "mode": mode,
+        "synthesis": synthesis,
         "approve_final": approve_final or None,
     }
     thread_id = thread or new_thread_id()

@@ -14,6 +14,7 @@ from tests.fakes import MakeModel
 from .conftest import CollectEvents
 
 QUESTION = "What is the capital of France?"
+TWO_PARTS = "What is the capital of France? What is the capital of Spain?"
 
 
 def step(step_id: str, instruction: str, depends_on: list[str] | None = None) -> dict[str, Any]:
@@ -55,7 +56,7 @@ async def test_full_run_reports_and_orders_events(
     spec, model = make_model(reply="Paris is the capital of France.")
     context = Context(model=spec, approval="never", mode="plan")
 
-    events = await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
+    events = await collect_events(graph, thread_id=thread_id, context=context, request=TWO_PARTS)
 
     end = final(events)
     assert end["status"] == "done"
@@ -546,7 +547,7 @@ async def test_second_request_on_a_thread_runs_its_own_steps(
     spec, model = make_model(reply="answer {n}")
     context = Context(model=spec, approval="never", mode="plan")
     await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
-    assert model.calls == 3
+    assert model.calls == 2  # s1, then s2 (whose answer is the final one)
 
     events = await collect_events(
         graph, thread_id=thread_id, context=context, request="What is the capital of Spain?"
@@ -554,3 +555,29 @@ async def test_second_request_on_a_thread_runs_its_own_steps(
 
     assert final(events)["status"] == "done"
     assert set(step_results(events)) == {"s1", "s2"}  # today: no step runs at all
+
+
+async def test_compose_synthesis_keeps_every_part(
+    graph: AgentGraph, thread_id: str, make_model: MakeModel, collect_events: CollectEvents
+) -> None:
+    spec, model = make_model(reply="answer {n}")
+    context = Context(model=spec, approval="never", synthesis="compose")
+
+    events = await collect_events(graph, thread_id=thread_id, context=context, request=TWO_PARTS)
+
+    answer = final(events)["answer"]
+    assert model.calls == 2  # the two steps; composing asks the model nothing
+    assert "What is the capital of France?" in answer
+    assert "What is the capital of Spain?" in answer
+    assert sorted(line for line in answer.splitlines() if line.startswith("answer")) == [
+        "answer 1",
+        "answer 2",
+    ]
+
+
+def test_auto_synthesis_composes_only_for_the_local_model() -> None:
+    from nodes.synthesize import synthesis_mode
+
+    assert synthesis_mode(Context(model="local")) == "compose"
+    assert synthesis_mode(Context(model="openai:gpt-4o-mini")) == "model"
+    assert synthesis_mode(Context(model="local", synthesis="model")) == "model"

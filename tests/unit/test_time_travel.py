@@ -68,7 +68,7 @@ async def test_fork_finishes_a_new_branch_and_keeps_the_old_one(
     context = Context(model=spec, approval="never", mode="plan")
     await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
     before = await view_thread(graph, thread_id)
-    assert before["answer"] == "answer 3"  # s1, s2, then the synthesis
+    assert before["answer"] == "answer 2"  # s1, then s2, whose answer is the final one
     old_final_id = before["checkpoint_id"]
     assert old_final_id is not None
 
@@ -83,7 +83,7 @@ async def test_fork_finishes_a_new_branch_and_keeps_the_old_one(
 
     after = await view_thread(graph, thread_id)
     assert after["status"] == "done"
-    assert after["answer"] == "answer 4"
+    assert after["answer"] == "answer 3"
     assert after["plan"] == ONE_STEP
     # history lists every checkpoint of the thread; follow parents for the new branch.
     everything = {c["checkpoint_id"]: c for c in await history(graph, thread_id)}
@@ -101,7 +101,7 @@ async def test_fork_finishes_a_new_branch_and_keeps_the_old_one(
     assert set(state["results"]) == {"only"}
 
     old = await graph.aget_state(thread_config(thread_id, old_final_id))
-    assert old.values["answer"] == "answer 3"
+    assert old.values["answer"] == "answer 2"
     assert set(old.values["results"]) == {"s1", "s2"}
     assert old.values["report"]["status"] == "done"
 
