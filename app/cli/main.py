@@ -176,7 +176,7 @@ async def _drive(
 def _print_outcome(doc: dict[str, Any]) -> None:
     status = doc["status"]
     if status == "interrupted":
-        out.print(f"status: interrupted (thread {doc['thread_id']})")
+        out.print(f"status: interrupted (thread {doc['thread_id']})", markup=False)
         out.print(f"resume with: {doc['resume_command']}", markup=False)
         return
     if doc.get("answer"):
@@ -197,7 +197,7 @@ def _print_outcome(doc: dict[str, Any]) -> None:
                 else ""
             )
         )
-    out.print(f"status: {status}   thread: {doc['thread_id']}")
+    out.print(f"status: {status}   thread: {doc['thread_id']}", markup=False)
 
 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout only.")]

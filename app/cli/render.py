@@ -5,6 +5,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 out = Console(highlight=False, soft_wrap=True)
@@ -19,16 +20,16 @@ def print_json(document: dict[str, Any]) -> None:
 
 def plan_table(plan: dict[str, Any], *, title: str) -> Table:
     """Return a plan as a table of its steps."""
-    table = Table(title=title, title_justify="left", show_lines=False)
+    table = Table(title=escape(title), title_justify="left", show_lines=False)
     for column in ("step", "kind", "depends on", "approval", "instruction"):
         table.add_column(column, overflow="fold")
     for s in plan["steps"]:
         table.add_row(
-            s["id"],
-            s["kind"],
-            ", ".join(s["depends_on"]) or "-",
+            escape(s["id"]),
+            escape(s["kind"]),
+            escape(", ".join(s["depends_on"]) or "-"),
             "yes" if s["requires_approval"] else "",
-            s["instruction"],
+            escape(s["instruction"]),
         )
     return table
 
@@ -36,8 +37,9 @@ def plan_table(plan: dict[str, Any], *, title: str) -> Table:
 def report_table(report: dict[str, Any]) -> Table:
     """Return the run report as a per-node table with a total row."""
     table = Table(title="Run report", title_justify="left")
-    for column in ("node", "calls", "tokens in", "tokens out", "cost", "latency ms", "retries"):
-        table.add_column(column, justify="left" if column == "node" else "right")
+    table.add_column("node", no_wrap=True)
+    for column in ("calls", "tokens in", "tokens out", "cost", "ms", "retries"):
+        table.add_column(column, justify="right", no_wrap=True)
     for name, n in report["nodes"].items():
         table.add_row(
             name,
@@ -80,7 +82,7 @@ class Progress:
             if self._streaming != key:
                 self._end_stream()
                 label = event.get("step_id") or event["node"]
-                err.print(f"[dim]  [{label}][/dim] ", end="")
+                err.print(f"[dim]  \\[{escape(label)}][/dim] ", end="")
                 self._streaming = key
             err.print(event["text"], end="", style="dim", markup=False)
             return
@@ -93,24 +95,25 @@ class Progress:
                 )
             )
             if event.get("fallback_reason"):
-                err.print(f"[yellow]  {event['fallback_reason']}[/yellow]")
+                err.print(f"[yellow]  {escape(event['fallback_reason'])}[/yellow]")
         elif kind == "handoff":
-            step = f" {event['step_id']}" if event.get("step_id") else ""
+            step = f" {escape(event['step_id'])}" if event.get("step_id") else ""
             err.print(
                 f"[cyan]→ {event['source']} → {event['target']}{step}[/cyan]"
-                f" [dim]{event.get('reason', '')}[/dim]",
-                markup=True,
+                f" [dim]{escape(event.get('reason', ''))}[/dim]"
             )
         elif kind == "step_result":
             r = event["result"]
             colour = "green" if r["status"] == "done" else "red"
-            detail = f": {r['error']}" if r.get("error") else ""
+            detail = f": {escape(r['error'])}" if r.get("error") else ""
+            mark = "✓" if r["status"] == "done" else "✗"
             err.print(
-                f"[{colour}]✓ {r['step_id']} {r['status']}[/{colour}] "
+                f"[{colour}]{mark} {escape(r['step_id'])} {r['status']}[/{colour}] "
                 f"[dim]({r['latency_ms']:.0f} ms, {r['attempts']} attempt(s)){detail}[/dim]"
             )
         elif kind == "interrupt":
-            err.print(f"[yellow]⏸ waiting for approval: {event['payload']['reason']}[/yellow]")
+            reason = escape(event["payload"]["reason"])
+            err.print(f"[yellow]⏸ waiting for approval: {reason}[/yellow]")
         elif kind == "error":
             err.print(f"[red]error: {event['message']}[/red]", markup=False)
 
