@@ -80,6 +80,16 @@ def _role(message: BaseMessage) -> str:
     return "user"
 
 
+def _result(merged: ChatGenerationChunk | None) -> ChatResult:
+    assert merged is not None, "a generation always ends with a usage chunk"
+    message = AIMessage(
+        content=merged.message.content,
+        usage_metadata=getattr(merged.message, "usage_metadata", None),
+        response_metadata=merged.message.response_metadata,
+    )
+    return ChatResult(generations=[ChatGeneration(message=message)])
+
+
 class ChatLocalLlama(BaseChatModel):
     """A GGUF chat model run by llama-cpp-python, with token streaming and usage counts."""
 
@@ -215,13 +225,7 @@ class ChatLocalLlama(BaseChatModel):
         merged: ChatGenerationChunk | None = None
         for chunk in self._stream(messages, stop, run_manager, **kwargs):
             merged = chunk if merged is None else merged + chunk
-        assert merged is not None
-        message = AIMessage(
-            content=merged.message.content,
-            usage_metadata=getattr(merged.message, "usage_metadata", None),
-            response_metadata=merged.message.response_metadata,
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return _result(merged)
 
     async def _agenerate(
         self,
@@ -233,13 +237,7 @@ class ChatLocalLlama(BaseChatModel):
         merged: ChatGenerationChunk | None = None
         async for chunk in self._astream(messages, stop, run_manager, **kwargs):
             merged = chunk if merged is None else merged + chunk
-        assert merged is not None
-        message = AIMessage(
-            content=merged.message.content,
-            usage_metadata=getattr(merged.message, "usage_metadata", None),
-            response_metadata=merged.message.response_metadata,
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return _result(merged)
 
     def with_structured_output(
         self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any

@@ -155,27 +155,13 @@ async def approve_plan(
     assert edited is not None
     version = len(state.get("plan_history", [])) + 1
     reason = f"edited by a person: {decision['reason'] or 'no reason given'}"
-    emit(
-        runtime.stream_writer,
-        "plan_update",
-        version=version,
-        source="edit",
-        reason=reason,
-        plan=edited,
-        fallback_reason=None,
+    revision = PlanRevision(
+        version=version, source="edit", reason=reason, plan=edited, fallback_reason=None
     )
+    emit(runtime.stream_writer, "plan_update", **revision)
     return Command(
         goto="dispatch",
-        update={
-            "approvals": [record],
-            "usage": usage,
-            "plan": edited,
-            "plan_history": [
-                PlanRevision(
-                    version=version, source="edit", reason=reason, plan=edited, fallback_reason=None
-                )
-            ],
-        },
+        update={"approvals": [record], "usage": usage, "plan": edited, "plan_history": [revision]},
     )
 
 

@@ -59,18 +59,11 @@ async def orchestrate(state: State, runtime: Runtime[Context]) -> OrchestratorUp
         plan = direct_plan(request)
         reason = "a single question: answered directly"
         update["plan"] = plan
-        history.append(
-            PlanRevision(version=1, source="direct", reason=reason, plan=plan, fallback_reason=None)
+        revision = PlanRevision(
+            version=1, source="direct", reason=reason, plan=plan, fallback_reason=None
         )
-        emit(
-            runtime.stream_writer,
-            "plan_update",
-            version=1,
-            source="direct",
-            reason=reason,
-            plan=plan,
-            fallback_reason=None,
-        )
+        history.append(revision)
+        emit(runtime.stream_writer, "plan_update", **revision)
     emit(
         runtime.stream_writer,
         "handoff",

@@ -110,15 +110,7 @@ async def plan(state: State, runtime: Runtime[Context]) -> PlannerUpdate:
         plan=new_plan,
         fallback_reason=fallback_reason,
     )
-    emit(
-        runtime.stream_writer,
-        "plan_update",
-        version=version,
-        source=source,
-        reason=reason,
-        plan=new_plan,
-        fallback_reason=fallback_reason,
-    )
+    emit(runtime.stream_writer, "plan_update", **revision)
     emit(
         runtime.stream_writer,
         "handoff",
