@@ -1,0 +1,139 @@
+"""The graph under `langgraph dev` (what LangGraph Studio talks to), driven with
+`langgraph_sdk` and `RemoteGraph`: offline, no LangSmith key, the real local model."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from langgraph.pregel.remote import RemoteGraph
+from langgraph.types import Command
+from langgraph_sdk import get_client
+
+from tests.integration.conftest import REPO, _free_port
+
+CONTEXT = {"approval": "always", "max_output_tokens": 24}
+
+
+@pytest.fixture(scope="module")
+def dev_server() -> Iterator[str]:
+    """`langgraph dev` on a free port; its log and state live outside the repository."""
+    workdir = Path(tempfile.mkdtemp(prefix="agentgraph-studio-"))
+    port = _free_port()
+    log = (workdir / "langgraph-dev.log").open("w")
+    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false"}
+    env.pop("LANGSMITH_API_KEY", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "langgraph_cli",
+            "dev",
+            "--config",
+            str(REPO / "langgraph.json"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-browser",
+            "--no-reload",
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/ok", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, f"langgraph dev exited; see {log.name}"
+            assert time.monotonic() < deadline, f"langgraph dev did not start; see {log.name}"
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+async def test_sdk_stream_interrupt_resume_and_history(dev_server: str) -> None:
+    client = get_client(url=dev_server)
+    thread = await client.threads.create()
+    thread_id = thread["thread_id"]
+
+    seen: list[tuple[str, Any]] = []
+    async for part in client.runs.stream(
+        thread_id,
+        "agent",
+        input={"request": "What is A? What is B?"},
+        context=CONTEXT,
+        stream_mode=["updates", "custom"],
+    ):
+        seen.append((part.event, part.data))
+    custom = [data["event"] for event, data in seen if event == "custom"]
+    assert "plan_update" in custom
+    interrupts = [
+        data["__interrupt__"]
+        for event, data in seen
+        if event == "updates" and "__interrupt__" in data
+    ]
+    assert interrupts and interrupts[0][0]["value"]["gate"] == "plan"
+    state = await client.threads.get_state(thread_id)
+    assert state["next"] == ["approve_plan"]
+
+    final: dict[str, Any] | None = None
+    async for part in client.runs.stream(
+        thread_id,
+        "agent",
+        command={"resume": {"decision": "approve"}},
+        context=CONTEXT,
+        stream_mode=["updates", "custom"],
+    ):
+        if part.event == "custom" and part.data.get("event") == "final":
+            final = part.data
+    assert final is not None
+    assert final["status"] == "done"
+    assert final["answer"]
+    assert final["report"]["approvals"][0]["decision"] == "approve"
+
+    history = await client.threads.get_history(thread_id)
+    assert len(history) > 3
+
+
+async def test_run_options_are_a_typed_context_schema(dev_server: str) -> None:
+    client = get_client(url=dev_server)
+    [assistant] = await client.assistants.search(graph_id="agent")
+    schemas = await client.assistants.get_schemas(assistant["assistant_id"])
+    properties = schemas["context_schema"]["properties"]
+    assert {"model", "approval", "planner", "max_replans", "token_budget"} <= set(properties)
+    assert properties["approval"]["enum"] == ["never", "always", "when_required"]
+
+
+def test_remote_graph_runs_the_same_graph(dev_server: str) -> None:
+    remote = RemoteGraph("agent", url=dev_server)
+    config = {"configurable": {"thread_id": get_sync_thread(dev_server)}}
+    first = remote.invoke({"request": "What is A? What is B?"}, config, context=CONTEXT)
+    assert "__interrupt__" in first
+    done = remote.invoke(Command(resume={"decision": "approve"}), config, context=CONTEXT)
+    assert done["status"] == "done"
+    assert done["answer"]
+    assert done["report"]["total_tokens"] > 0
+
+
+def get_sync_thread(url: str) -> str:
+    from langgraph_sdk import get_sync_client
+
+    thread_id: str = get_sync_client(url=url).threads.create()["thread_id"]
+    return thread_id
