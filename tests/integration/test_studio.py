@@ -89,7 +89,8 @@ async def test_sdk_stream_interrupt_resume_and_history(dev_server: str) -> None:
         for event, data in seen
         if event == "updates" and "__interrupt__" in data
     ]
-    assert interrupts and interrupts[0][0]["value"]["gate"] == "plan"
+    assert interrupts
+    assert interrupts[0][0]["value"]["gate"] == "plan"
     state = await client.threads.get_state(thread_id)
     assert state["next"] == ["approve_plan"]
 
