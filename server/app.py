@@ -17,6 +17,7 @@ from server.deps import Services
 from server.errors import BodyLimit, install_error_handlers
 from server.inbox import setup_inbox
 from server.runner import RunManager
+from server.sse import KEEPALIVE_S
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +41,15 @@ async def _open_lock_pool(url: str) -> AsyncConnectionPool[Any]:
     return pool
 
 
-def create_app(settings: Settings | None = None, *, url: str | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, url: str | None = None, keepalive_s: float = KEEPALIVE_S
+) -> FastAPI:
     """Return the app; its lifespan opens the pool, the saver and the graph once.
 
     Args:
         settings: The process settings; read from the environment when unset.
         url: Connect to this Postgres instead of what the settings say.
+        keepalive_s: Longest silence on an event stream before a keep-alive comment.
     """
     from server import routes_approvals, routes_health, routes_runs, routes_threads
     from server.langserve_routes import add_agent_routes
@@ -58,7 +62,9 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
             await setup_inbox(agent.db.pool)
             lock_pool = await _open_lock_pool(agent.db.url)
             runs = RunManager(agent, cfg, lock_pool)
-            app.state.services = Services(agent=agent, settings=cfg, runs=runs)
+            app.state.services = Services(
+                agent=agent, settings=cfg, runs=runs, keepalive_s=keepalive_s
+            )
             try:
                 yield
             finally:

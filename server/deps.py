@@ -19,6 +19,7 @@ class Services:
     agent: Agent
     settings: Settings
     runs: RunManager
+    keepalive_s: float
 
     @property
     def graph(self) -> AgentGraph:

@@ -40,7 +40,7 @@ async def _start(svc: Services, body: RunRequest) -> RunHandle:
 @router.post("/agent/run.stream", response_class=StreamingResponse, responses=SSE_DOC)
 async def run_stream(body: RunRequest, svc: Svc) -> StreamingResponse:
     """Start a run and stream its events. The run goes on if the client disconnects."""
-    return event_stream(await _start(svc, body))
+    return event_stream(await _start(svc, body), keepalive_s=svc.keepalive_s)
 
 
 @router.post("/agent/run", responses=ERRORS)
@@ -55,7 +55,7 @@ async def run_wait(body: RunRequest, svc: Svc) -> RunResult:
 async def resume_stream(thread_id: ThreadId, body: Decision, svc: Svc) -> StreamingResponse:
     """Answer a pending approval (approve, reject with a reason, edit with a plan) and stream."""
     handle = await svc.runs.start(thread_id=thread_id, decision=body.model_dump())
-    return event_stream(handle)
+    return event_stream(handle, keepalive_s=svc.keepalive_s)
 
 
 @router.post("/threads/{thread_id}/resume", responses=ERRORS)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from app.errors import ServerStoppingError, ThreadBusyError, ThreadNotFoundError
+from app.errors import DatabaseError, ServerStoppingError, ThreadBusyError, ThreadNotFoundError
 from app.settings import Settings
 from graphs.runs import (
     RunEvent,
@@ -33,6 +33,8 @@ from server.inbox import clear_pending, mark_pending
 
 logger = logging.getLogger(__name__)
 
+LOCK_WAIT_S = 10.0
+"""How long a new run waits for a lock connection when every one is taken."""
 STOPPING_MESSAGE = "the server is stopping; the thread keeps every finished step, resume it later"
 
 
@@ -63,7 +65,12 @@ class RunManager:
     async def _lock(self, thread_id: str) -> AsyncConnection[Any]:
         if self.stopping:
             raise ServerStoppingError("the server is stopping; retry on another replica")
-        conn: AsyncConnection[Any] = await self.lock_pool.getconn()
+        try:
+            conn: AsyncConnection[Any] = await self.lock_pool.getconn(timeout=LOCK_WAIT_S)
+        except PoolTimeout:
+            raise DatabaseError(
+                f"{len(self.runs)} runs are in flight, the most this server takes: retry later"
+            ) from None
         try:
             cursor = await conn.execute(
                 "SELECT pg_try_advisory_lock(hashtextextended(%s, 0)) AS got", (thread_id,)

@@ -31,11 +31,10 @@ class RunningServer:
         assert not self.thread.is_alive(), "the server did not stop"
 
 
-def start_server(settings: Settings, url: str) -> RunningServer:
+def start_server(settings: Settings, url: str, **options: Any) -> RunningServer:
     """Start a server on an ephemeral port and wait until it is ready."""
-    server = AgentServer(
-        create_app(settings, url=url), host="127.0.0.1", port=0, log_level="warning"
-    )
+    app = create_app(settings, url=url, **options)
+    server = AgentServer(app, host="127.0.0.1", port=0, log_level="warning")
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -48,9 +47,9 @@ def start_server(settings: Settings, url: str) -> RunningServer:
 
 
 @contextmanager
-def running_server(settings: Settings, url: str) -> Iterator[RunningServer]:
+def running_server(settings: Settings, url: str, **options: Any) -> Iterator[RunningServer]:
     """Run a server for the length of a `with` block."""
-    running = start_server(settings, url)
+    running = start_server(settings, url, **options)
     try:
         yield running
     finally:

@@ -1,6 +1,7 @@
 """Bad bodies, unknown ids, oversized bodies and conflicts get their documented status codes
 with a JSON error body; nothing a client sends produces a 500."""
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -173,3 +174,26 @@ async def test_health_and_openapi(client: httpx.AsyncClient) -> None:
     assert (await client.get("/docs")).status_code == 200
     _error(await client.get("/no/such/route"), 404)
     _error(await client.put("/api/v1/agent/run"), 405)
+
+
+async def test_a_run_on_a_running_thread_is_409(
+    client: httpx.AsyncClient, make_model: MakeModel
+) -> None:
+    spec, _ = make_model(reply="Slow.", delay_s=1.0)
+    body = {"question": "What is A?", "model": spec, "approval": "never"}
+    async with client.stream("POST", "/api/v1/agent/run.stream", json=body) as response:
+        lines = response.aiter_lines()
+        async for line in lines:
+            if line.startswith("data:") and "thread_id" in line:
+                thread_id = json.loads(line[len("data:") :])["thread_id"]
+                break
+        busy = await client.post("/api/v1/agent/run", json={**body, "thread_id": thread_id})
+        assert "is running" in _error(busy, 409)["message"]
+        resume = await client.post(
+            f"/api/v1/threads/{thread_id}/resume", json={"decision": "approve"}
+        )
+        _error(resume, 409)
+        async for _ in lines:
+            pass  # the first run goes on to its end
+    done = (await client.get(f"/api/v1/threads/{thread_id}")).json()
+    assert done["status"] == "done"

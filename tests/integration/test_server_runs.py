@@ -6,8 +6,9 @@ from typing import Any
 
 import httpx
 
+from app.settings import Settings
 from tests.fakes import MakeModel
-from tests.integration.server_harness import RunningServer, stream_run
+from tests.integration.server_harness import RunningServer, running_server, stream_run
 
 QUESTION = "What is A? What is B?"
 
@@ -143,3 +144,21 @@ async def test_real_local_model_end_to_end(api: RunningServer) -> None:
         thread = (await client.get(f"/api/v1/threads/{events[0].data['thread_id']}")).json()
         assert thread["status"] == "done"
         assert thread["answer"].strip()
+
+
+async def test_an_idle_stream_gets_keep_alive_comments(
+    settings: Settings, embedded_url: str, make_model: MakeModel
+) -> None:
+    spec, _ = make_model(reply="Slow answer.", delay_s=1.0)
+    with running_server(settings, embedded_url, keepalive_s=0.2) as server:
+        async with (
+            httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
+            client.stream(
+                "POST",
+                "/api/v1/agent/run.stream",
+                json={"question": "What is A?", "model": spec, "approval": "never"},
+            ) as response,
+        ):
+            lines = [line async for line in response.aiter_lines()]
+    assert ": keep-alive" in lines
+    assert "event: final" in lines
