@@ -357,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its figures; return the exit code."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     if args.serve_child is not None:
         serve_child(args.serve_child, args.workers)
         return 0

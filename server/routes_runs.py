@@ -29,9 +29,7 @@ SSE_DOC: dict[int | str, dict[str, object]] = {
 
 
 async def _start(svc: Services, body: RunRequest) -> RunHandle:
-    context = Context.from_settings(
-        svc.settings, **body.model_dump(exclude_none=True, exclude={"question", "thread_id"})
-    )
+    context = Context.from_settings(svc.settings, **body.overrides())
     return await svc.runs.start(
         thread_id=body.thread_id or new_thread_id(), context=context, request=body.question
     )

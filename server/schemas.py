@@ -29,8 +29,8 @@ class RunOptions(BaseModel):
     )
 
     def overrides(self) -> dict[str, Any]:
-        """Return the options that were set."""
-        return self.model_dump(exclude_none=True)
+        """Return the run options that were set (only those, also on a subclass)."""
+        return self.model_dump(exclude_none=True, include=set(RunOptions.model_fields))
 
 
 class RunRequest(RunOptions):
