@@ -152,6 +152,65 @@ def start_server(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[by
         time.sleep(0.1)
 
 
+def start_langgraph_dev(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `langgraph dev` on the same graph (bench/langgraph.json) and wait until it is up.
+
+    Raises:
+        BenchmarkError: `langgraph dev` is not installed, exited, or did not come up.
+    """
+    executable = Path(sys.executable).with_name("langgraph")
+    if not executable.exists():
+        raise BenchmarkError("langgraph dev is not installed: pip install 'langgraph-cli[inmem]'")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            str(executable),
+            "dev",
+            "--no-browser",
+            "--no-reload",
+            "--allow-blocking",
+            "--port",
+            str(port),
+            "--config",
+            str(REPO / "bench" / "langgraph.json"),
+        ],
+        # langgraph dev resolves the graph's path from its working directory.
+        cwd=REPO / "bench",
+        env={**env, "PYTHONPATH": str(REPO), "LANGGRAPH_CLI_NO_ANALYTICS": "1"},
+        stdout=sys.stderr,
+        stderr=sys.stderr,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(f"{base}/ok", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise BenchmarkError("langgraph dev exited while starting")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise BenchmarkError("langgraph dev did not come up in 180 s")
+        time.sleep(0.2)
+
+
+async def dev_one_run(client: Any, threads: list[str]) -> float:
+    """Run the graph once under `langgraph dev` with `runs.wait` (stateless); return ms."""
+    started = time.perf_counter()
+    output = await client.runs.wait(
+        None,
+        "agent",
+        input={"request": REQUEST},
+        context={"model": MODEL_SPEC, "approval": "never", "mode": "plan"},
+    )
+    elapsed = (time.perf_counter() - started) * 1000
+    if not isinstance(output, dict) or output.get("status") != "done":
+        raise BenchmarkError(f"a langgraph dev run did not finish: {output}")
+    return elapsed
+
+
 async def one_run(client: httpx.AsyncClient, threads: list[str]) -> float:
     """Run one fresh thread to its end over `POST /api/v1/agent/run`; return ms."""
     started = time.perf_counter()
@@ -164,14 +223,18 @@ async def one_run(client: httpx.AsyncClient, threads: list[str]) -> float:
     return elapsed
 
 
-async def level(client: httpx.AsyncClient, *, clients: int, runs: int, threads: list[str]) -> Level:
+async def level(
+    client: Any, *, clients: int, runs: int, threads: list[str], run: Any = None
+) -> Level:
     """Run `runs` runs with `clients` concurrent clients, each running one after another."""
     samples: list[float] = []
     queue = iter(range(runs))
 
+    run_fn = run or one_run
+
     async def worker() -> None:
         for _ in queue:
-            samples.append(await one_run(client, threads))
+            samples.append(await run_fn(client, threads))
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
@@ -293,6 +356,41 @@ async def measure(args: argparse.Namespace, base: str, url: str) -> dict[str, An
     return figures
 
 
+async def measure_dev(args: argparse.Namespace, base: str) -> list[Level]:
+    """Warm up and measure every concurrency level against `langgraph dev`."""
+    from langgraph_sdk import get_client
+
+    client = get_client(url=base, timeout=300)
+    unused: list[str] = []
+    logger.info("langgraph dev: warming up: %d runs", args.warmup)
+    for _ in range(args.warmup):
+        await dev_one_run(client, unused)
+    levels = []
+    for clients in args.clients:
+        logger.info("langgraph dev: measuring %d runs at %d clients", args.runs, clients)
+        levels.append(
+            await level(client, clients=clients, runs=args.runs, threads=unused, run=dev_one_run)
+        )
+    return levels
+
+
+def compare(figures: dict[str, Any], dev_levels: list[Level]) -> None:
+    """Add `langgraph dev`'s figures and ours-versus-theirs ratios to `figures`."""
+    ours = {lv["clients"]: lv for lv in figures["levels"]}
+    figures["langgraph_dev_measured"] = True
+    figures["langgraph_dev_levels"] = [lv.as_dict() for lv in dev_levels]
+    for dev in dev_levels:
+        mine = ours.get(dev.clients)
+        if mine is None:
+            continue
+        figures[f"p50_speedup_vs_langgraph_dev_{dev.clients}_clients"] = round(
+            dev.p50_ms / mine["p50_ms"], 2
+        )
+        figures[f"throughput_ratio_vs_langgraph_dev_{dev.clients}_clients"] = round(
+            mine["runs_per_s"] / dev.runs_per_s, 2
+        )
+
+
 def render_table(f: dict[str, Any], out: TextIO) -> None:
     """Print the figures as a short readable report."""
     lines = [
@@ -316,6 +414,15 @@ def render_table(f: dict[str, Any], out: TextIO) -> None:
         f"{LANGGRAPH_DEV_REFERENCE['p50_ms_1_client']:.0f} ms p50, "
         f"{LANGGRAPH_DEV_REFERENCE['runs_per_s_10_clients']:.0f} runs/s):",
     ]
+    if f.get("langgraph_dev_measured"):
+        lines += ["", "langgraph dev, same graph and load (runs.wait, stateless):"]
+        lines.append(f"{'clients':>8}{'p50 ms':>10}{'p95 ms':>10}{'runs/s':>10}")
+        for lv in f["langgraph_dev_levels"]:
+            lines.append(
+                f"{lv['clients']:>8}{lv['p50_ms']:>10.2f}{lv['p95_ms']:>10.2f}"
+                f"{lv['runs_per_s']:>10.1f}"
+            )
+        lines += [f"  {k}: {v}x" for k, v in f.items() if "_vs_langgraph_dev_" in k]
     for key in (
         "speedup_p50_vs_reference",
         "throughput_ratio_vs_reference_10_clients",
@@ -340,6 +447,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--database-url", default=None, help="Postgres URL or conninfo")
     parser.add_argument("--data-dir", type=Path, default=None, help="embedded cluster's home")
     parser.add_argument("--workers", type=int, default=1, help="server processes (uvicorn workers)")
+    parser.add_argument(
+        "--langgraph-dev",
+        action="store_true",
+        help="also run the same graph and load under `langgraph dev` and compare",
+    )
     parser.add_argument("--serve-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -377,6 +489,13 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
+        if args.langgraph_dev:
+            dev, dev_base = start_langgraph_dev(env)
+            try:
+                compare(figures, asyncio.run(measure_dev(args, dev_base)))
+            finally:
+                dev.send_signal(signal.SIGTERM)
+                dev.wait(timeout=60)
     except AgentGraphError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
