@@ -7,12 +7,14 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from app.errors import DatabaseError
 from app.settings import Settings, get_settings
-from graphs.service import open_agent
+from graphs.agent import AgentGraph, compile_graph
+from graphs.service import Agent, open_agent
 from server.deps import Services
 from server.errors import BodyLimit, install_error_handlers
 from server.inbox import setup_inbox
@@ -41,6 +43,21 @@ async def _open_lock_pool(url: str) -> AsyncConnectionPool[Any]:
     return pool
 
 
+def _run_graphs(agent: Agent, settings: Settings) -> list[AgentGraph]:
+    """One compiled graph per pool connection, each with its own saver on the shared pool."""
+    graphs = [agent.graph]
+    for _ in range(settings.db_pool_size - 1):
+        saver = AsyncPostgresSaver(agent.db.pool)
+        graphs.append(
+            compile_graph(
+                saver,
+                step_timeout_s=settings.step_timeout_s,
+                step_attempts=settings.step_attempts,
+            )
+        )
+    return graphs
+
+
 def create_app(
     settings: Settings | None = None, *, url: str | None = None, keepalive_s: float = KEEPALIVE_S
 ) -> FastAPI:
@@ -61,7 +78,7 @@ def create_app(
         async with open_agent(cfg, url=url) as agent:
             await setup_inbox(agent.db.pool)
             lock_pool = await _open_lock_pool(agent.db.url)
-            runs = RunManager(agent, cfg, lock_pool)
+            runs = RunManager(agent, cfg, lock_pool, run_graphs=_run_graphs(agent, cfg))
             app.state.services = Services(
                 agent=agent, settings=cfg, runs=runs, keepalive_s=keepalive_s
             )

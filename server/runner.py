@@ -7,6 +7,7 @@ nobody has to read it for the run to finish.
 """
 
 import asyncio
+import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from app.errors import DatabaseError, ServerStoppingError, ThreadBusyError, ThreadNotFoundError
 from app.settings import Settings
+from graphs.agent import AgentGraph
 from graphs.runs import (
     RunEvent,
     get_snapshot,
@@ -54,11 +56,20 @@ class RunManager:
     """Starts runs under per-thread advisory locks and ends them all when the server stops."""
 
     def __init__(
-        self, agent: Agent, settings: Settings, lock_pool: AsyncConnectionPool[Any]
+        self,
+        agent: Agent,
+        settings: Settings,
+        lock_pool: AsyncConnectionPool[Any],
+        *,
+        run_graphs: list[AgentGraph] | None = None,
     ) -> None:
         self.agent = agent
         self.settings = settings
         self.lock_pool = lock_pool
+        # AsyncPostgresSaver serialises every operation of one instance behind one lock, so
+        # runs are spread over several graphs, each with a saver of its own on the same pool.
+        self.run_graphs = run_graphs or [agent.graph]
+        self._turn = itertools.count()
         self.runs: dict[str, RunHandle] = {}
         self.stopping = False
 
@@ -154,8 +165,9 @@ class RunManager:
         resume: Any,
     ) -> None:
         try:
+            graph = self.run_graphs[next(self._turn) % len(self.run_graphs)]
             async for event in stream_events(
-                self.agent.graph,
+                graph,
                 thread_id=handle.thread_id,
                 context=context,
                 request=request,
