@@ -192,10 +192,14 @@ class RunManager:
                 {"event": "error", "type": type(exc).__name__, "message": str(exc)}
             )
         finally:
-            handle.queue.put_nowait(None)
-            handle.done.set()
-            self.runs.pop(handle.run_id, None)
-            await self._unlock(conn)
+            # Unlock before telling anyone the run ended: a client that resumes as soon as
+            # it sees the interrupt must find the thread free.
+            try:
+                await self._unlock(conn)
+            finally:
+                handle.queue.put_nowait(None)
+                handle.done.set()
+                self.runs.pop(handle.run_id, None)
 
     async def stop(self) -> None:
         """Take no new runs; end every stream with an error event and cancel the runs.

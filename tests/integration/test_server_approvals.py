@@ -169,3 +169,19 @@ async def test_stopping_the_server_ends_streams_with_an_error_event(
             # The plan was checkpointed before the stop.
             thread = (await client.get(f"/api/v1/threads/{thread_id}")).json()
             assert thread["plan"]["steps"]
+
+
+async def test_a_resume_right_after_the_interrupt_finds_the_thread_free(
+    api: RunningServer, make_model: MakeModel
+) -> None:
+    # The run's lock is released before its end is reported, so an immediate resume never
+    # sees its own finished run as busy.
+    spec, _ = make_model(reply="Right away.")
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as client:
+        for _ in range(10):
+            thread_id = await _interrupted(client, spec)
+            resumed = await client.post(
+                f"/api/v1/threads/{thread_id}/resume", json={"decision": "approve"}
+            )
+            assert resumed.status_code == 200, resumed.text
+            assert resumed.json()["status"] == "done"
