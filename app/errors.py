@@ -49,3 +49,15 @@ class NothingToResumeError(AgentGraphError):
 
 class InvalidDecisionError(AgentGraphError):
     """A resume value is not a valid approval decision."""
+
+
+class ThreadBusyError(AgentGraphError):
+    """Another run holds the thread, or the thread waits for a decision, not a new request."""
+
+    def __init__(self, thread_id: str, why: str) -> None:
+        self.thread_id = thread_id
+        super().__init__(f"thread {thread_id!r} {why}")
+
+
+class ServerStoppingError(AgentGraphError):
+    """The server is shutting down and takes no new runs."""

@@ -401,6 +401,22 @@ def threads_list(
     _run(show)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the HTTP API (SSE runs, threads, approvals, LangServe) until interrupted."""
+    from server.serve import serve as run_server
+
+    logging.getLogger().setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
+    try:
+        run_server(get_settings(), host=host, port=port)
+    except AgentGraphError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+
+
 def main() -> None:
     """Entry point of the `agentgraph` command."""
     app()

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psycopg
@@ -174,3 +174,16 @@ def openai_compatible_server(data_dir: Path) -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def api(settings: Settings, embedded_url: str) -> Iterator["RunningServer"]:
+    """`agentgraph serve`'s app under real uvicorn on 127.0.0.1, on this session's database."""
+    from tests.integration.server_harness import running_server
+
+    with running_server(settings, embedded_url) as server:
+        yield server
+
+
+if TYPE_CHECKING:
+    from tests.integration.server_harness import RunningServer

@@ -1,0 +1,105 @@
+"""The FastAPI app factory: the lifespan opens the database, the saver and the graph once."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from app.errors import DatabaseError
+from app.settings import Settings, get_settings
+from graphs.agent import AgentGraph, compile_graph
+from graphs.service import Agent, open_agent
+from server.deps import Services
+from server.errors import BodyLimit, install_error_handlers
+from server.inbox import setup_inbox
+from server.runner import RunManager
+from server.sse import KEEPALIVE_S
+
+logger = logging.getLogger(__name__)
+
+LOCK_POOL_SIZE = 64
+"""Runs in flight per process: each holds its thread's advisory lock on its own connection."""
+
+
+async def _open_lock_pool(url: str) -> AsyncConnectionPool[Any]:
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=LOCK_POOL_SIZE,
+        open=False,
+        kwargs={"autocommit": True, "prepare_threshold": None, "row_factory": dict_row},
+    )
+    try:
+        await pool.open(wait=True, timeout=15)
+    except Exception as exc:
+        await pool.close()
+        raise DatabaseError(f"cannot open the lock pool: {exc}") from exc
+    return pool
+
+
+def _run_graphs(agent: Agent, settings: Settings) -> list[AgentGraph]:
+    """One compiled graph per pool connection, each with its own saver on the shared pool."""
+    graphs = [agent.graph]
+    for _ in range(settings.db_pool_size - 1):
+        saver = AsyncPostgresSaver(agent.db.pool)
+        graphs.append(
+            compile_graph(
+                saver,
+                step_timeout_s=settings.step_timeout_s,
+                step_attempts=settings.step_attempts,
+            )
+        )
+    return graphs
+
+
+def create_app(
+    settings: Settings | None = None, *, url: str | None = None, keepalive_s: float = KEEPALIVE_S
+) -> FastAPI:
+    """Return the app; its lifespan opens the pool, the saver and the graph once.
+
+    Args:
+        settings: The process settings; read from the environment when unset.
+        url: Connect to this Postgres instead of what the settings say.
+        keepalive_s: Longest silence on an event stream before a keep-alive comment.
+    """
+    from server import routes_approvals, routes_health, routes_runs, routes_threads
+    from server.langserve_routes import add_agent_routes
+
+    cfg = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_agent(cfg, url=url) as agent:
+            await setup_inbox(agent.db.pool)
+            lock_pool = await _open_lock_pool(agent.db.url)
+            runs = RunManager(agent, cfg, lock_pool, run_graphs=_run_graphs(agent, cfg))
+            app.state.services = Services(
+                agent=agent, settings=cfg, runs=runs, keepalive_s=keepalive_s
+            )
+            try:
+                yield
+            finally:
+                await runs.stop()
+                await lock_pool.close()
+
+    app = FastAPI(
+        title="agentgraph",
+        version="0.1.0",
+        summary="Plan-and-execute agent runs over HTTP, checkpointed to Postgres.",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit)
+    app.include_router(routes_health.router)
+    app.include_router(routes_runs.router)
+    app.include_router(routes_threads.router)
+    app.include_router(routes_approvals.router)
+    add_agent_routes(app, cfg)
+    return app

@@ -1,0 +1,53 @@
+"""What routes need from the running app: the agent, the settings, the run manager."""
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from app.settings import Settings
+from graphs.agent import AgentGraph
+from graphs.runs import view_thread
+from graphs.service import Agent
+from server.runner import RunHandle, RunManager
+from server.schemas import RunResult
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the lifespan opened, once per process."""
+
+    agent: Agent
+    settings: Settings
+    runs: RunManager
+    keepalive_s: float
+
+    @property
+    def graph(self) -> AgentGraph:
+        """The compiled graph."""
+        return self.agent.graph
+
+
+def services(request: Request) -> Services:
+    """Return the services the lifespan put on the app."""
+    found: Services = request.app.state.services
+    return found
+
+
+async def result_of(svc: Services, handle: RunHandle) -> RunResult:
+    """Wait for a run to end and describe its thread: the final result or the interrupt."""
+    await handle.done.wait()
+    view = await view_thread(svc.graph, handle.thread_id)
+    status = view["status"]
+    if handle.error and status not in ("done", "rejected", "interrupted"):
+        status = "failed"
+    return RunResult(
+        thread_id=handle.thread_id,
+        run_id=handle.run_id,
+        status=status,
+        answer=view["answer"],
+        citations=[dict(c) for c in view["citations"]],
+        plan=dict(view["plan"]) if view["plan"] else None,
+        pending_approval=view["pending_approval"],
+        report=dict(view["report"]) if view["report"] else None,
+        error=handle.error,
+    )

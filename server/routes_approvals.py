@@ -1,0 +1,53 @@
+"""The approvals inbox: every thread waiting for a person, and approve / reject."""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Query
+
+from server.deps import result_of
+from server.inbox import list_pending
+from server.routes_runs import ERRORS, Svc, ThreadId
+from server.schemas import PendingApproval, RejectBody, RunResult
+
+router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"])
+
+
+@router.get("", responses=ERRORS)
+async def list_approvals(
+    svc: Svc,
+    status: Annotated[Literal["pending"], Query()] = "pending",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[PendingApproval]:
+    """List the threads waiting for a decision, longest waiting first."""
+    rows = await list_pending(svc.agent.db.pool, limit=limit)
+    return [
+        PendingApproval(
+            thread_id=r["thread_id"],
+            payload=r["payload"],
+            waiting_since=r["waiting_since"].isoformat()
+            if isinstance(r["waiting_since"], datetime)
+            else str(r["waiting_since"]),
+            waiting_s=float(r["waiting_s"]),
+        )
+        for r in rows
+    ]
+
+
+@router.post("/{thread_id}/approve", responses=ERRORS)
+async def approve(thread_id: ThreadId, svc: Svc) -> RunResult:
+    """Approve and wait for the run's end or its next interrupt."""
+    handle = await svc.runs.start(thread_id=thread_id, decision={"decision": "approve"})
+    return await result_of(svc, handle)
+
+
+@router.post("/{thread_id}/reject", responses=ERRORS)
+async def reject(
+    thread_id: ThreadId, svc: Svc, body: Annotated[RejectBody | None, Body()] = None
+) -> RunResult:
+    """Reject (with a reason) and wait for the thread to close."""
+    reason = body.reason if body else None
+    handle = await svc.runs.start(
+        thread_id=thread_id, decision={"decision": "reject", "reason": reason}
+    )
+    return await result_of(svc, handle)

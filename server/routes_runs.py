@@ -1,0 +1,63 @@
+"""Start and resume runs: streamed as server-sent events, or waited for."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from fastapi.responses import StreamingResponse
+
+from graphs.runs import new_thread_id
+from nodes.context import Context
+from server.deps import Services, result_of, services
+from server.runner import RunHandle
+from server.schemas import Decision, ErrorBody, RunRequest, RunResult
+from server.sse import event_stream
+
+router = APIRouter(prefix="/api/v1", tags=["runs"])
+ThreadId = Annotated[str, Path(min_length=1, max_length=200)]
+Svc = Annotated[Services, Depends(services)]
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (404, 409, 413, 422, 503)
+}
+SSE_DOC: dict[int | str, dict[str, object]] = {
+    200: {
+        "content": {"text/event-stream": {}},
+        "description": "Events: metadata, plan_update, handoff, delta, step_result, "
+        "interrupt, final, error; a ': keep-alive' comment when idle.",
+    },
+    **ERRORS,
+}
+
+
+async def _start(svc: Services, body: RunRequest) -> RunHandle:
+    context = Context.from_settings(svc.settings, **body.overrides())
+    return await svc.runs.start(
+        thread_id=body.thread_id or new_thread_id(), context=context, request=body.question
+    )
+
+
+@router.post("/agent/run.stream", response_class=StreamingResponse, responses=SSE_DOC)
+async def run_stream(body: RunRequest, svc: Svc) -> StreamingResponse:
+    """Start a run and stream its events. The run goes on if the client disconnects."""
+    return event_stream(await _start(svc, body), keepalive_s=svc.keepalive_s)
+
+
+@router.post("/agent/run", responses=ERRORS)
+async def run_wait(body: RunRequest, svc: Svc) -> RunResult:
+    """Start a run and wait for its end or its first interrupt."""
+    return await result_of(svc, await _start(svc, body))
+
+
+@router.post(
+    "/threads/{thread_id}/resume.stream", response_class=StreamingResponse, responses=SSE_DOC
+)
+async def resume_stream(thread_id: ThreadId, body: Decision, svc: Svc) -> StreamingResponse:
+    """Answer a pending approval (approve, reject with a reason, edit with a plan) and stream."""
+    handle = await svc.runs.start(thread_id=thread_id, decision=body.model_dump())
+    return event_stream(handle, keepalive_s=svc.keepalive_s)
+
+
+@router.post("/threads/{thread_id}/resume", responses=ERRORS)
+async def resume_wait(thread_id: ThreadId, body: Decision, svc: Svc) -> RunResult:
+    """Answer a pending approval and wait for the run's end or its next interrupt."""
+    handle = await svc.runs.start(thread_id=thread_id, decision=body.model_dump())
+    return await result_of(svc, handle)

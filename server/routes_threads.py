@@ -1,0 +1,46 @@
+"""Inspect threads, list their checkpoints, and fork them."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from langgraph.errors import InvalidUpdateError
+
+from app.errors import InvalidDecisionError, ThreadNotFoundError
+from graphs.runs import CheckpointInfo, fork, get_snapshot, history, thread_config, view_thread
+from server.routes_runs import ERRORS, Svc, ThreadId
+from server.schemas import ForkRequest, ThreadDocument
+
+router = APIRouter(prefix="/api/v1/threads", tags=["threads"])
+
+
+@router.get("/{thread_id}", responses=ERRORS)
+async def get_thread(thread_id: ThreadId, svc: Svc) -> ThreadDocument:
+    """Where a thread stands: status, plan and its history, pending approval, answer, report."""
+    view = await view_thread(svc.graph, thread_id)
+    return ThreadDocument.model_validate(dict(view))
+
+
+@router.get("/{thread_id}/history", responses=ERRORS)
+async def get_history(
+    thread_id: ThreadId, svc: Svc, limit: Annotated[int | None, Query(ge=1, le=1000)] = None
+) -> dict[str, Any]:
+    """List the thread's checkpoints, newest first."""
+    items: list[CheckpointInfo] = await history(svc.graph, thread_id, limit=limit)
+    return {"thread_id": thread_id, "checkpoints": items}
+
+
+@router.post("/{thread_id}/fork", responses=ERRORS)
+async def fork_thread(thread_id: ThreadId, body: ForkRequest, svc: Svc) -> dict[str, str]:
+    """Branch the thread at a checkpoint with state updates; its next run continues there."""
+    await get_snapshot(svc.graph, thread_id)
+    at = await svc.graph.aget_state(thread_config(thread_id, body.checkpoint_id))
+    if at.created_at is None:
+        raise ThreadNotFoundError(f"{thread_id}@{body.checkpoint_id}")
+    async with svc.runs.locked(thread_id):
+        try:
+            new_id = await fork(
+                svc.graph, thread_id, body.checkpoint_id, body.values, as_node=body.as_node
+            )
+        except InvalidUpdateError as exc:
+            raise InvalidDecisionError(f"cannot apply these values: {exc}") from None
+    return {"thread_id": thread_id, "checkpoint_id": new_id}

@@ -1,0 +1,233 @@
+"""Runs as background tasks: a run goes on when its client leaves, one run per thread.
+
+Each run holds a Postgres advisory lock on its thread for its whole life, on a connection of
+its own, so two replicas on one database never run one thread at once; a second start or
+resume gets `ThreadBusyError` (409). Events go into a queue that the streaming response reads;
+nobody has to read it for the run to finish.
+"""
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from app.errors import DatabaseError, ServerStoppingError, ThreadBusyError, ThreadNotFoundError
+from app.settings import Settings
+from graphs.agent import AgentGraph
+from graphs.runs import (
+    RunEvent,
+    get_snapshot,
+    pending_decision_check,
+    stored_context,
+    stream_events,
+    view_thread,
+)
+from graphs.service import Agent
+from nodes.context import Context
+from server.inbox import clear_pending, mark_pending
+
+logger = logging.getLogger(__name__)
+
+LOCK_WAIT_S = 10.0
+"""How long a new run waits for a lock connection when every one is taken."""
+STOPPING_MESSAGE = "the server is stopping; the thread keeps every finished step, resume it later"
+
+
+@dataclass
+class RunHandle:
+    """One run: its ids, its event queue (None ends it) and how it ended."""
+
+    thread_id: str
+    run_id: str
+    queue: asyncio.Queue[RunEvent | None] = field(default_factory=asyncio.Queue)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    error: str | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class RunManager:
+    """Starts runs under per-thread advisory locks and ends them all when the server stops."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        settings: Settings,
+        lock_pool: AsyncConnectionPool[Any],
+        *,
+        run_graphs: list[AgentGraph] | None = None,
+    ) -> None:
+        self.agent = agent
+        self.settings = settings
+        self.lock_pool = lock_pool
+        # AsyncPostgresSaver serialises every operation of one instance behind one lock, so
+        # runs are spread over several graphs, each with a saver of its own on the same pool.
+        self.run_graphs = run_graphs or [agent.graph]
+        self._turn = itertools.count()
+        self.runs: dict[str, RunHandle] = {}
+        self.stopping = False
+
+    async def _lock(self, thread_id: str) -> AsyncConnection[Any]:
+        if self.stopping:
+            raise ServerStoppingError("the server is stopping; retry on another replica")
+        try:
+            conn: AsyncConnection[Any] = await self.lock_pool.getconn(timeout=LOCK_WAIT_S)
+        except PoolTimeout:
+            raise DatabaseError(
+                f"{len(self.runs)} runs are in flight, the most this server takes: retry later"
+            ) from None
+        try:
+            cursor = await conn.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0)) AS got", (thread_id,)
+            )
+            row = await cursor.fetchone()
+        except BaseException:
+            await self.lock_pool.putconn(conn)
+            raise
+        if not (row and row["got"]):
+            await self.lock_pool.putconn(conn)
+            raise ThreadBusyError(thread_id, "is running: wait for its run to end")
+        return conn
+
+    async def _unlock(self, conn: AsyncConnection[Any]) -> None:
+        try:
+            await conn.execute("SELECT pg_advisory_unlock_all()")
+        finally:
+            await self.lock_pool.putconn(conn)
+
+    async def context_for(self, thread_id: str, overrides: dict[str, Any]) -> Context:
+        """Return the thread's stored options with `overrides` applied."""
+        base = await stored_context(self.agent.graph, thread_id)
+        options = {**(base.__dict__ if base else {}), **overrides}
+        return Context.from_settings(self.settings, **options)
+
+    async def start(
+        self,
+        *,
+        thread_id: str,
+        context: Context | None = None,
+        request: str | None = None,
+        decision: object = None,
+    ) -> RunHandle:
+        """Lock the thread, check it can take this run, and start the run in the background.
+
+        Raises:
+            ThreadBusyError: another run holds the thread, or it waits for a decision.
+            ThreadNotFoundError: a resume of an unknown thread.
+            NothingToResumeError: a resume of a thread that waits for nothing.
+            InvalidDecisionError: a bad decision.
+            ServerStoppingError: the server is shutting down.
+        """
+        graph = self.agent.graph
+        conn = await self._lock(thread_id)
+        try:
+            resume = None
+            if request is not None:
+                try:
+                    snapshot = await get_snapshot(graph, thread_id)
+                except ThreadNotFoundError:
+                    snapshot = None
+                if snapshot is not None and snapshot.interrupts:
+                    raise ThreadBusyError(
+                        thread_id, "waits for approval: resume it instead of starting a run"
+                    )
+                run_context = context or Context.from_settings(self.settings)
+            else:
+                run_context = context or await self.context_for(thread_id, {})
+                resume = await pending_decision_check(
+                    graph, thread_id, decision, context=run_context
+                )
+                await clear_pending(self.agent.db.pool, thread_id)
+        except BaseException:
+            await self._unlock(conn)
+            raise
+        handle = RunHandle(thread_id=thread_id, run_id=uuid.uuid4().hex)
+        self.runs[handle.run_id] = handle
+        handle.task = asyncio.create_task(
+            self._run(handle, conn, run_context, request=request, resume=resume),
+            name=f"run-{handle.run_id}",
+        )
+        return handle
+
+    async def _run(
+        self,
+        handle: RunHandle,
+        conn: AsyncConnection[Any],
+        context: Context,
+        *,
+        request: str | None,
+        resume: Any,
+    ) -> None:
+        try:
+            graph = self.run_graphs[next(self._turn) % len(self.run_graphs)]
+            async for event in stream_events(
+                graph,
+                thread_id=handle.thread_id,
+                context=context,
+                request=request,
+                resume=resume,
+            ):
+                if event["event"] == "interrupt":
+                    event = {**event, "resume_url": f"/api/v1/threads/{handle.thread_id}/resume"}
+                if event["event"] == "error":
+                    handle.error = str(event.get("message"))
+                handle.queue.put_nowait(event)
+            view = await view_thread(self.agent.graph, handle.thread_id, context=context)
+            if view["status"] == "interrupted" and view["pending_approval"] is not None:
+                await mark_pending(self.agent.db.pool, handle.thread_id, view["pending_approval"])
+        except asyncio.CancelledError:
+            handle.error = STOPPING_MESSAGE
+            raise
+        except Exception as exc:
+            # stream_events reports failures of the graph as events; this is the bookkeeping.
+            logger.exception("run %s of thread %s failed", handle.run_id, handle.thread_id)
+            handle.error = str(exc)
+            handle.queue.put_nowait(
+                {"event": "error", "type": type(exc).__name__, "message": str(exc)}
+            )
+        finally:
+            # Unlock before telling anyone the run ended: a client that resumes as soon as
+            # it sees the interrupt must find the thread free.
+            try:
+                await self._unlock(conn)
+            finally:
+                handle.queue.put_nowait(None)
+                handle.done.set()
+                self.runs.pop(handle.run_id, None)
+
+    async def stop(self) -> None:
+        """Take no new runs; end every stream with an error event and cancel the runs.
+
+        The checkpoints keep every finished step, so each thread can be resumed later.
+        """
+        self.stopping = True
+        handles = list(self.runs.values())
+        for handle in handles:
+            handle.queue.put_nowait(
+                {"event": "error", "type": "ServerStopping", "message": STOPPING_MESSAGE}
+            )
+            handle.queue.put_nowait(None)
+            if handle.task is not None:
+                handle.task.cancel()
+        tasks = [h.task for h in handles if h.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    @asynccontextmanager
+    async def locked(self, thread_id: str) -> AsyncIterator[None]:
+        """Hold the thread's lock for a short change (a fork).
+
+        Raises:
+            ThreadBusyError: a run holds the thread.
+        """
+        conn = await self._lock(thread_id)
+        try:
+            yield
+        finally:
+            await self._unlock(conn)

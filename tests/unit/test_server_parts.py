@@ -1,0 +1,71 @@
+"""The server's pure parts: status codes of domain errors, SSE framing, the LangServe input."""
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from app.errors import (
+    AgentGraphError,
+    ConfigError,
+    DatabaseError,
+    InvalidDecisionError,
+    NothingToResumeError,
+    ServerStoppingError,
+    ThreadBusyError,
+    ThreadNotFoundError,
+)
+from server.errors import status_of
+from server.langserve_routes import AgentInput
+from server.schemas import RunRequest
+from server.sse import format_event
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (ThreadNotFoundError("t"), 404),
+        (ThreadBusyError("t", "is running"), 409),
+        (NothingToResumeError("t", "done"), 409),
+        (InvalidDecisionError("bad"), 422),
+        (ConfigError("bad option"), 422),
+        (ServerStoppingError("stopping"), 503),
+        (DatabaseError("down"), 503),
+        (AgentGraphError("anything else"), 400),
+    ],
+)
+def test_domain_errors_map_to_status_codes(error: AgentGraphError, status: int) -> None:
+    assert status_of(error) == status
+
+
+def test_sse_message_framing() -> None:
+    text = format_event("delta", {"event": "delta", "text": "two\nlines"})
+    assert text.startswith("event: delta\ndata: ")
+    assert text.endswith("\n\n")
+    # JSON keeps the newline escaped: one data line per message.
+    assert text.count("\n") == 3
+    assert json.loads(text.split("data: ", 1)[1])["text"] == "two\nlines"
+
+
+def test_langserve_input_takes_exactly_one_of_question_and_resume() -> None:
+    assert AgentInput(question="q").question == "q"
+    resumed = AgentInput.model_validate({"resume": {"decision": "reject", "reason": "no"}})
+    assert resumed.resume is not None
+    assert resumed.resume.reason == "no"
+    with pytest.raises(ValidationError):
+        AgentInput()
+    with pytest.raises(ValidationError):
+        AgentInput.model_validate({"question": "q", "resume": {"decision": "approve"}})
+
+
+def test_run_request_uses_the_cli_option_names() -> None:
+    body = RunRequest.model_validate(
+        {"question": "q", "approval": "always", "max_replans": 0, "token_budget": 10}
+    )
+    assert body.overrides() == {
+        "approval": "always",
+        "max_replans": 0,
+        "token_budget": 10,
+    }
+    with pytest.raises(ValidationError):
+        RunRequest.model_validate({"question": "q", "approval": "sometimes"})
