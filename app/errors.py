@@ -49,3 +49,7 @@ class NothingToResumeError(AgentGraphError):
 
 class InvalidDecisionError(AgentGraphError):
     """A resume value is not a valid approval decision."""
+
+
+class RetrievalError(AgentGraphError):
+    """The document store cannot be used as asked (unknown collection, wrong dimension)."""

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from app.cli.documents import register as register_document_commands
 from app.cli.render import Progress, err, out, plan_table, print_json, report_table
 from app.errors import AgentGraphError, InvalidDecisionError
 from app.settings import ApprovalPolicy, PlannerKind, Settings, get_settings
@@ -399,6 +400,9 @@ def threads_list(
         return 0
 
     _run(show)
+
+
+register_document_commands(app, _run)
 
 
 def main() -> None:
