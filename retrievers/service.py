@@ -12,11 +12,17 @@ from retrievers.store import Hit, SearchMode, Store, open_store
 _store_url: list[str] = []
 
 
-def use_store_url(url: str | None) -> None:
-    """Make workers search the database at `url` (the one the agent opened); None resets."""
+def use_store_url(url: str | None) -> str | None:
+    """Make workers search the database at `url` (the one the agent opened); None resets.
+
+    Returns:
+        The URL used before, for the caller to restore.
+    """
+    previous = store_url()
     _store_url.clear()
     if url:
         _store_url.append(url)
+    return previous
 
 
 def store_url() -> str | None:

@@ -230,6 +230,9 @@ def ask(
     no_input: Annotated[
         bool, typer.Option("--no-input", help="Never prompt; stop at an approval instead.")
     ] = False,
+    collection: Annotated[
+        str | None, typer.Option(help="Answer from this document collection (rag steps).")
+    ] = None,
 ) -> None:
     """Ask a question: plan, execute, critique and answer, with a run report."""
     from graphs.runs import new_thread_id
@@ -245,6 +248,7 @@ def ask(
         "mode": mode,
         "synthesis": synthesis,
         "approve_final": approve_final or None,
+        "collection": collection,
     }
     thread_id = thread or new_thread_id()
     interactive = not no_input and not as_json and sys.stdin.isatty()
