@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from app.errors import AgentGraphError  # noqa: E402
 from app.settings import Settings, get_settings  # noqa: E402
+from retrievers.fusion import RRF_K  # noqa: E402
 from retrievers.metrics import evaluate  # noqa: E402
 from retrievers.store import SearchMode  # noqa: E402
 
@@ -128,7 +129,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any
 
         results: dict[str, Any] = {}
         chunk_depth = DEPTH * args.depth_factor
-        for mode in MODES:
+        for mode in args.modes:
             run: dict[str, list[str]] = {}
             latencies: list[float] = []
             for qid, text in queries.items():
@@ -207,9 +208,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=int, default=None, help="characters a chunk")
     parser.add_argument("--chunk-overlap", type=int, default=None, help="characters shared")
     parser.add_argument("--candidates", type=int, default=100, help="hybrid depth per list")
-    parser.add_argument("--rrf-k", type=int, default=60, help="RRF constant")
+    parser.add_argument("--rrf-k", type=int, default=RRF_K, help="RRF constant")
     parser.add_argument(
         "--depth-factor", type=int, default=2, help="chunks fetched per ranked document"
+    )
+    parser.add_argument(
+        "--modes", nargs="+", choices=MODES, default=list(MODES), help="modes to score"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--database-url", default=None, help="Postgres instead of the embedded")

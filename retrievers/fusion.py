@@ -2,7 +2,8 @@
 
 from collections.abc import Sequence
 
-RRF_K = 60
+RRF_K = 10
+"""Tuned on SciFact train (nDCG@10 of hybrid: k=60 0.716, k=20 0.722, k=10 0.725)."""
 
 
 def rrf(

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from app.db import redact
 from app.errors import DatabaseError, RetrievalError
-from retrievers.fusion import rrf
+from retrievers.fusion import RRF_K, rrf
 
 logger = logging.getLogger(__name__)
 
@@ -263,21 +263,23 @@ class Store:
         lexeme by its IDF is what makes full-text ranking competitive with BM25.
         """
         where, params = self._filter(source)
+        # Rank ids by summed IDF first (narrow rows), then fetch and tie-break only the best:
+        # ts_rank over every matching row costs more than the whole rest of the query.
         query = sql.SQL(
             "WITH terms AS (SELECT DISTINCT quote_literal(word)::tsquery AS tq"
             "  FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS word),"
             " total AS (SELECT count(*)::float8 AS n FROM {t}),"
             " weighted AS (SELECT terms.tq, ln(1 + (total.n - d.df + 0.5) / (d.df + 0.5)) AS idf"
             "  FROM terms, total,"
-            "  LATERAL (SELECT count(*)::float8 AS df FROM {t} x WHERE x.tsv @@ terms.tq) d)"
+            "  LATERAL (SELECT count(*)::float8 AS df FROM {t} x WHERE x.tsv @@ terms.tq) d),"
+            " top AS (SELECT c.id, sum(w.idf) AS s FROM {t} c JOIN weighted w ON c.tsv @@ w.tq"
+            "  WHERE {w} GROUP BY c.id ORDER BY s DESC, c.id LIMIT %s)"
             " SELECT c.id, c.source, c.title, c.position, c.content,"
-            "  sum(w.idf) + ts_rank(c.tsv, (SELECT tsquery_or_all FROM"
-            "   (SELECT string_agg(tq::text, ' | ')::tsquery AS tsquery_or_all FROM terms) q), 1)"
+            "  top.s + ts_rank(c.tsv, (SELECT string_agg(tq::text, ' | ')::tsquery FROM terms), 1)"
             "  AS score"
-            " FROM {t} c JOIN weighted w ON c.tsv @@ w.tq WHERE {w}"
-            " GROUP BY c.id ORDER BY score DESC, c.id LIMIT %s"
+            " FROM top JOIN {t} c USING (id) ORDER BY score DESC, c.id LIMIT %s"
         ).format(t=self.table, w=where)
-        cursor = await self.conn.execute(query, [text, *params, limit])
+        cursor = await self.conn.execute(query, [text, *params, 2 * limit, limit])
         return [_hit(r) for r in await cursor.fetchall()]
 
     async def search(
@@ -289,7 +291,7 @@ class Store:
         mode: SearchMode = "hybrid",
         source: str | None = None,
         candidates: int | None = None,
-        rrf_k: int = 60,
+        rrf_k: int = RRF_K,
     ) -> list[Hit]:
         """Return the best `k` chunks; hybrid fuses dense and full-text candidates by RRF.
 
