@@ -6,7 +6,7 @@ the other commands stay fast.
 
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
@@ -14,6 +14,11 @@ from rich.table import Table
 
 from app.cli.render import err, out, print_json
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.embeddings import Embedder
+    from retrievers.ingest import IngestReport
+    from retrievers.store import Store
 
 RunFn = Callable[[Callable[[Settings], Coroutine[Any, Any, int]]], None]
 Mode = Literal["dense", "fulltext", "hybrid"]
@@ -44,7 +49,6 @@ def register(app: typer.Typer, run: RunFn) -> None:
         """Ingest Markdown, text, HTML, PDF and BEIR corpus.jsonl files into a collection."""
 
         async def go(settings: Settings) -> int:
-            from retrievers.ingest import ingest as run_ingest
             from retrievers.service import open_collection
 
             name = collection or settings.collection
@@ -64,7 +68,6 @@ def register(app: typer.Typer, run: RunFn) -> None:
                             out.print(f"  {source}", markup=False)
                     return 0
                 report = await _ingest_with_progress(
-                    run_ingest,
                     store,
                     embedder,
                     paths,
@@ -163,17 +166,17 @@ def register(app: typer.Typer, run: RunFn) -> None:
 
 
 async def _ingest_with_progress(
-    run_ingest: Any,
-    store: Any,
-    embedder: Any,
+    store: "Store",
+    embedder: "Embedder",
     paths: list[Path],
     *,
     chunk_size: int,
     chunk_overlap: int,
     quiet: bool,
-) -> Any:
+) -> "IngestReport":
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from retrievers.ingest import ingest as run_ingest
     from retrievers.loaders import discover
 
     total = len(discover(paths)[0])
@@ -189,7 +192,7 @@ async def _ingest_with_progress(
     ) as progress:
         task = progress.add_task("ingest", total=total, chunks=0, rate=0.0)
 
-        def update(report: Any, files_done: int) -> None:
+        def update(report: "IngestReport", files_done: int) -> None:
             progress.update(
                 task, completed=files_done, chunks=report.chunks, rate=report.chunks_per_s
             )
