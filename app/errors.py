@@ -61,3 +61,7 @@ class ThreadBusyError(AgentGraphError):
 
 class ServerStoppingError(AgentGraphError):
     """The server is shutting down and takes no new runs."""
+
+
+class RetrievalError(AgentGraphError):
+    """The document store cannot be used as asked (unknown collection, wrong dimension)."""

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     max_output_tokens: int = Field(default=256, ge=16, le=8192)
     local_context_tokens: int = Field(default=4096, ge=512)
     local_threads: int | None = Field(default=None, ge=1)
+    chunk_size: int = Field(default=1000, ge=100, le=20_000, description="Characters a chunk.")
+    chunk_overlap: int = Field(default=150, ge=0, le=5_000, description="Characters shared.")
+    collection: str = Field(default="default", description="Document collection by default.")
     db_pool_size: int = Field(default=10, ge=1, le=200)
     prices: dict[str, ModelPrice] = Field(
         default_factory=lambda: dict(DEFAULT_PRICES),

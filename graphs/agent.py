@@ -7,7 +7,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import RetryPolicy
 
-from app.errors import ModelError
+from app.errors import ModelError, RetrievalError
 from nodes.approval import approve_final, approve_plan, route_answer, route_plan
 from nodes.context import Context
 from nodes.critic import criticize
@@ -15,6 +15,7 @@ from nodes.dispatch import dispatch, fan_out
 from nodes.finalize import finalize
 from nodes.orchestrator import orchestrate, route_request
 from nodes.planner import plan
+from nodes.rag import answer_from_documents
 from nodes.reasoning import reason, step_failed_handler
 from nodes.state import InputState, OutputState, State
 from nodes.synthesize import synthesize
@@ -27,8 +28,9 @@ AgentGraph = CompiledStateGraph[State, Context, InputState, OutputState]
 
 
 def _retry_step(exc: Exception) -> bool:
-    # A step is retried on any failure but a model that cannot be loaded at all.
-    return not isinstance(exc, ModelError)
+    # A step is retried on any failure but a model that cannot be loaded at all, or a
+    # collection that cannot be used as asked (unknown, or another embedding dimension).
+    return not isinstance(exc, ModelError | RetrievalError)
 
 
 def build_graph(
@@ -57,6 +59,18 @@ def build_graph(
         timeout=step_timeout_s,
         error_handler=step_failed_handler(step_attempts),
     )  # type: ignore[call-overload]
+    builder.add_node(
+        "rag",
+        answer_from_documents,
+        retry_policy=RetryPolicy(
+            max_attempts=step_attempts,
+            initial_interval=0.2,
+            max_interval=5.0,
+            retry_on=_retry_step,
+        ),
+        timeout=step_timeout_s,
+        error_handler=step_failed_handler(step_attempts, node="rag"),
+    )  # type: ignore[call-overload]
     builder.add_node("critic", criticize)
     builder.add_node(
         "synthesize", synthesize, retry_policy=model_retry, timeout=MODEL_NODE_TIMEOUT_S
@@ -67,8 +81,9 @@ def build_graph(
     builder.add_edge(START, "orchestrator")
     builder.add_conditional_edges("orchestrator", route_request)
     builder.add_conditional_edges("planner", route_plan)
-    builder.add_conditional_edges("dispatch", fan_out, ["reasoning", "critic"])
+    builder.add_conditional_edges("dispatch", fan_out, ["reasoning", "rag", "critic"])
     builder.add_edge("reasoning", "dispatch")
+    builder.add_edge("rag", "dispatch")
     builder.add_conditional_edges("synthesize", route_answer)
     builder.add_edge("finalize", END)
     return builder

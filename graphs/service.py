@@ -8,6 +8,7 @@ from typing import Any
 from app.db import Database, open_database
 from app.settings import Settings
 from graphs.agent import AgentGraph, compile_graph
+from retrievers.service import use_store_url
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,13 @@ class Agent:
 async def open_agent(settings: Settings, *, url: str | None = None) -> AsyncIterator[Agent]:
     """Open the pool and the saver, set up its tables, and compile the graph over them."""
     async with open_database(settings, url=url) as db:
-        graph = compile_graph(
-            db.saver, step_timeout_s=settings.step_timeout_s, step_attempts=settings.step_attempts
-        )
-        yield Agent(graph=graph, db=db)
+        previous = use_store_url(db.url)  # rag steps search the database the agent runs on
+        try:
+            graph = compile_graph(
+                db.saver,
+                step_timeout_s=settings.step_timeout_s,
+                step_attempts=settings.step_attempts,
+            )
+            yield Agent(graph=graph, db=db)
+        finally:
+            use_store_url(previous)

@@ -1,5 +1,6 @@
 """The per-run context: frozen options a caller sets for one run (model, policy, limits)."""
 
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
@@ -8,6 +9,7 @@ from app.settings import ApprovalPolicy, PlannerKind, Settings
 
 Mode = Literal["auto", "direct", "plan"]
 Synthesis = Literal["auto", "model", "compose"]
+_COLLECTION = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _POLICIES = ("never", "always", "when_required")
 _PLANNERS = ("rules", "llm")
 _MODES = ("auto", "direct", "plan")
@@ -15,6 +17,8 @@ _SYNTHESES = ("auto", "model", "compose")
 
 
 def _has_type(value: object, declared: object) -> bool:
+    if value is None:
+        return "None" in str(declared)  # an optional option left unset
     if declared is bool:
         return isinstance(value, bool)
     if declared is int:
@@ -46,6 +50,8 @@ class Context:
     max_steps: int = 8
     """Largest plan accepted."""
     max_output_tokens: int = 256
+    collection: str | None = None
+    """Document collection to answer from: every step becomes a rag step over it."""
     """Largest answer one model call may write."""
 
     def __post_init__(self) -> None:
@@ -71,6 +77,8 @@ class Context:
         for name in ("token_budget", "max_steps", "max_output_tokens"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
+        if self.collection is not None and not _COLLECTION.match(self.collection):
+            problems.append("collection must be 1-40 lowercase letters, digits or underscores")
         if not self.model.strip():
             problems.append("model must not be empty")
         if problems:

@@ -16,11 +16,19 @@ from nodes.state import State
 
 
 def grounding_score(results: list[StepResult]) -> float | None:
-    """Share of cited results among the steps that retrieve; None when no step retrieves."""
+    """Mean grounding of the steps that retrieve; None when no step retrieves.
+
+    A rag step's grounding is how much of each answer sentence the chunks it cites support
+    (see `nodes.grounding`); a step without that score counts as grounded when it cites.
+    """
     retrieving = [r for r in results if r["kind"] == "rag"]
     if not retrieving:
         return None
-    return sum(1 for r in retrieving if r["citations"]) / len(retrieving)
+    scores = [
+        g if (g := r.get("grounding")) is not None else float(bool(r["citations"]))
+        for r in retrieving
+    ]
+    return round(sum(scores) / len(scores), 3)
 
 
 def judge(state: State, context: Context) -> Critique:

@@ -4,7 +4,17 @@ from typing import Any, Literal
 
 from langgraph.types import StreamWriter
 
-EventName = Literal["plan_update", "handoff", "delta", "step_result", "interrupt", "final", "error"]
+EventName = Literal[
+    "plan_update",
+    "handoff",
+    "delta",
+    "step_result",
+    "interrupt",
+    "final",
+    "error",
+    "retrieval",
+    "citations",
+]
 EVENT_NAMES: tuple[EventName, ...] = (
     "plan_update",
     "handoff",
@@ -13,6 +23,8 @@ EVENT_NAMES: tuple[EventName, ...] = (
     "interrupt",
     "final",
     "error",
+    "retrieval",
+    "citations",
 )
 
 

@@ -48,6 +48,7 @@ def build_report(state: State, context: Context, status: RunStatus) -> RunReport
                 "latency_ms": round(r["latency_ms"], 1),
                 "tokens": r["usage"]["input_tokens"] + r["usage"]["output_tokens"],
                 "error": r["error"],
+                **({"grounding": r.get("grounding")} if r["kind"] == "rag" else {}),
             }
             for r in results.values()
         ],
@@ -57,6 +58,7 @@ def build_report(state: State, context: Context, status: RunStatus) -> RunReport
         approvals=state.get("approvals", []),
         verdict=critique["verdict"] if critique else None,
         verdict_reason=critique["reason"] if critique else None,
+        grounding=critique["grounding"] if critique else None,
     )
 
 

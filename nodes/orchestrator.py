@@ -13,7 +13,7 @@ from nodes.approval import needs_plan_approval, route_plan
 from nodes.context import Context
 from nodes.events import emit
 from nodes.llm import usage_record
-from nodes.plans import direct_plan, wants_plan
+from nodes.plans import direct_plan, use_documents, wants_plan
 from nodes.schemas import ApprovalRecord, Citation, Plan, PlanRevision, RunStatus, StepResult
 from nodes.state import Route, RunReport, State
 
@@ -56,7 +56,7 @@ async def orchestrate(state: State, runtime: Runtime[Context]) -> OrchestratorUp
         approvals=Overwrite([]),
     )
     if route == "direct":
-        plan = direct_plan(request)
+        plan = use_documents(direct_plan(request), runtime.context.collection)
         reason = "a single question: answered directly"
         update["plan"] = plan
         revision = PlanRevision(

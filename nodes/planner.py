@@ -16,7 +16,14 @@ from nodes.approval import needs_plan_approval
 from nodes.context import Context
 from nodes.events import emit
 from nodes.llm import Generation, usage_record
-from nodes.plans import KNOWN_KINDS, patch_plan, rename_rerun_steps, rule_plan, validate_plan
+from nodes.plans import (
+    KNOWN_KINDS,
+    patch_plan,
+    rename_rerun_steps,
+    rule_plan,
+    use_documents,
+    validate_plan,
+)
 from nodes.prompts import PLANNER_PROMPT, REPLAN_BLOCK
 from nodes.schemas import Critique, Plan, PlanRevision, PlanSource
 from nodes.state import State
@@ -94,7 +101,9 @@ async def plan(state: State, runtime: Runtime[Context]) -> PlannerUpdate:
         if replanning and critique is not None:
             draft = patch_plan(state["plan"], critique, state.get("results", {}), version=version)
         else:
-            draft = rule_plan(request, max_steps=context.max_steps)
+            draft = use_documents(
+                rule_plan(request, max_steps=context.max_steps), context.collection
+            )
         new_plan = validate_plan(draft, known_kinds=KNOWN_KINDS, max_steps=context.max_steps)
 
     if replanning and critique is not None:

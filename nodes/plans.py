@@ -8,7 +8,7 @@ from pydantic import TypeAdapter, ValidationError
 from app.errors import PlanValidationError
 from nodes.schemas import Critique, Plan, Step, StepResult
 
-KNOWN_KINDS: frozenset[str] = frozenset({"reasoning"})
+KNOWN_KINDS: frozenset[str] = frozenset({"reasoning", "rag"})
 """Step kinds a worker exists for. New workers (rag, tools) add their kind here."""
 
 _PLAN_ADAPTER: TypeAdapter[Plan] = TypeAdapter(Plan)
@@ -120,6 +120,17 @@ def _step(step_id: str, instruction: str, depends_on: list[str]) -> Step:
         depends_on=depends_on,
         requires_approval=bool(_RISKY.search(instruction)),
     )
+
+
+def use_documents(plan: Plan, collection: str | None) -> Plan:
+    """Turn every reasoning step into a rag step when the run names a document collection."""
+    if collection is None:
+        return plan
+    steps = [
+        Step(**{**s, "kind": "rag" if s["kind"] == "reasoning" else s["kind"]})
+        for s in plan["steps"]
+    ]
+    return Plan(goal=plan["goal"], steps=steps)
 
 
 def direct_plan(request: str) -> Plan:

@@ -29,3 +29,19 @@ Request: {request}"""
 
 REPLAN_BLOCK = """The previous plan was criticised: {reason} {feedback}
 Failed steps: {failed}. Replace them with better steps."""
+
+RAG_PROMPT = """Answer the question using only these passages. After each sentence, cite the
+passage it comes from by its number in brackets, like [1].
+
+{passages}
+{dependencies}
+Question: {question}
+
+Answer in two or three sentences, each ending with a citation."""
+
+RAG_PASSAGE = "[{label}] {text}"
+
+EXTRACTIVE_NOTE = (
+    "The model's answer was not supported by the retrieved documents ({why}); "
+    "here are the passages that answer it best:"
+)

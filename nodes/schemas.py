@@ -5,7 +5,7 @@ every surface (CLI, HTTP, Studio) shows them as they are. Pydantic validates the
 edges through `TypeAdapter`.
 """
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NotRequired
 
 from pydantic import Field
 from typing_extensions import TypedDict
@@ -76,6 +76,12 @@ class StepResult(TypedDict):
     attempts: int
     latency_ms: float
     error: str | None
+    grounding: NotRequired[float | None]
+    """rag steps: mean share of each answer sentence supported by the chunks it cites."""
+    dropped_citations: NotRequired[list[str]]
+    """rag steps: citations the model wrote that named no retrieved chunk (dropped)."""
+    extractive: NotRequired[bool]
+    """rag steps: the answer was built from retrieved sentences, the model's being ungrounded."""
 
 
 class Critique(TypedDict):

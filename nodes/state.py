@@ -1,7 +1,7 @@
 """Graph state: a narrow input, the full run state, and what a worker receives."""
 
 import operator
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NotRequired
 
 from typing_extensions import TypedDict
 
@@ -54,6 +54,8 @@ class RunReport(TypedDict):
     approvals: list[ApprovalRecord]
     verdict: str | None
     verdict_reason: str | None
+    grounding: NotRequired[float | None]
+    """Mean grounding of the rag steps (None when no step retrieved)."""
 
 
 class State(InputState, total=False):

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from app.cli.documents import register as register_document_commands
 from app.cli.render import Progress, err, out, plan_table, print_json, report_table
 from app.errors import AgentGraphError, InvalidDecisionError
 from app.settings import ApprovalPolicy, PlannerKind, Settings, get_settings
@@ -229,6 +230,9 @@ def ask(
     no_input: Annotated[
         bool, typer.Option("--no-input", help="Never prompt; stop at an approval instead.")
     ] = False,
+    collection: Annotated[
+        str | None, typer.Option(help="Answer from this document collection (rag steps).")
+    ] = None,
 ) -> None:
     """Ask a question: plan, execute, critique and answer, with a run report."""
     from graphs.runs import new_thread_id
@@ -244,6 +248,7 @@ def ask(
         "mode": mode,
         "synthesis": synthesis,
         "approve_final": approve_final or None,
+        "collection": collection,
     }
     thread_id = thread or new_thread_id()
     interactive = not no_input and not as_json and sys.stdin.isatty()
@@ -415,6 +420,9 @@ def serve(
     except AgentGraphError as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
+
+
+register_document_commands(app, _run)
 
 
 def main() -> None:

@@ -71,9 +71,13 @@ class TestValidatePlan:
         assert "reasoning" in problems[0]
 
     def test_known_kinds_is_a_parameter(self) -> None:
-        raw = plan_of(step("a", kind="rag"))
+        raw = plan_of(step("a", kind="tools"))
         assert problems_of(raw)  # not known by default
-        plan = validate_plan(raw, known_kinds={"reasoning", "rag"}, max_steps=8)
+        plan = validate_plan(raw, known_kinds={*KNOWN_KINDS, "tools"}, max_steps=8)
+        assert plan["steps"][0]["kind"] == "tools"
+
+    def test_rag_is_a_known_kind(self) -> None:
+        plan = validate_plan(plan_of(step("a", kind="rag")), known_kinds=KNOWN_KINDS, max_steps=8)
         assert plan["steps"][0]["kind"] == "rag"
 
     def test_duplicate_ids(self) -> None:

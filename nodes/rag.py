@@ -1,0 +1,136 @@
+"""The rag worker: retrieve chunks, answer from them with cited chunk ids, check the citations.
+
+Retries and the per-attempt timeout are node policies set where the graph is assembled, as for
+the reasoning worker; when the last attempt fails (the store is unreachable, the collection
+does not exist) the shared error handler turns the error into a failed `StepResult` and the
+critic decides. Chunks stay out of graph state: the result carries only citations.
+"""
+
+import time
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+
+from app.settings import get_settings
+from nodes.context import Context
+from nodes.events import emit
+from nodes.grounding import Passage, check_answer, extractive_answer, relabel
+from nodes.llm import generate, usage_record
+from nodes.prompts import (
+    DEPENDENCY_BLOCK,
+    EXTRACTIVE_NOTE,
+    RAG_PASSAGE,
+    RAG_PROMPT,
+    SYSTEM_PROMPT,
+)
+from nodes.reasoning import WorkerUpdate
+from nodes.schemas import StepResult, StepUsage
+from nodes.state import WorkerInput
+from retrievers.service import open_collection, search, store_url
+
+RAG_K = 4
+"""Chunks shown to the model: the small local model's context holds about this many."""
+
+
+async def retrieve(query: str, collection: str) -> list[Passage]:
+    """Run a hybrid search and label the hits [1], [2], … for the prompt."""
+    settings = get_settings()
+    async with open_collection(settings, collection, url=store_url()) as (store, embedder):
+        hits = await search(store, embedder, query, k=RAG_K, mode="hybrid")
+    return [
+        Passage(label=str(i), chunk_id=h.chunk_id, source=h.source, score=h.score, text=h.content)
+        for i, h in enumerate(hits, 1)
+    ]
+
+
+async def answer_from_documents(payload: WorkerInput, runtime: Runtime[Context]) -> WorkerUpdate:
+    """Run one rag step: retrieve, generate with citations, check them, fall back if needed."""
+    started = time.time()
+    step = payload["step"]
+    context = runtime.context
+    collection = context.collection or get_settings().collection
+    writer = runtime.stream_writer
+    passages = await retrieve(step["instruction"], collection)
+    emit(
+        writer,
+        "retrieval",
+        step_id=step["id"],
+        collection=collection,
+        chunks=len(passages),
+        chunk_ids=[p.chunk_id for p in passages],
+        sources=sorted({p.source for p in passages}),
+    )
+    deps = payload["dependencies"]
+    prompt = RAG_PROMPT.format(
+        passages="\n\n".join(RAG_PASSAGE.format(label=p.label, text=p.text) for p in passages),
+        dependencies=DEPENDENCY_BLOCK.format(
+            results="\n".join(f"- [{d['step_id']}] {d['output']}" for d in deps)
+        )
+        if deps
+        else "",
+        question=step["instruction"],
+    )
+    generation = None
+    if passages:
+        generation = await generate(
+            [SystemMessage(SYSTEM_PROMPT), HumanMessage(prompt)],
+            model=context.model,
+            writer=writer,
+            node="rag",
+            step_id=step["id"],
+            max_tokens=context.max_output_tokens,
+        )
+    text = generation.text if generation else ""
+    checked = check_answer(text, passages)
+    extractive = False
+    if checked.grounded:
+        output = relabel(text, passages)
+    elif passages:
+        why = (
+            f"grounding {checked.grounding:.2f}"
+            if checked.citations
+            else "no citation of a retrieved passage"
+        )
+        extract = extractive_answer(step["instruction"], passages)
+        checked = check_answer(extract, passages)
+        output = EXTRACTIVE_NOTE.format(why=why) + " " + relabel(extract, passages)
+        extractive = True
+    else:
+        output = ""
+    dropped = check_answer(text, passages).dropped
+    emit(
+        writer,
+        "citations",
+        step_id=step["id"],
+        citations=checked.citations,
+        dropped=dropped,
+        grounding=checked.grounding,
+        extractive=extractive,
+    )
+    record = usage_record(
+        "rag",
+        started,
+        generation=generation,
+        step_id=step["id"],
+        attempts=runtime.execution_info.node_attempt if runtime.execution_info else 1,
+    )
+    result = StepResult(
+        step_id=step["id"],
+        kind=step["kind"],
+        status="done" if output else "failed",
+        output=output,
+        citations=checked.citations,
+        usage=StepUsage(
+            input_tokens=generation.tokens.input if generation else 0,
+            output_tokens=generation.tokens.output if generation else 0,
+            cost=generation.cost if generation else 0.0,
+        ),
+        attempts=record["attempts"],
+        latency_ms=record["latency_ms"],
+        error=None if output else f"nothing retrieved from collection {collection!r}",
+        grounding=checked.grounding,
+        dropped_citations=dropped,
+        extractive=extractive,
+    )
+    emit(writer, "step_result", result=result)
+    return WorkerUpdate(results={step["id"]: result}, usage=[record])

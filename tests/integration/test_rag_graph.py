@@ -1,0 +1,84 @@
+"""A whole graph run with a rag step: real local model, real embeddings, real Postgres."""
+
+import uuid
+from pathlib import Path
+
+from app.settings import Settings
+from graphs.runs import RunEvent, stream_events, view_thread
+from graphs.service import Agent
+from nodes.context import Context
+from retrievers.ingest import ingest
+from retrievers.service import open_collection
+
+DOCS = {
+    "pandas.md": "# Giant pandas\n\nThe giant panda eats bamboo almost exclusively. An adult "
+    "eats about twelve kilograms of bamboo a day. Pandas live in the mountains of China.\n",
+    "tea.md": "# Green tea\n\nGreen tea is rich in catechins. It is made from unoxidised "
+    "leaves of Camellia sinensis.\n",
+    "postgres.md": "# PostgreSQL\n\nPostgreSQL stores rows in heap pages. The pgvector "
+    "extension adds HNSW indexes for nearest-neighbour search.\n",
+}
+
+
+async def _events(agent: Agent, thread_id: str, context: Context, request: str) -> list[RunEvent]:
+    return [
+        e
+        async for e in stream_events(
+            agent.graph, thread_id=thread_id, context=context, request=request
+        )
+    ]
+
+
+async def test_a_rag_run_answers_with_citations_of_retrieved_chunks(
+    agent: Agent, settings: Settings, embedded_url: str, tmp_path: Path, thread_id: str
+) -> None:
+    for name, text in DOCS.items():
+        (tmp_path / name).write_text(text)
+    collection = f"rag_{uuid.uuid4().hex[:10]}"
+    async with open_collection(settings, collection, create=True, url=embedded_url) as (
+        store,
+        embedder,
+    ):
+        await ingest(store, embedder, [tmp_path], chunk_size=500, chunk_overlap=50)
+
+    context = Context(model="local", approval="never", collection=collection, max_output_tokens=64)
+    events = await _events(agent, thread_id, context, "What do giant pandas eat?")
+
+    retrieval = [e for e in events if e["event"] == "retrieval"]
+    assert retrieval, [e["event"] for e in events]
+    retrieved = {cid for e in retrieval for cid in e["chunk_ids"]}
+    assert retrieval[0]["chunks"] == len(retrieval[0]["chunk_ids"]) > 0
+    assert str(tmp_path / "pandas.md") in retrieval[0]["sources"]
+    assert any(e["event"] == "citations" for e in events)
+
+    results = [e["result"] for e in events if e["event"] == "step_result"]
+    rag = [r for r in results if r["kind"] == "rag"]
+    assert rag
+    assert rag[0]["status"] == "done"
+    assert rag[0]["citations"]
+    assert {c["chunk_id"] for c in rag[0]["citations"]} <= retrieved
+    for citation in rag[0]["citations"]:
+        assert citation["quote"]
+    assert rag[0]["grounding"] is not None
+    assert rag[0]["grounding"] >= 0.5  # a model answer or the extractive fallback, grounded
+
+    view = await view_thread(agent.graph, thread_id)
+    assert view["status"] == "done"
+    assert view["citations"]
+    assert {c["chunk_id"] for c in view["citations"]} <= retrieved
+    assert view["report"]["grounding"] is not None
+    assert any("grounding" in s for s in view["report"]["steps"])
+
+
+async def test_a_missing_collection_fails_the_step_clearly_and_the_critic_decides(
+    agent: Agent, thread_id: str
+) -> None:
+    context = Context(model="local", approval="never", collection="no_such_docs", max_replans=0)
+    events = await _events(agent, thread_id, context, "What do giant pandas eat?")
+    results = [e["result"] for e in events if e["event"] == "step_result"]
+    assert results
+    assert results[0]["status"] == "failed"
+    assert "no collection 'no_such_docs'" in (results[0]["error"] or "")
+    view = await view_thread(agent.graph, thread_id)
+    assert view["status"] == "failed"
+    assert view["report"]["verdict"] == "give_up"

@@ -1,0 +1,159 @@
+"""Ingestion and hybrid search on the real embedded Postgres with the real embedding model."""
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app.errors import RetrievalError
+from app.settings import Settings
+from retrievers.ingest import ingest
+from retrievers.service import open_collection, search
+from retrievers.store import open_store
+
+from .conftest import Cli
+
+DOCS = {
+    "pandas.md": "# Giant pandas\n\nThe giant panda eats bamboo almost exclusively, "
+    "about twelve kilograms a day.\n",
+    "postgres.txt": "PostgreSQL stores rows in heap pages. The pgvector extension adds "
+    "HNSW indexes for approximate nearest-neighbour search.\n",
+    "tea.html": "<html><head><title>Green tea</title></head><body><p>Green tea is rich in "
+    "catechins such as epigallocatechin gallate.</p></body></html>",
+}
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    for name, text in DOCS.items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+@pytest.fixture
+def collection() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+async def _ingest(settings: Settings, url: str, collection: str, *paths: Path):  # type: ignore[no-untyped-def]
+    async with open_collection(settings, collection, create=True, url=url) as (store, embedder):
+        report = await ingest(store, embedder, list(paths), chunk_size=400, chunk_overlap=40)
+        return report, await store.count()
+
+
+@pytest.mark.parametrize(
+    ("mode", "query", "expected"),
+    [
+        ("dense", "what food do pandas live on", "pandas.md"),
+        ("fulltext", "catechins", "tea.html"),
+        ("hybrid", "approximate nearest neighbour index in Postgres", "postgres.txt"),
+    ],
+)
+async def test_search_finds_the_expected_chunk_in_each_mode(
+    settings: Settings, embedded_url: str, folder: Path, collection: str, mode, query, expected
+) -> None:
+    report, (sources, chunks) = await _ingest(settings, embedded_url, collection, folder)
+    assert sorted(Path(s).name for s in report.added) == sorted(DOCS)
+    assert (sources, chunks) == (3, report.chunks)
+    async with open_collection(settings, collection, url=embedded_url) as (store, embedder):
+        hits = await search(store, embedder, query, k=3, mode=mode)
+    assert hits
+    assert Path(hits[0].source).name == expected
+    assert hits == sorted(hits, key=lambda h: -h.score)
+
+
+async def test_reingest_adds_nothing_and_a_changed_file_replaces_its_chunks(
+    settings: Settings, embedded_url: str, folder: Path, collection: str
+) -> None:
+    _first, counts = await _ingest(settings, embedded_url, collection, folder)
+    again, counts_again = await _ingest(settings, embedded_url, collection, folder)
+    assert again.added == []
+    assert again.replaced == []
+    assert again.chunks == 0
+    assert len(again.unchanged) == 3
+    assert counts_again == counts
+
+    changed = folder / "pandas.md"
+    changed.write_text("# Red pandas\n\nThe red panda sleeps in trees during the day.\n")
+    third, counts_third = await _ingest(settings, embedded_url, collection, folder)
+    assert third.replaced == [str(changed)]
+    assert len(third.unchanged) == 2
+    assert counts_third[0] == 3
+    async with open_collection(settings, collection, url=embedded_url) as (store, embedder):
+        hits = await search(store, embedder, "bamboo", k=10, mode="fulltext")
+        assert hits == []  # the old text is gone
+        hits = await search(store, embedder, "red panda sleeps in trees", k=1, mode="hybrid")
+    assert hits[0].source == str(changed)
+    assert "sleeps in trees" in hits[0].content
+
+
+async def test_delete_removes_a_source_and_a_source_filter_restricts_results(
+    settings: Settings, embedded_url: str, folder: Path, collection: str
+) -> None:
+    sub = folder / "sub"
+    sub.mkdir()
+    (sub / "more.md").write_text("Giant pandas also eat bamboo shoots in spring.\n")
+    await _ingest(settings, embedded_url, collection, folder)
+    async with open_collection(settings, collection, url=embedded_url) as (store, embedder):
+        everywhere = await search(store, embedder, "pandas bamboo", k=10, mode="hybrid")
+        assert {Path(h.source).name for h in everywhere} >= {"pandas.md", "more.md"}
+        only_sub = await search(store, embedder, "pandas bamboo", k=10, source=str(sub))
+        assert only_sub
+        assert all(h.source.startswith(str(sub) + "/") for h in only_sub)
+        dense_sub = await search(
+            store, embedder, "pandas bamboo", k=10, mode="dense", source=str(sub)
+        )
+        assert [h.source for h in dense_sub] == [str(sub / "more.md")]
+
+        gone = await store.delete_sources(str(folder / "pandas.md"))
+        assert gone == [str(folder / "pandas.md")]
+        assert (await store.count())[0] == 3
+        after = await search(store, embedder, "pandas bamboo", k=10, mode="hybrid")
+    assert str(folder / "pandas.md") not in {h.source for h in after}
+
+
+async def test_an_unreadable_file_is_reported_and_the_rest_goes_in(
+    settings: Settings, embedded_url: str, folder: Path, collection: str
+) -> None:
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4 truncated garbage")
+    (folder / "empty.md").write_text("   \n")
+    (folder / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    report, (sources, _) = await _ingest(settings, embedded_url, collection, folder)
+    assert sources == 3
+    assert len(report.added) == 3
+    skipped = {Path(s.source).name: s.reason for s in report.skipped}
+    assert set(skipped) == {"broken.pdf", "empty.md", "photo.jpg"}
+    assert skipped["broken.pdf"].startswith("unreadable PDF")
+
+
+async def test_a_collection_refuses_an_embedding_model_of_another_dimension(
+    settings: Settings, embedded_url: str, folder: Path, collection: str
+) -> None:
+    _, counts = await _ingest(settings, embedded_url, collection, folder)
+    with pytest.raises(RetrievalError, match="384-dimensional"):
+        async with open_store(embedded_url, collection, embedding_model="other", dim=8):
+            pass
+    async with open_collection(settings, collection, url=embedded_url) as (store, _):
+        assert await store.count() == counts
+
+
+def test_cli_ingest_search_and_delete(cli: Cli, folder: Path, collection: str) -> None:
+    (folder / "broken.pdf").write_bytes(b"not a pdf at all")
+    ingested = cli.json("ingest", str(folder), "--collection", collection)
+    assert ingested["_exit_code"] == 0
+    assert len(ingested["added"]) == 3
+    assert [Path(s["source"]).name for s in ingested["skipped"]] == ["broken.pdf"]
+
+    found = cli.json("search", "giant panda bamboo", "--collection", collection, "--k", "2")
+    assert found["_exit_code"] == 0
+    assert Path(found["hits"][0]["source"]).name == "pandas.md"
+    assert len(found["hits"]) == 2
+
+    deleted = cli.json("ingest", "--delete", str(folder / "pandas.md"), "-c", collection)
+    assert deleted["deleted"] == [str(folder / "pandas.md")]
+    again = cli.json("search", "giant panda bamboo", "--collection", collection, "--mode", "dense")
+    assert "pandas.md" not in {Path(h["source"]).name for h in again["hits"]}
+
+    missing = cli.run("search", "x", "--collection", "no_such_collection")
+    assert missing.returncode == 1
+    assert "no collection 'no_such_collection'" in missing.stderr

@@ -1,0 +1,83 @@
+"""Loaders and splitting: what each file type yields, stable chunk ids, skip reasons."""
+
+import json
+from pathlib import Path
+
+from retrievers.ingest import chunk_document, make_splitter
+from retrievers.loaders import Document, Skipped, content_hash, discover, load_file
+
+
+def _one(path: Path) -> Document | Skipped:
+    items = list(load_file(path))
+    assert len(items) == 1
+    return items[0]
+
+
+def test_markdown_title_is_the_first_heading(tmp_path: Path) -> None:
+    path = tmp_path / "notes.md"
+    path.write_text("# Giant pandas\n\nThey eat bamboo.\n")
+    doc = _one(path)
+    assert isinstance(doc, Document)
+    assert doc.title == "Giant pandas"
+    assert doc.source == str(path)
+    assert doc.content_hash == content_hash(doc.text)
+
+
+def test_html_drops_scripts_and_keeps_the_title(tmp_path: Path) -> None:
+    path = tmp_path / "page.html"
+    path.write_text(
+        "<html><head><title>Tea</title><style>p{}</style></head>"
+        "<body><p>Green tea contains catechins.</p><script>var x = 1;</script></body></html>"
+    )
+    doc = _one(path)
+    assert isinstance(doc, Document)
+    assert doc.title == "Tea"
+    assert doc.text == "Green tea contains catechins."
+
+
+def test_bad_inputs_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    (tmp_path / "broken.pdf").write_bytes(b"this is not a pdf")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    reasons = {}
+    for path in discover([tmp_path])[0]:
+        item = _one(path)
+        assert isinstance(item, Skipped)
+        reasons[Path(item.source).name] = item.reason
+    assert reasons["broken.pdf"].startswith("unreadable PDF")
+    assert reasons["empty.txt"] == "empty file"
+    assert "unknown file type '.png'" in reasons["image.png"]
+    assert reasons["latin1.txt"] == "not UTF-8 text"
+    _, missing = discover([tmp_path / "nope"])
+    assert missing[0].reason == "no such file or directory"
+
+
+def test_beir_corpus_yields_one_document_per_line(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.jsonl"
+    rows = [
+        {"_id": "d1", "title": "First", "text": "Alpha text."},
+        {"_id": "d2", "title": "", "text": ""},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    items = list(load_file(path))
+    assert isinstance(items[0], Document)
+    assert items[0].source == f"{path}#d1"
+    assert (items[0].title, items[0].text) == ("First", "Alpha text.")
+    assert isinstance(items[1], Skipped)
+    assert items[1].reason == "empty document"
+    assert isinstance(items[2], Skipped)
+    assert items[2].source == f"{path}:3"
+
+
+def test_chunk_ids_are_stable_and_change_with_the_content() -> None:
+    splitter = make_splitter(chunk_size=100, chunk_overlap=10)
+    text = " ".join(f"Sentence number {i} is here." for i in range(20))
+    doc = Document("/x.txt", "x", text, content_hash(text))
+    first = chunk_document(doc, splitter)
+    assert len(first) > 1
+    assert [c.position for c in first] == list(range(len(first)))
+    assert all(len(c.content) <= 100 for c in first)
+    assert [c.chunk_id for c in chunk_document(doc, splitter)] == [c.chunk_id for c in first]
+    changed = Document("/x.txt", "x", text + " More.", content_hash(text + " More."))
+    assert chunk_document(changed, splitter)[0].chunk_id != first[0].chunk_id
