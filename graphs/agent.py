@@ -47,30 +47,19 @@ def build_graph(
     builder.add_node("planner", plan, retry_policy=model_retry, timeout=MODEL_NODE_TIMEOUT_S)
     builder.add_node("approve_plan", approve_plan)
     builder.add_node("dispatch", dispatch)
-    builder.add_node(
-        "reasoning",
-        reason,
-        retry_policy=RetryPolicy(
-            max_attempts=step_attempts,
-            initial_interval=0.2,
-            max_interval=5.0,
-            retry_on=_retry_step,
-        ),
-        timeout=step_timeout_s,
-        error_handler=step_failed_handler(step_attempts),
-    )  # type: ignore[call-overload]
-    builder.add_node(
-        "rag",
-        answer_from_documents,
-        retry_policy=RetryPolicy(
-            max_attempts=step_attempts,
-            initial_interval=0.2,
-            max_interval=5.0,
-            retry_on=_retry_step,
-        ),
-        timeout=step_timeout_s,
-        error_handler=step_failed_handler(step_attempts, node="rag"),
-    )  # type: ignore[call-overload]
+    step_retry = RetryPolicy(
+        max_attempts=step_attempts, initial_interval=0.2, max_interval=5.0, retry_on=_retry_step
+    )
+    # Workers: one per step kind, each retried and timed out per attempt; a step that still
+    # fails becomes a failed result through its error handler.
+    for kind, worker in (("reasoning", reason), ("rag", answer_from_documents)):
+        builder.add_node(
+            kind,
+            worker,
+            retry_policy=step_retry,
+            timeout=step_timeout_s,
+            error_handler=step_failed_handler(step_attempts, node=kind),
+        )  # type: ignore[call-overload]
     builder.add_node("critic", criticize)
     builder.add_node(
         "synthesize", synthesize, retry_policy=model_retry, timeout=MODEL_NODE_TIMEOUT_S

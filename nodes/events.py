@@ -1,6 +1,6 @@
 """Custom stream events. Each carries only what is new, never the whole state again."""
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from langgraph.types import StreamWriter
 
@@ -15,17 +15,7 @@ EventName = Literal[
     "retrieval",
     "citations",
 ]
-EVENT_NAMES: tuple[EventName, ...] = (
-    "plan_update",
-    "handoff",
-    "delta",
-    "step_result",
-    "interrupt",
-    "final",
-    "error",
-    "retrieval",
-    "citations",
-)
+EVENT_NAMES: tuple[EventName, ...] = get_args(EventName)
 
 
 def emit(writer: StreamWriter, event: EventName, **data: Any) -> None:

@@ -10,6 +10,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,49 +132,63 @@ def _free_port() -> int:
         return port
 
 
+@contextmanager
+def serving(
+    command: list[str],
+    *,
+    ready_url: str,
+    log_path: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> Iterator[None]:
+    """Run a server process until the block ends, once `ready_url` answers 200.
+
+    Its output goes to `log_path`, which every failure message names.
+    """
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    if httpx.get(ready_url, timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None, f"{command[2]} exited; see {log_path}"
+                assert time.monotonic() < deadline, f"{command[2]} did not start; see {log_path}"
+                time.sleep(0.2)
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def openai_compatible_server(data_dir: Path) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving SmolLM2 as 'smollm2'."""
     from app.local_llm import smollm2_path
 
     port = _free_port()
-    log = (data_dir / "llama-server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(smollm2_path()),
-            "--model_alias",
-            "smollm2",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "4096",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, f"the model server exited; see {log.name}"
-            assert time.monotonic() < deadline, f"the model server did not start; see {log.name}"
-            time.sleep(0.2)
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(smollm2_path()),
+        "--model_alias",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "4096",
+    ]
+    with serving(command, ready_url=f"{base}/models", log_path=data_dir / "llama-server.log"):
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,21 +2,18 @@
 `langgraph_sdk` and `RemoteGraph`: offline, no LangSmith key, the real local model."""
 
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from langgraph.pregel.remote import RemoteGraph
 from langgraph.types import Command
 from langgraph_sdk import get_client
 
-from tests.integration.conftest import REPO, _free_port
+from tests.integration.conftest import REPO, _free_port, serving
 
 CONTEXT = {"approval": "always", "max_output_tokens": 24}
 
@@ -26,46 +23,32 @@ def dev_server() -> Iterator[str]:
     """`langgraph dev` on a free port; its log and state live outside the repository."""
     workdir = Path(tempfile.mkdtemp(prefix="agentgraph-studio-"))
     port = _free_port()
-    log = (workdir / "langgraph-dev.log").open("w")
     env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false"}
     env.pop("LANGSMITH_API_KEY", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "langgraph_cli",
-            "dev",
-            "--config",
-            str(REPO / "langgraph.json"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-browser",
-            "--no-reload",
-        ],
+    command = [
+        sys.executable,
+        "-m",
+        "langgraph_cli",
+        "dev",
+        "--config",
+        str(REPO / "langgraph.json"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-browser",
+        "--no-reload",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with serving(
+        command,
+        ready_url=f"{url}/ok",
+        log_path=workdir / "langgraph-dev.log",
         cwd=workdir,
         env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/ok", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, f"langgraph dev exited; see {log.name}"
-            assert time.monotonic() < deadline, f"langgraph dev did not start; see {log.name}"
-            time.sleep(0.5)
+        timeout=120,
+    ):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 async def test_sdk_stream_interrupt_resume_and_history(dev_server: str) -> None:
