@@ -114,6 +114,29 @@ async def setup_saver(saver: AsyncPostgresSaver, pool: AsyncConnectionPool[Any])
             await conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK_KEY,))
 
 
+async def open_pool(url: str, *, max_size: int) -> AsyncConnectionPool[Any]:
+    """Open a pool of autocommit connections with dict rows.
+
+    Raises:
+        DatabaseError: the database cannot be reached.
+    """
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        # autocommit: PostgresSaver.setup() needs it. prepare_threshold=None: no server-side
+        # prepared statements, so PgBouncer in transaction mode works.
+        kwargs={"autocommit": True, "prepare_threshold": None, "row_factory": dict_row},
+    )
+    try:
+        await pool.open(wait=True, timeout=15)
+    except Exception as exc:
+        await pool.close()
+        raise DatabaseError(f"cannot reach Postgres at {redact(url)}: {exc}") from exc
+    return pool
+
+
 @asynccontextmanager
 async def open_database(settings: Settings, *, url: str | None = None) -> AsyncIterator[Database]:
     """Open a pool and a set-up `AsyncPostgresSaver` for the process's lifetime.
@@ -126,20 +149,7 @@ async def open_database(settings: Settings, *, url: str | None = None) -> AsyncI
         DatabaseError: the database cannot be reached or prepared.
     """
     target = url or resolve_database_url(settings)
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        target,
-        min_size=1,
-        max_size=settings.db_pool_size,
-        open=False,
-        # autocommit: PostgresSaver.setup() needs it. prepare_threshold=None: no server-side
-        # prepared statements, so PgBouncer in transaction mode works.
-        kwargs={"autocommit": True, "prepare_threshold": None, "row_factory": dict_row},
-    )
-    try:
-        await pool.open(wait=True, timeout=15)
-    except Exception as exc:
-        await pool.close()
-        raise DatabaseError(f"cannot reach Postgres at {redact(target)}: {exc}") from exc
+    pool = await open_pool(target, max_size=settings.db_pool_size)
     try:
         saver = AsyncPostgresSaver(pool)
         await setup_saver(saver, pool)

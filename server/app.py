@@ -3,15 +3,12 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
-from app.errors import DatabaseError
+from app.db import open_pool
 from app.settings import Settings, get_settings
 from graphs.agent import AgentGraph, compile_graph
 from graphs.service import Agent, open_agent
@@ -25,22 +22,6 @@ logger = logging.getLogger(__name__)
 
 LOCK_POOL_SIZE = 64
 """Runs in flight per process: each holds its thread's advisory lock on its own connection."""
-
-
-async def _open_lock_pool(url: str) -> AsyncConnectionPool[Any]:
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        url,
-        min_size=1,
-        max_size=LOCK_POOL_SIZE,
-        open=False,
-        kwargs={"autocommit": True, "prepare_threshold": None, "row_factory": dict_row},
-    )
-    try:
-        await pool.open(wait=True, timeout=15)
-    except Exception as exc:
-        await pool.close()
-        raise DatabaseError(f"cannot open the lock pool: {exc}") from exc
-    return pool
 
 
 def _run_graphs(agent: Agent, settings: Settings) -> list[AgentGraph]:
@@ -77,7 +58,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_agent(cfg, url=url) as agent:
             await setup_inbox(agent.db.pool)
-            lock_pool = await _open_lock_pool(agent.db.url)
+            lock_pool = await open_pool(agent.db.url, max_size=LOCK_POOL_SIZE)
             runs = RunManager(agent, cfg, lock_pool, run_graphs=_run_graphs(agent, cfg))
             app.state.services = Services(
                 agent=agent, settings=cfg, runs=runs, keepalive_s=keepalive_s
