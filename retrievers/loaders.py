@@ -80,7 +80,8 @@ def _html(raw: str) -> tuple[str, str]:
     return parser.title.strip(), text
 
 
-def _pdf(path: Path) -> str:
+def _pdf(path: Path) -> tuple[str, str]:
+    """Return the PDF's title (from its metadata, else the file name) and its text."""
     import logging
 
     from pypdf import PdfReader
@@ -90,9 +91,11 @@ def _pdf(path: Path) -> str:
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = PdfReader(path)
-        return "\n\n".join((page.extract_text() or "") for page in reader.pages).strip()
+        text = "\n\n".join((page.extract_text() or "") for page in reader.pages).strip()
+        title = (reader.metadata.title if reader.metadata else None) or ""
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"unreadable PDF ({exc})") from None
+    return str(title).strip()[:200] or path.stem, text
 
 
 def _first_heading(text: str, fallback: str) -> str:
@@ -136,7 +139,7 @@ def load_file(path: Path) -> Iterator[Document | Skipped]:
             yield from _corpus(path)
             return
         if suffix in PDF_SUFFIXES:
-            title, text = path.stem, _pdf(path)
+            title, text = _pdf(path)
         else:
             raw = path.read_text(encoding="utf-8")
             if suffix in HTML_SUFFIXES:

@@ -10,6 +10,7 @@ from app.settings import Settings
 from retrievers.ingest import ingest
 from retrievers.service import open_collection, search
 from retrievers.store import open_store
+from tests.pdf import write_pdf
 
 from .conftest import Cli
 
@@ -157,3 +158,25 @@ def test_cli_ingest_search_and_delete(cli: Cli, folder: Path, collection: str) -
     missing = cli.run("search", "x", "--collection", "no_such_collection")
     assert missing.returncode == 1
     assert "no collection 'no_such_collection'" in missing.stderr
+
+
+async def test_a_pdf_is_read_split_and_found_with_its_title(
+    settings: Settings, embedded_url: str, tmp_path: Path, collection: str
+) -> None:
+    pdf = tmp_path / "otters.pdf"
+    write_pdf(
+        pdf,
+        "Sea otters",
+        [
+            "Sea otters float on their backs and crack shellfish open with stones.",
+            "They hold hands while sleeping so that they do not drift apart.",
+        ],
+    )
+    report, (sources, chunks) = await _ingest(settings, embedded_url, collection, tmp_path)
+    assert [Path(s).name for s in report.added] == ["otters.pdf"], report.skipped
+    assert (sources, chunks) == (1, report.chunks)
+    async with open_collection(settings, collection, url=embedded_url) as (store, embedder):
+        hits = await search(store, embedder, "which animal uses stones as tools", k=1)
+    assert hits[0].source == str(pdf)
+    assert hits[0].title == "Sea otters"
+    assert "crack shellfish open with stones" in hits[0].content

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from retrievers.ingest import chunk_document, make_splitter
 from retrievers.loaders import Document, Skipped, content_hash, discover, load_file
+from tests.pdf import write_pdf
 
 
 def _one(path: Path) -> Document | Skipped:
@@ -81,3 +82,12 @@ def test_chunk_ids_are_stable_and_change_with_the_content() -> None:
     assert [c.chunk_id for c in chunk_document(doc, splitter)] == [c.chunk_id for c in first]
     changed = Document("/x.txt", "x", text + " More.", content_hash(text + " More."))
     assert chunk_document(changed, splitter)[0].chunk_id != first[0].chunk_id
+
+
+def test_pdf_text_and_title_come_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "otters.pdf"
+    write_pdf(path, "Sea otters", ["Sea otters crack shellfish with stones.", "They float."])
+    doc = _one(path)
+    assert isinstance(doc, Document)
+    assert doc.title == "Sea otters"
+    assert doc.text.splitlines() == ["Sea otters crack shellfish with stones.", "They float."]
