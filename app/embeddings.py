@@ -103,6 +103,11 @@ _cache: dict[str, Embedder] = {}
 _lock = threading.Lock()
 
 
+def embedder_name(spec: str) -> str:
+    """Return the name a model loaded from `spec` records with a collection, without loading it."""
+    return LocalEmbedder.name if spec == "local" else spec
+
+
 def get_embedder(spec: str | None = None, *, settings: Settings | None = None) -> Embedder:
     """Return the embedding model for `spec` (default: the settings'), loaded once per process.
 

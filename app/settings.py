@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     chunk_size: int = Field(default=1000, ge=100, le=20_000, description="Characters a chunk.")
     chunk_overlap: int = Field(default=150, ge=0, le=5_000, description="Characters shared.")
     collection: str = Field(default="default", description="Document collection by default.")
+    match_threshold: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Cosine similarity of a step to its best chunk that makes it a rag step.",
+    )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     prices: dict[str, ModelPrice] = Field(
         default_factory=lambda: dict(DEFAULT_PRICES),

@@ -13,12 +13,13 @@ from nodes.context import Context
 from nodes.critic import criticize
 from nodes.dispatch import dispatch, fan_out
 from nodes.finalize import finalize
-from nodes.orchestrator import orchestrate, route_request
-from nodes.planner import plan
-from nodes.rag import answer_from_documents
+from nodes.orchestrator import orchestrator, route_request
+from nodes.planner import planner
+from nodes.rag import rag_worker
 from nodes.reasoning import reason, step_failed_handler
 from nodes.state import InputState, OutputState, State
 from nodes.synthesize import synthesize
+from retrievers.service import Library
 
 DEFAULT_STEP_TIMEOUT_S = 120.0
 DEFAULT_STEP_ATTEMPTS = 3
@@ -37,14 +38,22 @@ def build_graph(
     *,
     step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S,
     step_attempts: int = DEFAULT_STEP_ATTEMPTS,
+    library: Library | None = None,
 ) -> StateGraph[State, Context, InputState, OutputState]:
-    """Return the uncompiled graph; step retries and the per-attempt timeout are node policies."""
+    """Return the uncompiled graph; step retries and the per-attempt timeout are node policies.
+
+    `library` is where rag steps search and which collections the planner matches steps
+    against; without one, only a run that names a collection answers from documents (in
+    the settings' database).
+    """
     builder = StateGraph(
         State, context_schema=Context, input_schema=InputState, output_schema=OutputState
     )
     model_retry = RetryPolicy(max_attempts=2)
-    builder.add_node("orchestrator", orchestrate)
-    builder.add_node("planner", plan, retry_policy=model_retry, timeout=MODEL_NODE_TIMEOUT_S)
+    builder.add_node("orchestrator", orchestrator(library))
+    builder.add_node(
+        "planner", planner(library), retry_policy=model_retry, timeout=MODEL_NODE_TIMEOUT_S
+    )
     builder.add_node("approve_plan", approve_plan)
     builder.add_node("dispatch", dispatch)
     step_retry = RetryPolicy(
@@ -52,14 +61,14 @@ def build_graph(
     )
     # Workers: one per step kind, each retried and timed out per attempt; a step that still
     # fails becomes a failed result through its error handler.
-    for kind, worker in (("reasoning", reason), ("rag", answer_from_documents)):
+    for kind, worker in (("reasoning", reason), ("rag", rag_worker(library))):
         builder.add_node(
             kind,
-            worker,
+            worker,  # type: ignore[arg-type]  # the union of two worker types matches no overload
             retry_policy=step_retry,
             timeout=step_timeout_s,
             error_handler=step_failed_handler(step_attempts, node=kind),
-        )  # type: ignore[call-overload]
+        )
     builder.add_node("critic", criticize)
     builder.add_node(
         "synthesize", synthesize, retry_policy=model_retry, timeout=MODEL_NODE_TIMEOUT_S
@@ -83,11 +92,15 @@ def compile_graph(
     *,
     step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S,
     step_attempts: int = DEFAULT_STEP_ATTEMPTS,
+    library: Library | None = None,
 ) -> AgentGraph:
     """Compile the graph with a checkpointer (the Postgres saver in production)."""
-    builder = build_graph(step_timeout_s=step_timeout_s, step_attempts=step_attempts)
+    builder = build_graph(
+        step_timeout_s=step_timeout_s, step_attempts=step_attempts, library=library
+    )
     return builder.compile(checkpointer=checkpointer, name="agentgraph")
 
 
-graph = compile_graph()
-"""The graph without a checkpointer: `langgraph dev` and LangGraph Platform supply their own."""
+graph = compile_graph(library=Library())
+"""The graph without a checkpointer: `langgraph dev` and LangGraph Platform supply their own.
+Its steps answer from the collections in the settings' database (embedded or `DATABASE_URL`)."""

@@ -8,7 +8,7 @@ from typing import Any
 from app.db import Database, open_database
 from app.settings import Settings
 from graphs.agent import AgentGraph, compile_graph
-from retrievers.service import use_store_url
+from retrievers.service import Library
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,8 @@ class Agent:
 
     graph: AgentGraph
     db: Database
+    library: Library
+    """The document collections in the agent's database, which its rag steps search."""
 
     async def list_threads(self, *, limit: int = 50) -> list[dict[str, Any]]:
         """Return the most recently active threads, newest first."""
@@ -37,13 +39,11 @@ class Agent:
 async def open_agent(settings: Settings, *, url: str | None = None) -> AsyncIterator[Agent]:
     """Open the pool and the saver, set up its tables, and compile the graph over them."""
     async with open_database(settings, url=url) as db:
-        previous = use_store_url(db.url)  # rag steps search the database the agent runs on
-        try:
-            graph = compile_graph(
-                db.saver,
-                step_timeout_s=settings.step_timeout_s,
-                step_attempts=settings.step_attempts,
-            )
-            yield Agent(graph=graph, db=db)
-        finally:
-            use_store_url(previous)
+        library = Library(url=db.url, pool=db.pool)  # rag steps search the agent's database
+        graph = compile_graph(
+            db.saver,
+            step_timeout_s=settings.step_timeout_s,
+            step_attempts=settings.step_attempts,
+            library=library,
+        )
+        yield Agent(graph=graph, db=db, library=library)

@@ -50,9 +50,12 @@ class Context:
     max_steps: int = 8
     """Largest plan accepted."""
     max_output_tokens: int = 256
+    """Largest answer one model call may write."""
     collection: str | None = None
     """Document collection to answer from: every step becomes a rag step over it."""
-    """Largest answer one model call may write."""
+    documents: bool = True
+    """With no collection named, turn the steps that match an ingested collection into rag
+    steps (the step's closest chunk at least as similar as the settings' match threshold)."""
 
     def __post_init__(self) -> None:
         wrong = [

@@ -11,11 +11,13 @@ from typing_extensions import TypedDict
 from app.accounting import UsageRecord
 from nodes.approval import needs_plan_approval, route_plan
 from nodes.context import Context
+from nodes.documents import with_documents
 from nodes.events import emit
 from nodes.llm import usage_record
-from nodes.plans import direct_plan, use_documents, wants_plan
+from nodes.plans import direct_plan, wants_plan
 from nodes.schemas import ApprovalRecord, Citation, Plan, PlanRevision, RunStatus, StepResult
-from nodes.state import Route, RunReport, State
+from nodes.state import Node, Route, RunReport, State
+from retrievers.service import Library
 
 
 class OrchestratorUpdate(TypedDict, total=False):
@@ -32,12 +34,24 @@ class OrchestratorUpdate(TypedDict, total=False):
     usage: Overwrite | list[UsageRecord]
 
 
-async def orchestrate(state: State, runtime: Runtime[Context]) -> OrchestratorUpdate:
-    """Classify the request; a direct answer gets a one-step plan without a planner.
+def orchestrator(library: Library | None = None) -> Node[State, OrchestratorUpdate]:
+    """Return the orchestrator node; `library` holds the collections a direct answer may use."""
 
-    A thread may carry an earlier run: its results, history and usage are replaced here (the
-    earlier run stays readable in the thread's checkpoints), so nothing leaks between runs.
-    """
+    async def orchestrate(state: State, runtime: Runtime[Context]) -> OrchestratorUpdate:
+        """Classify the request; a direct answer gets a one-step plan without a planner.
+
+        A thread may carry an earlier run: its results, history and usage are replaced here
+        (the earlier run stays readable in the thread's checkpoints), so nothing leaks
+        between runs.
+        """
+        return await _orchestrate(state, runtime, library)
+
+    return orchestrate
+
+
+async def _orchestrate(
+    state: State, runtime: Runtime[Context], library: Library | None
+) -> OrchestratorUpdate:
     started = time.time()
     request = state["request"]
     mode = runtime.context.mode
@@ -56,8 +70,8 @@ async def orchestrate(state: State, runtime: Runtime[Context]) -> OrchestratorUp
         approvals=Overwrite([]),
     )
     if route == "direct":
-        plan = use_documents(direct_plan(request), runtime.context.collection)
-        reason = "a single question: answered directly"
+        plan, note = await with_documents(direct_plan(request), runtime.context, library)
+        reason = "a single question: answered directly" + (f"; {note}" if note else "")
         update["plan"] = plan
         revision = PlanRevision(
             version=1, source="direct", reason=reason, plan=plan, fallback_reason=None

@@ -14,6 +14,7 @@ from app.models import get_chat_model
 from app.settings import get_settings
 from nodes.approval import needs_plan_approval
 from nodes.context import Context
+from nodes.documents import with_documents
 from nodes.events import emit
 from nodes.llm import Generation, usage_record
 from nodes.plans import (
@@ -21,12 +22,12 @@ from nodes.plans import (
     patch_plan,
     rename_rerun_steps,
     rule_plan,
-    use_documents,
     validate_plan,
 )
 from nodes.prompts import PLANNER_PROMPT, REPLAN_BLOCK
 from nodes.schemas import Critique, Plan, PlanRevision, PlanSource
-from nodes.state import State
+from nodes.state import Node, State
+from retrievers.service import Library
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +73,18 @@ async def llm_plan(
     return draft, Generation(text="", model=context.model, tokens=tokens, cost=cost)
 
 
-async def plan(state: State, runtime: Runtime[Context]) -> PlannerUpdate:
-    """Write the first plan, or patch the current one after the critic asked for a replan."""
+def planner(library: Library | None = None) -> Node[State, PlannerUpdate]:
+    """Return the planner node; `library` holds the collections its steps may answer from."""
+
+    async def plan(state: State, runtime: Runtime[Context]) -> PlannerUpdate:
+        """Write the first plan, or patch the current one after the critic asked for a
+        replan."""
+        return await _plan(state, runtime, library)
+
+    return plan
+
+
+async def _plan(state: State, runtime: Runtime[Context], library: Library | None) -> PlannerUpdate:
     started = time.time()
     context = runtime.context
     request = state["request"]
@@ -101,10 +112,9 @@ async def plan(state: State, runtime: Runtime[Context]) -> PlannerUpdate:
         if replanning and critique is not None:
             draft = patch_plan(state["plan"], critique, state.get("results", {}), version=version)
         else:
-            draft = use_documents(
-                rule_plan(request, max_steps=context.max_steps), context.collection
-            )
+            draft = rule_plan(request, max_steps=context.max_steps)
         new_plan = validate_plan(draft, known_kinds=KNOWN_KINDS, max_steps=context.max_steps)
+    new_plan, note = await with_documents(new_plan, context, library)
 
     if replanning and critique is not None:
         reason = f"replan after critique: {critique['reason']}"
@@ -112,6 +122,8 @@ async def plan(state: State, runtime: Runtime[Context]) -> PlannerUpdate:
         reason = "planned by the LLM planner"
     else:
         reason = "planned by rules: one step per part of the request"
+    if note:
+        reason += f"; {note}"
     revision = PlanRevision(
         version=version,
         source=source,

@@ -13,6 +13,7 @@ from langgraph.runtime import Runtime
 
 from app.settings import get_settings
 from nodes.context import Context
+from nodes.documents import collection_for
 from nodes.events import emit
 from nodes.grounding import Passage, check_answer, extractive_answer, relabel
 from nodes.llm import generate, usage_record
@@ -25,17 +26,16 @@ from nodes.prompts import (
 )
 from nodes.reasoning import WorkerUpdate
 from nodes.schemas import StepResult, StepUsage
-from nodes.state import WorkerInput
-from retrievers.service import open_collection, search, store_url
+from nodes.state import Node, WorkerInput
+from retrievers.service import Library, search
 
 RAG_K = 4
 """Chunks shown to the model: the small local model's context holds about this many."""
 
 
-async def retrieve(query: str, collection: str) -> list[Passage]:
+async def retrieve(library: Library, query: str, collection: str) -> list[Passage]:
     """Run a hybrid search and label the hits [1], [2], … for the prompt."""
-    settings = get_settings()
-    async with open_collection(settings, collection, url=store_url()) as (store, embedder):
+    async with library.open(get_settings(), collection) as (store, embedder):
         hits = await search(store, embedder, query, k=RAG_K, mode="hybrid")
     return [
         Passage(label=str(i), chunk_id=h.chunk_id, source=h.source, score=h.score, text=h.content)
@@ -43,14 +43,27 @@ async def retrieve(query: str, collection: str) -> list[Passage]:
     ]
 
 
-async def answer_from_documents(payload: WorkerInput, runtime: Runtime[Context]) -> WorkerUpdate:
-    """Run one rag step: retrieve, generate with citations, check them, fall back if needed."""
+def rag_worker(library: Library | None = None) -> Node[WorkerInput, WorkerUpdate]:
+    """Return the rag worker; it searches `library` (default: the settings' database)."""
+    documents = library or Library()
+
+    async def answer_from_documents(state: WorkerInput, runtime: Runtime[Context]) -> WorkerUpdate:
+        """Run one rag step: retrieve, generate with citations, check them, fall back if
+        needed."""
+        return await _answer(state, runtime, documents)
+
+    return answer_from_documents
+
+
+async def _answer(
+    payload: WorkerInput, runtime: Runtime[Context], library: Library
+) -> WorkerUpdate:
     started = time.time()
     step = payload["step"]
     context = runtime.context
-    collection = context.collection or get_settings().collection
+    collection = await collection_for(step["instruction"], context, library)
     writer = runtime.stream_writer
-    passages = await retrieve(step["instruction"], collection)
+    passages = await retrieve(library, step["instruction"], collection)
     emit(
         writer,
         "retrieval",

@@ -1,11 +1,14 @@
 """Graph state: a narrow input, the full run state, and what a worker receives."""
 
 import operator
-from typing import Annotated, Literal, NotRequired
+from collections.abc import Awaitable
+from typing import Annotated, Literal, NotRequired, Protocol, TypeVar
 
+from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
 from app.accounting import NodeTotals, UsageRecord
+from nodes.context import Context
 from nodes.schemas import (
     ApprovalRecord,
     Citation,
@@ -104,3 +107,14 @@ class WorkerInput(TypedDict):
     step: Step
     dependencies: list[StepResult]
     tokens_used: int
+
+
+In = TypeVar("In", contravariant=True)
+Out = TypeVar("Out", covariant=True)
+
+
+class Node(Protocol[In, Out]):
+    """A node made by a factory: its input (the state or a `Send` payload) and the run's
+    runtime in, its update out."""
+
+    def __call__(self, state: In, *, runtime: Runtime[Context]) -> Awaitable[Out]: ...

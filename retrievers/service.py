@@ -1,33 +1,17 @@
-"""Retrieval as the application uses it: settings in, an open collection or hits out."""
+"""Retrieval as the application uses it: settings in, an open collection, hits or matches out."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
 
 from app.db import resolve_database_url
-from app.embeddings import Embedder, get_embedder
+from app.embeddings import Embedder, embedder_name, get_embedder
 from app.settings import Settings
-from retrievers.store import Hit, SearchMode, Store, open_store
-
-_store_url: list[str] = []
-
-
-def use_store_url(url: str | None) -> str | None:
-    """Make workers search the database at `url` (the one the agent opened); None resets.
-
-    Returns:
-        The URL used before, for the caller to restore.
-    """
-    previous = store_url()
-    _store_url.clear()
-    if url:
-        _store_url.append(url)
-    return previous
-
-
-def store_url() -> str | None:
-    """Return the database URL workers search, or None for the settings' own."""
-    return _store_url[0] if _store_url else None
+from retrievers.store import Hit, SearchMode, Store, list_collections, open_store
 
 
 @asynccontextmanager
@@ -37,8 +21,16 @@ async def open_collection(
     *,
     create: bool = False,
     url: str | None = None,
+    pool: AsyncConnectionPool[Any] | None = None,
 ) -> AsyncIterator[tuple[Store, Embedder]]:
     """Open a collection with the configured embedding model.
+
+    Args:
+        settings: Where the embedding model and (unless `url`) the database come from.
+        collection: The collection's name.
+        create: Create the collection (and the store's tables) if missing.
+        url: The database; default: the settings' own (embedded or `DATABASE_URL`).
+        pool: An open pool on `url` to borrow a connection from.
 
     Raises:
         RetrievalError: unknown collection (unless `create`), or a different dimension.
@@ -48,7 +40,12 @@ async def open_collection(
     embedder = await asyncio.to_thread(get_embedder, settings.embeddings, settings=settings)
     target = url if url is not None else await asyncio.to_thread(resolve_database_url, settings)
     async with open_store(
-        target, collection, embedding_model=embedder.name, dim=embedder.dim, create=create
+        target,
+        collection,
+        embedding_model=embedder.name,
+        dim=embedder.dim,
+        create=create,
+        pool=pool,
     ) as store:
         yield store, embedder
 
@@ -65,3 +62,70 @@ async def search(
     """Embed the query (unless full-text) and search the collection."""
     vector = None if mode == "fulltext" else await asyncio.to_thread(embedder.embed_query, query)
     return await store.search(query, vector, k=k, mode=mode, source=source)
+
+
+@dataclass(frozen=True)
+class Match:
+    """The collection whose closest chunk is most similar to a query."""
+
+    collection: str
+    similarity: float
+    """Cosine similarity of the query and that chunk."""
+    chunk_id: str
+
+
+@dataclass(frozen=True)
+class Library:
+    """The document collections a graph reads: which database, and how to reach it.
+
+    A graph is compiled with one, so its workers search the database its runs are stored
+    in (the agent's), not whatever the process happened to open last.
+    """
+
+    url: str | None = None
+    """The database; None: the settings' own (embedded or `DATABASE_URL`)."""
+    pool: AsyncConnectionPool[Any] | None = None
+    """An open pool on `url` (autocommit, dict rows) to borrow connections from."""
+
+    @asynccontextmanager
+    async def open(
+        self, settings: Settings, collection: str
+    ) -> AsyncIterator[tuple[Store, Embedder]]:
+        """Open an existing collection for searching (changes nothing in the database)."""
+        async with open_collection(settings, collection, url=self.url, pool=self.pool) as opened:
+            yield opened
+
+    async def collections(self, settings: Settings) -> list[str]:
+        """Return the collections built with the configured embedding model.
+
+        Collections of another model cannot be searched with this one's query vectors.
+        """
+        url = self.url
+        if url is None:
+            url = await asyncio.to_thread(resolve_database_url, settings)
+        wanted = embedder_name(settings.embeddings)
+        rows = await list_collections(url, pool=self.pool)
+        return [r["name"] for r in rows if r["embedding_model"] == wanted]
+
+    async def match(
+        self, settings: Settings, queries: Sequence[str], *, threshold: float
+    ) -> list[Match | None]:
+        """For each query, the collection holding the chunk most similar to it, if that
+        chunk's cosine similarity reaches `threshold`; None where no collection does.
+
+        The embedding model is loaded only when a usable collection exists.
+        """
+        names = await self.collections(settings) if queries else []
+        if not names:
+            return [None] * len(queries)
+        embedder = await asyncio.to_thread(get_embedder, settings.embeddings, settings=settings)
+        vectors = await asyncio.to_thread(lambda: [embedder.embed_query(q) for q in queries])
+        best: list[Match | None] = [None] * len(queries)
+        for name in names:
+            async with self.open(settings, name) as (store, _):
+                for i, vector in enumerate(vectors):
+                    hits = await store.dense(vector, limit=1)
+                    current = best[i]
+                    if hits and (current is None or hits[0].score > current.similarity):
+                        best[i] = Match(name, hits[0].score, hits[0].chunk_id)
+        return [m if m is not None and m.similarity >= threshold else None for m in best]

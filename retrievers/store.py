@@ -16,6 +16,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from app.db import redact
 from app.errors import DatabaseError, RetrievalError
@@ -98,7 +99,34 @@ class Store:
         self.collection = collection
         self.table = sql.Identifier(f"rag_chunks_{collection}")
 
-    async def _setup(self, *, embedding_model: str, dim: int, create: bool) -> None:
+    async def _check(self, *, embedding_model: str, dim: int) -> None:
+        """Check that the collection exists and fits the embedding model, changing nothing."""
+        try:
+            cursor = await self.conn.execute(
+                "SELECT embedding_model, dim FROM rag_collections WHERE name = %s",
+                (self.collection,),
+            )
+            row = await cursor.fetchone()
+        except psycopg.errors.UndefinedTable:
+            row = None  # nothing was ever ingested into this database
+        self._verify(row, embedding_model=embedding_model, dim=dim)
+
+    def _verify(self, row: dict[str, Any] | None, *, embedding_model: str, dim: int) -> None:
+        if row is None:
+            raise RetrievalError(
+                f"no collection {self.collection!r}: ingest documents into it first "
+                f"('agentgraph ingest PATH --collection {self.collection}')"
+            )
+        if row["dim"] != dim:
+            raise RetrievalError(
+                f"collection {self.collection!r} holds {row['dim']}-dimensional embeddings "
+                f"from {row['embedding_model']!r}; the embedding model {embedding_model!r} "
+                f"makes {dim}-dimensional ones. Use another collection, or set "
+                f"AGENTGRAPH_EMBEDDINGS to the model it was built with. Nothing was changed."
+            )
+
+    async def _setup(self, *, embedding_model: str, dim: int) -> None:
+        """Create the store's tables and the collection if they are missing."""
         async with self.conn.transaction():
             await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
             await self.conn.execute(_SCHEMA)
@@ -107,19 +135,9 @@ class Store:
                 (self.collection,),
             )
             row = await cursor.fetchone()
-            if row is None and not create:
-                raise RetrievalError(
-                    f"no collection {self.collection!r}: ingest documents into it first "
-                    f"('agentgraph ingest PATH --collection {self.collection}')"
-                )
-            if row is not None and row["dim"] != dim:
-                raise RetrievalError(
-                    f"collection {self.collection!r} holds {row['dim']}-dimensional embeddings "
-                    f"from {row['embedding_model']!r}; the embedding model {embedding_model!r} "
-                    f"makes {dim}-dimensional ones. Use another collection, or set "
-                    f"AGENTGRAPH_EMBEDDINGS to the model it was built with. Nothing was changed."
-                )
-            if row is None:
+            if row is not None:
+                self._verify(row, embedding_model=embedding_model, dim=dim)
+            else:
                 await self.conn.execute(
                     "INSERT INTO rag_collections (name, embedding_model, dim) VALUES (%s, %s, %s)",
                     (self.collection, embedding_model, dim),
@@ -341,8 +359,13 @@ async def open_store(
     embedding_model: str,
     dim: int,
     create: bool = False,
+    pool: AsyncConnectionPool[Any] | None = None,
 ) -> AsyncIterator[Store]:
     """Open a collection, creating it (and the store's tables) when `create` is set.
+
+    Opening without `create` only reads: it changes nothing in the database. With `pool`
+    (an open pool on `url`, autocommit with dict rows) the store borrows one of its
+    connections instead of opening its own.
 
     Raises:
         RetrievalError: bad name, unknown collection, or an embedding dimension that differs
@@ -350,6 +373,33 @@ async def open_store(
         DatabaseError: Postgres cannot be reached or has no pgvector.
     """
     validate_collection(collection)
+    async with _connection(url, pool) as conn:
+        store = Store(conn, collection)
+        try:
+            if create:
+                await store._setup(embedding_model=embedding_model, dim=dim)
+            else:
+                await store._check(embedding_model=embedding_model, dim=dim)
+        except (psycopg.errors.FeatureNotSupported, psycopg.errors.UndefinedFile) as exc:
+            raise DatabaseError(
+                f"Postgres at {redact(url)} has no pgvector extension ({exc}); use the "
+                "embedded Postgres or a server with pgvector installed"
+            ) from exc
+        yield store
+
+
+@asynccontextmanager
+async def _connection(
+    url: str, pool: AsyncConnectionPool[Any] | None
+) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+    """An autocommit connection with dict rows: from `pool` when given, else a new one."""
+    if pool is not None:
+        try:
+            async with pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise DatabaseError(f"no free connection to Postgres at {redact(url)}: {exc}") from exc
+        return
     try:
         conn = await psycopg.AsyncConnection.connect(
             url, autocommit=True, row_factory=dict_row, connect_timeout=15
@@ -357,34 +407,20 @@ async def open_store(
     except psycopg.OperationalError as exc:
         raise DatabaseError(f"cannot reach Postgres at {redact(url)}: {exc}") from exc
     try:
-        store = Store(conn, collection)
-        try:
-            await store._setup(embedding_model=embedding_model, dim=dim, create=create)
-        except psycopg.errors.FeatureNotSupported as exc:
-            raise DatabaseError(
-                f"Postgres at {redact(url)} has no pgvector extension ({exc}); use the "
-                "embedded Postgres or a server with pgvector installed"
-            ) from exc
-        except psycopg.errors.UndefinedFile as exc:
-            raise DatabaseError(
-                f"Postgres at {redact(url)} has no pgvector extension ({exc}); use the "
-                "embedded Postgres or a server with pgvector installed"
-            ) from exc
-        yield store
+        yield conn
     finally:
         await conn.close()
 
 
-async def list_collections(url: str) -> list[dict[str, Any]]:
+async def list_collections(
+    url: str, *, pool: AsyncConnectionPool[Any] | None = None
+) -> list[dict[str, Any]]:
     """Return the collections in the store with their model and dimension (none: empty)."""
-    async with await psycopg.AsyncConnection.connect(
-        url, autocommit=True, row_factory=dict_row
-    ) as conn:
-        cursor = await conn.execute("SELECT to_regclass('rag_collections') AS t")
-        row = await cursor.fetchone()
-        if row is None or row["t"] is None:
-            return []
-        cursor = await conn.execute(
-            "SELECT name, embedding_model, dim FROM rag_collections ORDER BY name"
-        )
+    async with _connection(url, pool) as conn:
+        try:
+            cursor = await conn.execute(
+                "SELECT name, embedding_model, dim FROM rag_collections ORDER BY name"
+            )
+        except psycopg.errors.UndefinedTable:
+            return []  # nothing was ever ingested into this database
         return list(await cursor.fetchall())

@@ -34,6 +34,7 @@ def _run_graphs(agent: Agent, settings: Settings) -> list[AgentGraph]:
                 saver,
                 step_timeout_s=settings.step_timeout_s,
                 step_attempts=settings.step_attempts,
+                library=agent.library,
             )
         )
     return graphs

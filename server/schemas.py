@@ -27,6 +27,16 @@ class RunOptions(BaseModel):
     max_output_tokens: int | None = Field(
         default=None, ge=1, description="Longest answer one model call may write."
     )
+    collection: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]{0,39}$",
+        description="Answer every step from this document collection (rag steps).",
+    )
+    documents: bool | None = Field(
+        default=None,
+        description="Without a collection, answer the steps that match an ingested "
+        "collection from it (default true).",
+    )
 
     def overrides(self) -> dict[str, Any]:
         """Return the run options that were set (only those, also on a subclass)."""

@@ -233,6 +233,14 @@ def ask(
     collection: Annotated[
         str | None, typer.Option(help="Answer from this document collection (rag steps).")
     ] = None,
+    documents: Annotated[
+        bool,
+        typer.Option(
+            "--documents/--no-documents",
+            help="Without --collection, answer the steps that match an ingested collection "
+            "from it (the default), or never.",
+        ),
+    ] = True,
 ) -> None:
     """Ask a question: plan, execute, critique and answer, with a run report."""
     from graphs.runs import new_thread_id
@@ -249,6 +257,7 @@ def ask(
         "synthesis": synthesis,
         "approve_final": approve_final or None,
         "collection": collection,
+        "documents": None if documents else False,
     }
     thread_id = thread or new_thread_id()
     interactive = not no_input and not as_json and sys.stdin.isatty()

@@ -82,3 +82,59 @@ async def test_a_missing_collection_fails_the_step_clearly_and_the_critic_decide
     view = await view_thread(agent.graph, thread_id)
     assert view["status"] == "failed"
     assert view["report"]["verdict"] == "give_up"
+
+
+OKAPI = {
+    "okapi.md": "# The okapi\n\nThe okapi is a giraffid of the Ituri rainforest in Congo. It "
+    "eats the leaves and buds of trees, fruit and fungi, and licks clay for its salt.\n",
+    "rainforest.md": "# The Ituri rainforest\n\nThe Ituri rainforest lies in the north-east "
+    "of Congo and is home to the okapi and to forest elephants.\n",
+}
+
+
+async def _ingest_okapi(settings: Settings, url: str, folder: Path) -> str:
+    for name, text in OKAPI.items():
+        (folder / name).write_text(text)
+    collection = f"okapi_{uuid.uuid4().hex[:10]}"
+    async with open_collection(settings, collection, create=True, url=url) as (store, embedder):
+        await ingest(store, embedder, [folder], chunk_size=500, chunk_overlap=50)
+    return collection
+
+
+async def test_a_question_matching_an_ingested_collection_is_answered_from_it(
+    agent: Agent, settings: Settings, embedded_url: str, tmp_path: Path, thread_id: str
+) -> None:
+    collection = await _ingest_okapi(settings, embedded_url, tmp_path)
+    context = Context(model="local", approval="never", max_output_tokens=64)  # none named
+    events = await _events(agent, thread_id, context, "What does the okapi eat?")
+
+    plan = next(e for e in events if e["event"] == "plan_update")
+    assert {s["kind"] for s in plan["plan"]["steps"]} == {"rag"}
+    assert f"collection {collection!r} (similarity" in plan["reason"]
+    retrieval = [e for e in events if e["event"] == "retrieval"]
+    assert retrieval
+    assert {e["collection"] for e in retrieval} == {collection}
+    retrieved = {cid for e in retrieval for cid in e["chunk_ids"]}
+    view = await view_thread(agent.graph, thread_id)
+    assert view["status"] == "done"
+    assert view["citations"]
+    assert {c["chunk_id"] for c in view["citations"]} <= retrieved
+    assert str(tmp_path / "okapi.md") in {c["source"] for c in view["citations"]}
+
+
+async def test_an_unrelated_question_or_documents_off_keeps_reasoning_steps(
+    agent: Agent, settings: Settings, embedded_url: str, tmp_path: Path
+) -> None:
+    await _ingest_okapi(settings, embedded_url, tmp_path)
+    asked = [
+        ("How do I reverse a linked list in Python?", Context(approval="never")),
+        ("What does the okapi eat?", Context(approval="never", documents=False)),
+    ]
+    for question, context in asked:
+        thread_id = f"test-{uuid.uuid4().hex}"
+        context = Context(**{**context.__dict__, "model": "local", "max_output_tokens": 32})
+        events = await _events(agent, thread_id, context, question)
+        plan = next(e for e in events if e["event"] == "plan_update")
+        assert {s["kind"] for s in plan["plan"]["steps"]} == {"reasoning"}, question
+        assert not [e for e in events if e["event"] == "retrieval"], question
+        assert (await view_thread(agent.graph, thread_id))["status"] == "done"

@@ -1,6 +1,7 @@
 """The server's pure parts: status codes of domain errors, SSE framing, the LangServe input."""
 
 import json
+from dataclasses import fields
 
 import pytest
 from pydantic import ValidationError
@@ -15,9 +16,10 @@ from app.errors import (
     ThreadBusyError,
     ThreadNotFoundError,
 )
+from nodes.context import Context
 from server.errors import status_of
 from server.langserve_routes import AgentInput
-from server.schemas import RunRequest
+from server.schemas import RunOptions, RunRequest
 from server.sse import format_event
 
 
@@ -69,3 +71,7 @@ def test_run_request_uses_the_cli_option_names() -> None:
     }
     with pytest.raises(ValidationError):
         RunRequest.model_validate({"question": "q", "approval": "sometimes"})
+
+
+def test_every_run_option_can_be_set_over_http() -> None:
+    assert set(RunOptions.model_fields) == {f.name for f in fields(Context)}

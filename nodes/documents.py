@@ -1,0 +1,63 @@
+"""Which steps answer from the user's documents.
+
+A run that names a collection answers every step from it. Otherwise, when the graph has a
+library, each reasoning step whose instruction is close enough to a chunk of an ingested
+collection (cosine similarity of the step and its closest chunk at least the settings'
+`match_threshold`) becomes a rag step; the rag worker searches the closest collection.
+"""
+
+import logging
+
+from app.errors import AgentGraphError
+from app.settings import get_settings
+from nodes.context import Context
+from nodes.plans import use_documents
+from nodes.schemas import Plan, Step
+from retrievers.service import Library, Match
+
+logger = logging.getLogger(__name__)
+
+
+async def with_documents(
+    plan: Plan, context: Context, library: Library | None
+) -> tuple[Plan, str | None]:
+    """Return the plan with its document steps made rag steps, and a note saying why.
+
+    A failure to look at the collections (the store unreachable, the embedding model missing)
+    leaves the plan as it is, with the reason in the note: the run goes on without documents.
+    """
+    if context.collection is not None:
+        return use_documents(plan, context.collection), None
+    if library is None or not context.documents:
+        return plan, None
+    settings = get_settings()
+    candidates = [s for s in plan["steps"] if s["kind"] == "reasoning"]
+    try:
+        matches = await library.match(
+            settings, [s["instruction"] for s in candidates], threshold=settings.match_threshold
+        )
+    except AgentGraphError as exc:
+        logger.warning("document match skipped: %s", exc)
+        return plan, f"documents not consulted: {exc}"
+    matched = {s["id"]: m for s, m in zip(candidates, matches, strict=True) if m is not None}
+    if not matched:
+        return plan, None
+    steps = [Step(**{**s, "kind": "rag"}) if s["id"] in matched else s for s in plan["steps"]]
+    return Plan(goal=plan["goal"], steps=steps), _note(matched)
+
+
+def _note(matched: dict[str, Match]) -> str:
+    parts = [
+        f"{step_id} answers from collection {m.collection!r} (similarity {m.similarity:.2f})"
+        for step_id, m in matched.items()
+    ]
+    return "; ".join(parts)
+
+
+async def collection_for(instruction: str, context: Context, library: Library) -> str:
+    """The collection a rag step searches: the run's, else the closest one, else the default."""
+    if context.collection is not None:
+        return context.collection
+    settings = get_settings()
+    [match] = await library.match(settings, [instruction], threshold=0.0)
+    return match.collection if match is not None else settings.collection
