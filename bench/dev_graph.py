@@ -4,8 +4,12 @@ zero-latency model registered in the serving process."""
 
 from app.models import register_chat_model
 from bench.overhead import zero_latency_factory
-from graphs.agent import graph
+from graphs.agent import compile_graph
 
 register_chat_model("bench", zero_latency_factory)
+
+graph = compile_graph()
+"""Without a library: `langgraph dev` would open a connection per run just to learn that
+the benchmark's database holds no collections (the served app looks on its pool)."""
 
 __all__ = ["graph"]

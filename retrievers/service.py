@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from app.db import resolve_database_url
 from app.embeddings import Embedder, embedder_name, get_embedder
 from app.settings import Settings
+from retrievers.fusion import RRF_K
 from retrievers.store import Hit, SearchMode, Store, list_collections, open_store
 
 
@@ -58,10 +59,26 @@ async def search(
     k: int,
     mode: SearchMode = "hybrid",
     source: str | None = None,
+    candidates: int | None = None,
+    rrf_k: int = RRF_K,
 ) -> list[Hit]:
-    """Embed the query (unless full-text) and search the collection."""
-    vector = None if mode == "fulltext" else await asyncio.to_thread(embedder.embed_query, query)
-    return await store.search(query, vector, k=k, mode=mode, source=source)
+    """Embed the query (unless full-text) and search the collection (see `Store.search`).
+
+    A hybrid search embeds the query in a worker thread while Postgres runs its full-text
+    half, so the embedding costs no time of its own when full text takes longer.
+    """
+    options: dict[str, Any] = {"k": k, "mode": mode, "source": source}
+    options.update(candidates=candidates, rrf_k=rrf_k)
+    if mode == "fulltext":
+        return await store.search(query, None, **options)
+    embedding = asyncio.ensure_future(asyncio.to_thread(embedder.embed_query, query))
+    try:
+        return await store.search(query, embedding, **options)
+    finally:
+        if not embedding.done():
+            embedding.cancel()  # the search failed before it needed the vector
+        elif not embedding.cancelled():
+            embedding.exception()  # retrieved: a failed embedding was raised or is moot
 
 
 @dataclass(frozen=True)

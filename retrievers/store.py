@@ -8,7 +8,7 @@ decides whether a re-ingest has anything to do.
 
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -303,7 +303,7 @@ class Store:
     async def search(
         self,
         text: str,
-        vector: Sequence[float] | None,
+        vector: Sequence[float] | Awaitable[Sequence[float]] | None,
         *,
         k: int,
         mode: SearchMode = "hybrid",
@@ -315,7 +315,8 @@ class Store:
 
         Args:
             text: The query text (full-text and hybrid).
-            vector: The query embedding (dense and hybrid).
+            vector: The query embedding (dense and hybrid), or a task computing it: hybrid
+                runs its full-text half first, while the task runs.
             k: How many chunks to return.
             mode: dense, fulltext or hybrid.
             source: Only chunks of this source, or of sources under it.
@@ -327,13 +328,17 @@ class Store:
         if vector is None:
             raise RetrievalError(f"{mode} search needs a query embedding")
         if mode == "dense":
-            return await self.dense(vector, limit=k, source=source)
+            return await self.dense(await _ready(vector), limit=k, source=source)
         depth = max(k, candidates or 50)
-        dense = await self.dense(vector, limit=depth, source=source)
         full = await self.fulltext(text, limit=depth, source=source)
+        dense = await self.dense(await _ready(vector), limit=depth, source=source)
         by_id = {h.chunk_id: h for h in [*full, *dense]}
         fused = rrf([[h.chunk_id for h in dense], [h.chunk_id for h in full]], k=rrf_k)
         return [_rescore(by_id[i], score) for i, score in fused[:k]]
+
+
+async def _ready(vector: Sequence[float] | Awaitable[Sequence[float]]) -> Sequence[float]:
+    return await vector if isinstance(vector, Awaitable) else vector
 
 
 def _hit(row: dict[str, Any]) -> Hit:

@@ -19,11 +19,18 @@ CONTEXT = {"approval": "always", "max_output_tokens": 24}
 
 
 @pytest.fixture(scope="module")
-def dev_server() -> Iterator[str]:
-    """`langgraph dev` on a free port; its log and state live outside the repository."""
+def dev_server(data_dir: Path, embedded_url: str) -> Iterator[str]:
+    """`langgraph dev` on a free port; its log and state live outside the repository, and
+    its rag steps look for documents in this session's database."""
     workdir = Path(tempfile.mkdtemp(prefix="agentgraph-studio-"))
     port = _free_port()
-    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false"}
+    env = {
+        **os.environ,
+        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+        "LANGSMITH_TRACING": "false",
+        "AGENTGRAPH_DATA_DIR": str(data_dir),
+        "DATABASE_URL": embedded_url,
+    }
     env.pop("LANGSMITH_API_KEY", None)
     command = [
         sys.executable,
