@@ -6,9 +6,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
-from app.db import open_pool
+from app.db import Saver, open_pool
 from app.settings import Settings, get_settings
 from graphs.agent import AgentGraph, compile_graph
 from graphs.service import Agent, open_agent
@@ -28,7 +27,7 @@ def _run_graphs(agent: Agent, settings: Settings) -> list[AgentGraph]:
     """One compiled graph per pool connection, each with its own saver on the shared pool."""
     graphs = [agent.graph]
     for _ in range(settings.db_pool_size - 1):
-        saver = AsyncPostgresSaver(agent.db.pool)
+        saver = Saver(agent.db.pool)
         graphs.append(
             compile_graph(
                 saver,
