@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(default=150, ge=0, le=5_000, description="Characters shared.")
     collection: str = Field(default="default", description="Document collection by default.")
     match_threshold: float = Field(
-        default=0.5,
+        default=0.45,
         ge=0.0,
         le=1.0,
         description="Cosine similarity of a step to its best chunk that makes it a rag step.",
