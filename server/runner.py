@@ -1,9 +1,9 @@
 """Runs as background tasks: a run goes on when its client leaves, one run per thread.
 
-Each run holds a Postgres advisory lock on its thread for its whole life, on a connection of
-its own, so two replicas on one database never run one thread at once; a second start or
-resume gets `ThreadBusyError` (409). Events go into a queue that the streaming response reads;
-nobody has to read it for the run to finish.
+Each run holds its thread's Postgres advisory lock (`graphs.locks`) for its whole life, on a
+connection of its own, so two replicas on one database, or a replica and the CLI, never run
+one thread at once; a second start or resume gets `ThreadBusyError` (409). Events go into a
+queue that the streaming response reads; nobody has to read it for the run to finish.
 """
 
 import asyncio
@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from app.errors import DatabaseError, ServerStoppingError, ThreadBusyError, ThreadNotFoundError
 from app.settings import Settings
 from graphs.agent import AgentGraph
+from graphs.locks import BUSY, try_lock_thread, unlock_threads
 from graphs.runs import (
     RunEvent,
     get_snapshot,
@@ -83,21 +84,18 @@ class RunManager:
                 f"{len(self.runs)} runs are in flight, the most this server takes: retry later"
             ) from None
         try:
-            cursor = await conn.execute(
-                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0)) AS got", (thread_id,)
-            )
-            row = await cursor.fetchone()
+            got = await try_lock_thread(conn, thread_id)
         except BaseException:
             await self.lock_pool.putconn(conn)
             raise
-        if not (row and row["got"]):
+        if not got:
             await self.lock_pool.putconn(conn)
-            raise ThreadBusyError(thread_id, "is running: wait for its run to end")
+            raise ThreadBusyError(thread_id, BUSY)
         return conn
 
     async def _unlock(self, conn: AsyncConnection[Any]) -> None:
         try:
-            await conn.execute("SELECT pg_advisory_unlock_all()")
+            await unlock_threads(conn)
         finally:
             await self.lock_pool.putconn(conn)
 

@@ -128,6 +128,7 @@ async def _drive(
     as_json: bool,
     interactive: bool,
 ) -> int:
+    from graphs.locks import holding_thread
     from graphs.runs import pending_decision_check, stored_context, stream_events, view_thread
     from graphs.service import open_agent
     from nodes.context import Context
@@ -142,25 +143,29 @@ async def _drive(
             context = Context.from_settings(settings, **{**base.__dict__, **overrides})
         else:
             context = Context.from_settings(settings, **overrides)
-        resume = None
-        if decision is not None:
-            resume = await pending_decision_check(graph, thread_id, decision, context=context)
         progress = Progress()
         failure: str | None = None
         while True:
-            async for event in stream_events(
-                graph, thread_id=thread_id, context=context, request=request, resume=resume
-            ):
-                if event["event"] == "error":
-                    failure = event["message"]
-                if not as_json:
-                    progress.show(event)
+            # The thread's lock, as the server takes it, while the graph runs (not while a
+            # person decides): no other process runs the thread meanwhile.
+            async with holding_thread(agent.db.url, thread_id):
+                resume = None
+                if decision is not None:
+                    resume = await pending_decision_check(
+                        graph, thread_id, decision, context=context
+                    )
+                async for event in stream_events(
+                    graph, thread_id=thread_id, context=context, request=request, resume=resume
+                ):
+                    if event["event"] == "error":
+                        failure = event["message"]
+                    if not as_json:
+                        progress.show(event)
             progress.close()
             view = await view_thread(graph, thread_id, context=context)
             if view["status"] != "interrupted" or not interactive or failure:
                 break
-            raw = _ask_person(view["pending_approval"] or {})
-            resume = await pending_decision_check(graph, thread_id, raw, context=context)
+            decision = _ask_person(view["pending_approval"] or {})
             request = None
     if failure and view["status"] not in ("done", "rejected"):
         view["status"] = "failed"

@@ -91,7 +91,8 @@ def thread_id() -> str:
 class Cli:
     """Runs `agentgraph` as its own process, as a user would."""
 
-    def __init__(self, data_dir: Path, database_url: str) -> None:
+    def __init__(self, data_dir: Path, database_url: str, *, module: str = "app.cli") -> None:
+        self.module = module
         self.env = {
             **os.environ,
             "AGENTGRAPH_DATA_DIR": str(data_dir),
@@ -103,7 +104,7 @@ class Cli:
         self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
+            [sys.executable, "-m", self.module, *args],
             cwd=REPO,
             env={**self.env, **(env or {})},
             capture_output=True,
@@ -123,6 +124,12 @@ class Cli:
 @pytest.fixture(scope="session")
 def cli(data_dir: Path, embedded_url: str) -> Cli:
     return Cli(data_dir, embedded_url)
+
+
+@pytest.fixture(scope="session")
+def scripted_cli(data_dir: Path, embedded_url: str) -> Cli:
+    """`agentgraph` with the `scripted:` test models (tests.fakes.scripted_spec) registered."""
+    return Cli(data_dir, embedded_url, module="tests.integration.scripted_agentgraph")
 
 
 def _free_port() -> int:
