@@ -11,10 +11,10 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from app.db import open_pool
 from app.settings import Settings, get_settings
 from graphs.agent import AgentGraph, compile_graph
+from graphs.inbox import setup_inbox
 from graphs.service import Agent, open_agent
 from server.deps import Services
 from server.errors import BodyLimit, install_error_handlers
-from server.inbox import setup_inbox
 from server.runner import RunManager
 from server.sse import KEEPALIVE_S
 

@@ -28,11 +28,9 @@ from graphs.runs import (
     pending_decision_check,
     stored_context,
     stream_events,
-    view_thread,
 )
 from graphs.service import Agent
 from nodes.context import Context
-from server.inbox import clear_pending, mark_pending
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +139,6 @@ class RunManager:
                 resume = await pending_decision_check(
                     graph, thread_id, decision, context=run_context
                 )
-                await clear_pending(self.agent.db.pool, thread_id)
         except BaseException:
             await self._unlock(conn)
             raise
@@ -176,9 +173,6 @@ class RunManager:
                 if event["event"] == "error":
                     handle.error = str(event.get("message"))
                 handle.queue.put_nowait(event)
-            view = await view_thread(self.agent.graph, handle.thread_id, context=context)
-            if view["status"] == "interrupted" and view["pending_approval"] is not None:
-                await mark_pending(self.agent.db.pool, handle.thread_id, view["pending_approval"])
         except asyncio.CancelledError:
             handle.error = STOPPING_MESSAGE
             raise
