@@ -2,8 +2,8 @@
 
 Each run holds its thread's Postgres advisory lock (`graphs.locks`) for its whole life, on a
 connection of its own, so two replicas on one database, or a replica and the CLI, never run
-one thread at once; a second start or resume gets `ThreadBusyError` (409). Events go into a
-queue that the streaming response reads; nobody has to read it for the run to finish.
+one thread at once; a second start, resume or continue gets `ThreadBusyError` (409). Events
+go into a queue that the streaming response reads; nobody has to read it for the run to finish.
 """
 
 import asyncio
@@ -21,9 +21,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from app.errors import DatabaseError, ServerStoppingError, ThreadBusyError, ThreadNotFoundError
 from app.settings import Settings
 from graphs.agent import AgentGraph
-from graphs.locks import BUSY, try_lock_thread, unlock_threads
+from graphs.locks import BUSY, locked_threads, try_lock_thread, unlock_threads
 from graphs.runs import (
     RunEvent,
+    continue_check,
     get_snapshot,
     pending_decision_check,
     stored_context,
@@ -36,7 +37,10 @@ logger = logging.getLogger(__name__)
 
 LOCK_WAIT_S = 10.0
 """How long a new run waits for a lock connection when every one is taken."""
-STOPPING_MESSAGE = "the server is stopping; the thread keeps every finished step, resume it later"
+STOPPING_MESSAGE = (
+    "the server is stopping; the thread keeps every finished step: continue it later "
+    "(POST /api/v1/threads/{id}/continue on any server)"
+)
 
 
 @dataclass
@@ -97,6 +101,11 @@ class RunManager:
         finally:
             await self.lock_pool.putconn(conn)
 
+    async def is_running(self, thread_id: str) -> bool:
+        """Whether a run, of any process on this database, holds the thread now."""
+        async with self.agent.db.pool.connection() as conn:
+            return thread_id in await locked_threads(conn, [thread_id])
+
     async def context_for(self, thread_id: str, overrides: dict[str, Any]) -> Context:
         """Return the thread's stored options with `overrides` applied."""
         base = await stored_context(self.agent.graph, thread_id)
@@ -110,16 +119,23 @@ class RunManager:
         context: Context | None = None,
         request: str | None = None,
         decision: object = None,
+        proceed: bool = False,
     ) -> RunHandle:
         """Lock the thread, check it can take this run, and start the run in the background.
 
+        Exactly one of `request` (a new run), `decision` (the answer to the pending approval)
+        and `proceed` (continue a run that a stop or a crash cut off) is given.
+
         Raises:
             ThreadBusyError: another run holds the thread, or it waits for a decision.
-            ThreadNotFoundError: a resume of an unknown thread.
+            ThreadNotFoundError: a resume or continue of an unknown thread.
             NothingToResumeError: a resume of a thread that waits for nothing.
+            NothingToContinueError: a continue of a thread with nothing left to run.
             InvalidDecisionError: a bad decision.
             ServerStoppingError: the server is shutting down.
         """
+        if sum((request is not None, decision is not None, proceed)) != 1:
+            raise ValueError("give exactly one of a request, a decision and proceed=True")
         graph = self.agent.graph
         conn = await self._lock(thread_id)
         try:
@@ -134,6 +150,9 @@ class RunManager:
                         thread_id, "waits for approval: resume it instead of starting a run"
                     )
                 run_context = context or Context.from_settings(self.settings)
+            elif proceed:
+                run_context = context or await self.context_for(thread_id, {})
+                await continue_check(graph, thread_id)
             else:
                 run_context = context or await self.context_for(thread_id, {})
                 resume = await pending_decision_check(
@@ -145,7 +164,7 @@ class RunManager:
         handle = RunHandle(thread_id=thread_id, run_id=uuid.uuid4().hex)
         self.runs[handle.run_id] = handle
         handle.task = asyncio.create_task(
-            self._run(handle, conn, run_context, request=request, resume=resume),
+            self._run(handle, conn, run_context, request=request, resume=resume, proceed=proceed),
             name=f"run-{handle.run_id}",
         )
         return handle
@@ -158,6 +177,7 @@ class RunManager:
         *,
         request: str | None,
         resume: Any,
+        proceed: bool,
     ) -> None:
         try:
             graph = self.run_graphs[next(self._turn) % len(self.run_graphs)]
@@ -167,6 +187,7 @@ class RunManager:
                 context=context,
                 request=request,
                 resume=resume,
+                proceed=proceed,
             ):
                 if event["event"] == "interrupt":
                     event = {**event, "resume_url": f"/api/v1/threads/{handle.thread_id}/resume"}
