@@ -1,5 +1,6 @@
 """Start, resume, inspect and fork runs: the one run API under the CLI, the server and notebooks."""
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -11,11 +12,14 @@ from typing_extensions import TypedDict
 
 from app.errors import (
     AgentGraphError,
+    ConfigError,
+    ModelError,
     NothingToContinueError,
     NothingToResumeError,
     ThreadBusyError,
     ThreadNotFoundError,
 )
+from app.models import get_chat_model
 from graphs.agent import AgentGraph
 from nodes.approval import parse_decision
 from nodes.context import Context
@@ -194,6 +198,19 @@ async def pending_decision_check(
     if not snapshot.interrupts:
         raise NothingToResumeError(thread_id, _status(snapshot))
     return parse_decision(raw, max_steps=context.max_steps)
+
+
+async def check_model(spec: str) -> None:
+    """Load a run's chat model now (it is cached), so a model that cannot be used fails the
+    request that names it instead of every step of its run.
+
+    Raises:
+        ConfigError: the model cannot be loaded.
+    """
+    try:
+        await asyncio.to_thread(get_chat_model, spec)
+    except ModelError as exc:
+        raise ConfigError(f"bad run option: model {spec!r} cannot be used: {exc}") from None
 
 
 async def continue_check(graph: AgentGraph, thread_id: str) -> None:

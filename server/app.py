@@ -82,5 +82,5 @@ def create_app(
     app.include_router(routes_runs.router)
     app.include_router(routes_threads.router)
     app.include_router(routes_approvals.router)
-    add_agent_routes(app, cfg)
+    add_agent_routes(app)
     return app

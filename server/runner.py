@@ -7,6 +7,7 @@ go into a queue that the streaming response reads; nobody has to read it for the
 """
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import uuid
@@ -24,6 +25,7 @@ from graphs.agent import AgentGraph
 from graphs.locks import BUSY, locked_threads, try_lock_thread, unlock_threads
 from graphs.runs import (
     RunEvent,
+    check_model,
     continue_check,
     get_snapshot,
     pending_decision_check,
@@ -132,10 +134,13 @@ class RunManager:
             NothingToResumeError: a resume of a thread that waits for nothing.
             NothingToContinueError: a continue of a thread with nothing left to run.
             InvalidDecisionError: a bad decision.
+            ConfigError: a new run's model cannot be loaded.
             ServerStoppingError: the server is shutting down.
         """
         if sum((request is not None, decision is not None, proceed)) != 1:
             raise ValueError("give exactly one of a request, a decision and proceed=True")
+        if request is not None:
+            await check_model((context or Context.from_settings(self.settings)).model)
         graph = self.agent.graph
         conn = await self._lock(thread_id)
         try:
@@ -163,9 +168,12 @@ class RunManager:
             raise
         handle = RunHandle(thread_id=thread_id, run_id=uuid.uuid4().hex)
         self.runs[handle.run_id] = handle
+        # A fresh context: the run outlives the request that started it, and must not report
+        # to the request's callbacks (LangServe's stream_events would try to serialise them).
         handle.task = asyncio.create_task(
             self._run(handle, conn, run_context, request=request, resume=resume, proceed=proceed),
             name=f"run-{handle.run_id}",
+            context=contextvars.Context(),
         )
         return handle
 

@@ -207,5 +207,28 @@ def api(settings: Settings, embedded_url: str) -> Iterator["RunningServer"]:
         yield server
 
 
+# Kept alive to the end of the session; see `remote_agent`.
+_REMOTES: list["RemoteRunnable[Any, Any]"] = []
+
+
+@pytest.fixture
+async def remote_agent(api: "RunningServer") -> AsyncIterator["RemoteRunnable[Any, Any]"]:
+    """A `langserve.RemoteRunnable` of the served agent, its connections closed after the test.
+
+    It is never garbage: LangServe's client closes itself in a finalizer that starts a thread
+    pool and waits for it, and run by the garbage collector in the in-process server's thread
+    while that thread is starting a thread of its own (`asyncio.to_thread`), it deadlocks the
+    server. Kept alive, its finalizer runs at exit, in the main thread.
+    """
+    from langserve import RemoteRunnable
+
+    remote: RemoteRunnable[Any, Any] = RemoteRunnable(f"{api.base_url}/agent/")
+    _REMOTES.append(remote)
+    yield remote
+    await remote.async_client.aclose()
+
+
 if TYPE_CHECKING:
+    from langserve import RemoteRunnable
+
     from tests.integration.server_harness import RunningServer
