@@ -47,6 +47,15 @@ class NothingToResumeError(AgentGraphError):
         )
 
 
+class NothingToContinueError(AgentGraphError):
+    """The thread exists but has no step left to run."""
+
+    def __init__(self, thread_id: str, status: str) -> None:
+        self.thread_id = thread_id
+        self.status = status
+        super().__init__(f"thread {thread_id!r} is {status}: it has nothing left to run")
+
+
 class InvalidDecisionError(AgentGraphError):
     """A resume value is not a valid approval decision."""
 

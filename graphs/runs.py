@@ -1,5 +1,6 @@
 """Start, resume, inspect and fork runs: the one run API under the CLI, the server and notebooks."""
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -9,7 +10,16 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, StateSnapshot
 from typing_extensions import TypedDict
 
-from app.errors import AgentGraphError, NothingToResumeError, ThreadNotFoundError
+from app.errors import (
+    AgentGraphError,
+    ConfigError,
+    ModelError,
+    NothingToContinueError,
+    NothingToResumeError,
+    ThreadBusyError,
+    ThreadNotFoundError,
+)
+from app.models import get_chat_model
 from graphs.agent import AgentGraph
 from nodes.approval import parse_decision
 from nodes.context import Context
@@ -86,19 +96,24 @@ async def stream_events(
     context: Context,
     request: str | None = None,
     resume: ApprovalDecision | None = None,
+    proceed: bool = False,
 ) -> AsyncIterator[RunEvent]:
-    """Run (or resume) a thread and yield its events: plan_update, handoff, delta,
-    step_result, interrupt, final, and error when the run fails.
+    """Run (or resume, or continue) a thread and yield its events: plan_update, handoff,
+    delta, step_result, interrupt, final, and error when the run fails.
 
-    Exactly one of `request` and `resume` is given.
+    Exactly one of `request`, `resume` and `proceed` is given. `proceed` runs on from the
+    thread's latest checkpoint with no new input: what a run cut off by a stop or a crash
+    left to do. Tasks that finished before the stop are not run again.
     """
-    payload: InputState | Command[Any]
+    payload: InputState | Command[Any] | None
+    if sum((request is not None, resume is not None, proceed)) != 1:
+        raise ValueError("give exactly one of a request, a resume value and proceed=True")
     if resume is not None:
         payload = Command(resume=dict(resume))
     elif request is not None:
         payload = InputState(request=request)
     else:
-        raise ValueError("give a request or a resume value")
+        payload = None
     try:
         async for mode, chunk in graph.astream(
             payload,
@@ -183,6 +198,49 @@ async def pending_decision_check(
     if not snapshot.interrupts:
         raise NothingToResumeError(thread_id, _status(snapshot))
     return parse_decision(raw, max_steps=context.max_steps)
+
+
+async def check_model(spec: str) -> None:
+    """Load a run's chat model now (it is cached), so a model that cannot be used fails the
+    request that names it instead of every step of its run.
+
+    Raises:
+        ConfigError: the model cannot be loaded.
+    """
+    try:
+        await asyncio.to_thread(get_chat_model, spec)
+    except ModelError as exc:
+        raise ConfigError(f"bad run option: model {spec!r} cannot be used: {exc}") from None
+
+
+async def continue_check(graph: AgentGraph, thread_id: str) -> None:
+    """Check that a thread has steps left to run and waits for no decision.
+
+    Whether a run holds the thread right now is the thread lock's business (`graphs.locks`).
+
+    Raises:
+        ThreadNotFoundError: unknown thread.
+        ThreadBusyError: the thread waits for a decision: resume it instead.
+        NothingToContinueError: the thread has nothing left to run.
+    """
+    snapshot = await get_snapshot(graph, thread_id)
+    if snapshot.interrupts:
+        raise ThreadBusyError(thread_id, "waits for approval: resume it instead of continuing")
+    if not snapshot.next:
+        raise NothingToContinueError(thread_id, _status(snapshot))
+
+
+def run_state(view: ThreadView, *, running: bool) -> tuple[ThreadStatus, bool]:
+    """Return a thread's status and whether it can be continued, knowing whether a run holds
+    it now (`graphs.locks`).
+
+    A thread that a run holds is running, whatever its latest checkpoint says (between a
+    task's end and its step's checkpoint it can read as finished). A thread with steps left
+    that no run holds and that awaits no decision was cut off: it can be continued.
+    """
+    if running:
+        return "running", False
+    return view["status"], bool(view["next"]) and view["pending_approval"] is None
 
 
 def _writes(metadata: Any) -> list[str]:

@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse
 from app.db import Saver, open_pool
 from app.settings import Settings, get_settings
 from graphs.agent import AgentGraph, compile_graph
+from graphs.inbox import setup_inbox
 from graphs.service import Agent, open_agent
 from server.deps import Services
 from server.errors import BodyLimit, install_error_handlers
-from server.inbox import setup_inbox
 from server.runner import RunManager
 from server.sse import KEEPALIVE_S
 
@@ -82,5 +82,5 @@ def create_app(
     app.include_router(routes_runs.router)
     app.include_router(routes_threads.router)
     app.include_router(routes_approvals.router)
-    add_agent_routes(app, cfg)
+    add_agent_routes(app)
     return app

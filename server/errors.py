@@ -1,11 +1,13 @@
 """One place that turns domain errors and bad requests into status codes and JSON bodies."""
 
+import json
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,6 +17,7 @@ from app.errors import (
     DatabaseError,
     InvalidDecisionError,
     ModelError,
+    NothingToContinueError,
     NothingToResumeError,
     PlanValidationError,
     ServerStoppingError,
@@ -25,10 +28,15 @@ from app.errors import (
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
+SSE_ERROR_ROUTES = "sse_error_routes"
+"""The `app.state` attribute naming the routes (LangServe's streams) whose errors are sent as
+an `error` event, as LangServe itself does: `{"status_code": …, "message": …}` on a 200 stream,
+which `RemoteRunnable` raises as `httpx.HTTPStatusError` with that status and message."""
 STATUS: tuple[tuple[type[AgentGraphError], int], ...] = (
     (ThreadNotFoundError, 404),
     (ThreadBusyError, 409),
     (NothingToResumeError, 409),
+    (NothingToContinueError, 409),
     (InvalidDecisionError, 422),
     (PlanValidationError, 422),
     (ConfigError, 422),
@@ -50,29 +58,40 @@ def _body(error: str, message: str, detail: object = None) -> dict[str, object]:
     return {"error": error, "message": message, "detail": detail}
 
 
-async def _domain(request: Request, exc: Exception) -> JSONResponse:
+def _respond(
+    request: Request,
+    body: dict[str, object],
+    status: int,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    route = request.scope.get("route")
+    if getattr(route, "path", None) in getattr(request.app.state, SSE_ERROR_ROUTES, ()):
+        event = json.dumps({"status_code": status, "message": body["message"]})
+        return Response(f"event: error\ndata: {event}\n\n", media_type="text/event-stream")
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _domain(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AgentGraphError)
-    return JSONResponse(_body(type(exc).__name__, str(exc)), status_code=status_of(exc))
+    return _respond(request, _body(type(exc).__name__, str(exc)), status_of(exc))
 
 
-async def _validation(request: Request, exc: Exception) -> JSONResponse:
+async def _validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = jsonable_encoder(exc.errors(), exclude={"input", "ctx", "url"})
     message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
-    return JSONResponse(_body("ValidationError", message, errors), status_code=422)
+    return _respond(request, _body("ValidationError", message, errors), 422)
 
 
-async def _http(request: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     name = "PayloadTooLarge" if exc.status_code == 413 else "HTTPError"
-    return JSONResponse(
-        _body(name, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
-    )
+    return _respond(request, _body(name, str(exc.detail)), exc.status_code, exc.headers)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unexpected error on %s %s", request.method, request.url.path)
-    return JSONResponse(_body(type(exc).__name__, "internal error; see the server log"), 500)
+    return _respond(request, _body(type(exc).__name__, "internal error; see the server log"), 500)
 
 
 def install_error_handlers(app: FastAPI) -> None:

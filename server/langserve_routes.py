@@ -5,6 +5,14 @@ declares `thread_id` and every per-run option as configurable fields; `per_req_c
 then gives a request without a thread id a fresh one. LangServe cannot send
 `Command(resume=...)`, so the input model takes either a question or `{"resume": {...}}`.
 Runs go through the same run manager as the native API: the same thread locks and inbox.
+
+Errors: once LangServe has begun a stream, anything the runnable raises becomes an opaque
+"500 Internal Server Error" event and a traceback in the log. So the config modifier, which
+LangServe runs before it answers, also starts the run of `invoke`, `stream` and
+`stream_events` requests: an unknown thread, a thread that waits for nothing or is running, a
+bad decision, option or model fail there, and `server.errors` answers them with their status
+code and message (on the streams as LangServe's `error` event), which `RemoteRunnable` raises
+as `httpx.HTTPStatusError`. A failure of the run itself is an `error` event of the run.
 """
 
 from collections.abc import AsyncIterator, Iterator
@@ -12,20 +20,26 @@ from dataclasses import fields
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.utils import ConfigurableFieldSpec
 from langserve import add_routes
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.errors import AgentGraphError
-from app.settings import Settings
 from graphs.runs import RunEvent, new_thread_id
 from nodes.context import Context
 from server.deps import Services
+from server.errors import SSE_ERROR_ROUTES
+from server.runner import RunHandle
 from server.schemas import MAX_QUESTION_CHARS, Decision
 
 OPTION_NAMES = tuple(f.name for f in fields(Context))
+RUN_KEY = "__agent_run"
+"""The `configurable` key under which the config modifier hands its started run over."""
+STARTED_EARLY = ("invoke", "stream", "stream_events")
+"""Endpoints whose run starts in the config modifier, before LangServe answers."""
 
 
 class AgentInput(BaseModel):
@@ -51,9 +65,8 @@ class AgentRunnable(Runnable[AgentInput, RunEvent]):
     """The agent as a runnable: streams the run's events; invoke returns the last one
     (`final`, or `interrupt` when the run waits for a person)."""
 
-    def __init__(self, app: FastAPI, settings: Settings) -> None:
+    def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self.settings = settings
 
     @property
     def InputType(self) -> type[AgentInput]:
@@ -124,22 +137,11 @@ class AgentRunnable(Runnable[AgentInput, RunEvent]):
         async for raw in inputs:
             item = raw if isinstance(raw, AgentInput) else AgentInput.model_validate(raw)
             configurable = dict(config.get("configurable") or {})
-            thread_id = str(configurable.get("thread_id") or new_thread_id())
-            overrides = {
-                k: configurable[k] for k in OPTION_NAMES if configurable.get(k) is not None
-            }
-            svc: Services = self.app.state.services
-            if item.question is not None:
-                context = Context.from_settings(self.settings, **overrides)
-                handle = await svc.runs.start(
-                    thread_id=thread_id, context=context, request=item.question
-                )
-            else:
-                assert item.resume is not None
-                context = await svc.runs.context_for(thread_id, overrides)
-                handle = await svc.runs.start(
-                    thread_id=thread_id, context=context, decision=item.resume.model_dump()
-                )
+            handle = configurable.get(RUN_KEY)
+            if not isinstance(handle, RunHandle):  # batch, or a call from in-process code
+                configurable.setdefault("thread_id", new_thread_id())
+                handle = await start_run(self.app.state.services, item, configurable)
+            thread_id = handle.thread_id
             yield {"event": "metadata", "thread_id": thread_id, "run_id": handle.run_id}
             while (event := await handle.queue.get()) is not None:
                 if event["event"] in ("final", "error"):
@@ -147,20 +149,49 @@ class AgentRunnable(Runnable[AgentInput, RunEvent]):
                 yield event
 
 
-def _config_modifier(config: dict[str, Any], request: Request) -> dict[str, Any]:
-    """Give every LangServe request a thread id, so the graph's checkpointer can store it."""
+async def start_run(svc: Services, item: AgentInput, configurable: dict[str, Any]) -> RunHandle:
+    """Start the run an input asks for, with the options found in `configurable`.
+
+    Raises:
+        AgentGraphError: the run cannot start (see `RunManager.start`).
+    """
+    thread_id = str(configurable.get("thread_id") or new_thread_id())
+    overrides = {k: configurable[k] for k in OPTION_NAMES if configurable.get(k) is not None}
+    if item.question is not None:
+        context = Context.from_settings(svc.settings, **overrides)
+        return await svc.runs.start(thread_id=thread_id, context=context, request=item.question)
+    assert item.resume is not None
+    context = await svc.runs.context_for(thread_id, overrides)
+    return await svc.runs.start(
+        thread_id=thread_id, context=context, decision=item.resume.model_dump()
+    )
+
+
+async def _config_modifier(config: dict[str, Any], request: Request) -> dict[str, Any]:
+    """Give every LangServe request a thread id, so the graph's checkpointer can store it,
+    and start the run of a single input here, where its errors can still become a status."""
     configurable = dict(config.get("configurable") or {})
+    configurable.pop(RUN_KEY, None)
     if not configurable.get("thread_id"):
         configurable["thread_id"] = new_thread_id()
+    if request.url.path.rstrip("/").rsplit("/", 1)[-1] in STARTED_EARLY:
+        body = await request.json()  # LangServe has read it already: this is its cached copy
+        try:
+            item = AgentInput.model_validate(body.get("input") if isinstance(body, dict) else None)
+        except ValidationError:
+            pass  # LangServe validates the input next, and answers 422
+        else:
+            configurable[RUN_KEY] = await start_run(request.app.state.services, item, configurable)
     return {**config, "configurable": configurable}
 
 
-def add_agent_routes(app: FastAPI, settings: Settings) -> None:
+def add_agent_routes(app: FastAPI) -> None:
     """Add invoke, batch, stream, stream_events, the schemas and the playground at /agent."""
+    path = "/agent"
     add_routes(
         app,
-        AgentRunnable(app, settings),
-        path="/agent",
+        AgentRunnable(app),
+        path=path,
         input_type=AgentInput,
         output_type=dict,
         per_req_config_modifier=_config_modifier,
@@ -174,4 +205,17 @@ def add_agent_routes(app: FastAPI, settings: Settings) -> None:
             "config_schema",
             "playground",
         ],
+    )
+    # A RemoteRunnable reads a stream's failure only from an `error` event (it raises on the
+    # status of a failed response without reading its body): see server.errors.
+    setattr(
+        app.state,
+        SSE_ERROR_ROUTES,
+        frozenset(
+            route.path
+            for route in app.routes
+            if isinstance(route, APIRoute)
+            and route.path.startswith(f"{path}/")
+            and route.path.endswith(("/stream", "/stream_events"))
+        ),
     )

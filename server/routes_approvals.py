@@ -1,12 +1,11 @@
 """The approvals inbox: every thread waiting for a person, and approve / reject."""
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query
 
+from graphs.inbox import list_pending
 from server.deps import result_of
-from server.inbox import list_pending
 from server.routes_runs import ERRORS, Svc, ThreadId
 from server.schemas import PendingApproval, RejectBody, RunResult
 
@@ -19,16 +18,18 @@ async def list_approvals(
     status: Annotated[Literal["pending"], Query()] = "pending",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[PendingApproval]:
-    """List the threads waiting for a decision, longest waiting first."""
-    rows = await list_pending(svc.agent.db.pool, limit=limit)
+    """List the threads waiting for a decision, longest waiting first.
+
+    Every waiting thread is listed, whichever process stopped it (this server, another
+    replica, the CLI): the list is read from the checkpoints.
+    """
+    rows = await list_pending(svc.graph, svc.agent.db.pool, limit=limit)
     return [
         PendingApproval(
             thread_id=r["thread_id"],
             payload=r["payload"],
-            waiting_since=r["waiting_since"].isoformat()
-            if isinstance(r["waiting_since"], datetime)
-            else str(r["waiting_since"]),
-            waiting_s=float(r["waiting_s"]),
+            waiting_since=r["waiting_since"].isoformat(),
+            waiting_s=r["waiting_s"],
         )
         for r in rows
     ]

@@ -61,3 +61,20 @@ async def resume_wait(thread_id: ThreadId, body: Decision, svc: Svc) -> RunResul
     """Answer a pending approval and wait for the run's end or its next interrupt."""
     handle = await svc.runs.start(thread_id=thread_id, decision=body.model_dump())
     return await result_of(svc, handle)
+
+
+@router.post(
+    "/threads/{thread_id}/continue.stream", response_class=StreamingResponse, responses=SSE_DOC
+)
+async def continue_stream(thread_id: ThreadId, svc: Svc) -> StreamingResponse:
+    """Continue a run that a server stop or a crash cut off, from its last checkpoint, and
+    stream. Steps that finished before the stop are not run again."""
+    handle = await svc.runs.start(thread_id=thread_id, proceed=True)
+    return event_stream(handle, keepalive_s=svc.keepalive_s)
+
+
+@router.post("/threads/{thread_id}/continue", responses=ERRORS)
+async def continue_wait(thread_id: ThreadId, svc: Svc) -> RunResult:
+    """Continue a run that was cut off and wait for its end or its next interrupt."""
+    handle = await svc.runs.start(thread_id=thread_id, proceed=True)
+    return await result_of(svc, handle)

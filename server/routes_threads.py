@@ -6,7 +6,15 @@ from fastapi import APIRouter, Query
 from langgraph.errors import InvalidUpdateError
 
 from app.errors import InvalidDecisionError, ThreadNotFoundError
-from graphs.runs import CheckpointInfo, fork, get_snapshot, history, thread_config, view_thread
+from graphs.runs import (
+    CheckpointInfo,
+    fork,
+    get_snapshot,
+    history,
+    run_state,
+    thread_config,
+    view_thread,
+)
 from server.routes_runs import ERRORS, Svc, ThreadId
 from server.schemas import ForkRequest, ThreadDocument
 
@@ -15,9 +23,11 @@ router = APIRouter(prefix="/api/v1/threads", tags=["threads"])
 
 @router.get("/{thread_id}", responses=ERRORS)
 async def get_thread(thread_id: ThreadId, svc: Svc) -> ThreadDocument:
-    """Where a thread stands: status, plan and its history, pending approval, answer, report."""
+    """Where a thread stands: status, plan and its history, pending approval, answer, report,
+    and whether it was cut off mid-run and can be continued."""
     view = await view_thread(svc.graph, thread_id)
-    return ThreadDocument.model_validate(dict(view))
+    status, can_continue = run_state(view, running=await svc.runs.is_running(thread_id))
+    return ThreadDocument.model_validate({**view, "status": status, "can_continue": can_continue})
 
 
 @router.get("/{thread_id}/history", responses=ERRORS)

@@ -1,12 +1,13 @@
 """Runs as background tasks: a run goes on when its client leaves, one run per thread.
 
-Each run holds a Postgres advisory lock on its thread for its whole life, on a connection of
-its own, so two replicas on one database never run one thread at once; a second start or
-resume gets `ThreadBusyError` (409). Events go into a queue that the streaming response reads;
-nobody has to read it for the run to finish.
+Each run holds its thread's Postgres advisory lock (`graphs.locks`) for its whole life, on a
+connection of its own, so two replicas on one database, or a replica and the CLI, never run
+one thread at once; a second start, resume or continue gets `ThreadBusyError` (409). Events
+go into a queue that the streaming response reads; nobody has to read it for the run to finish.
 """
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import uuid
@@ -21,23 +22,27 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from app.errors import DatabaseError, ServerStoppingError, ThreadBusyError, ThreadNotFoundError
 from app.settings import Settings
 from graphs.agent import AgentGraph
+from graphs.locks import BUSY, locked_threads, try_lock_thread, unlock_threads
 from graphs.runs import (
     RunEvent,
+    check_model,
+    continue_check,
     get_snapshot,
     pending_decision_check,
     stored_context,
     stream_events,
-    view_thread,
 )
 from graphs.service import Agent
 from nodes.context import Context
-from server.inbox import clear_pending, mark_pending
 
 logger = logging.getLogger(__name__)
 
 LOCK_WAIT_S = 10.0
 """How long a new run waits for a lock connection when every one is taken."""
-STOPPING_MESSAGE = "the server is stopping; the thread keeps every finished step, resume it later"
+STOPPING_MESSAGE = (
+    "the server is stopping; the thread keeps every finished step: continue it later "
+    "(POST /api/v1/threads/{id}/continue on any server)"
+)
 
 
 @dataclass
@@ -83,23 +88,25 @@ class RunManager:
                 f"{len(self.runs)} runs are in flight, the most this server takes: retry later"
             ) from None
         try:
-            cursor = await conn.execute(
-                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0)) AS got", (thread_id,)
-            )
-            row = await cursor.fetchone()
+            got = await try_lock_thread(conn, thread_id)
         except BaseException:
             await self.lock_pool.putconn(conn)
             raise
-        if not (row and row["got"]):
+        if not got:
             await self.lock_pool.putconn(conn)
-            raise ThreadBusyError(thread_id, "is running: wait for its run to end")
+            raise ThreadBusyError(thread_id, BUSY)
         return conn
 
     async def _unlock(self, conn: AsyncConnection[Any]) -> None:
         try:
-            await conn.execute("SELECT pg_advisory_unlock_all()")
+            await unlock_threads(conn)
         finally:
             await self.lock_pool.putconn(conn)
+
+    async def is_running(self, thread_id: str) -> bool:
+        """Whether a run, of any process on this database, holds the thread now."""
+        async with self.agent.db.pool.connection() as conn:
+            return thread_id in await locked_threads(conn, [thread_id])
 
     async def context_for(self, thread_id: str, overrides: dict[str, Any]) -> Context:
         """Return the thread's stored options with `overrides` applied."""
@@ -114,16 +121,26 @@ class RunManager:
         context: Context | None = None,
         request: str | None = None,
         decision: object = None,
+        proceed: bool = False,
     ) -> RunHandle:
         """Lock the thread, check it can take this run, and start the run in the background.
 
+        Exactly one of `request` (a new run), `decision` (the answer to the pending approval)
+        and `proceed` (continue a run that a stop or a crash cut off) is given.
+
         Raises:
             ThreadBusyError: another run holds the thread, or it waits for a decision.
-            ThreadNotFoundError: a resume of an unknown thread.
+            ThreadNotFoundError: a resume or continue of an unknown thread.
             NothingToResumeError: a resume of a thread that waits for nothing.
+            NothingToContinueError: a continue of a thread with nothing left to run.
             InvalidDecisionError: a bad decision.
+            ConfigError: a new run's model cannot be loaded.
             ServerStoppingError: the server is shutting down.
         """
+        if sum((request is not None, decision is not None, proceed)) != 1:
+            raise ValueError("give exactly one of a request, a decision and proceed=True")
+        if request is not None:
+            await check_model((context or Context.from_settings(self.settings)).model)
         graph = self.agent.graph
         conn = await self._lock(thread_id)
         try:
@@ -138,20 +155,25 @@ class RunManager:
                         thread_id, "waits for approval: resume it instead of starting a run"
                     )
                 run_context = context or Context.from_settings(self.settings)
+            elif proceed:
+                run_context = context or await self.context_for(thread_id, {})
+                await continue_check(graph, thread_id)
             else:
                 run_context = context or await self.context_for(thread_id, {})
                 resume = await pending_decision_check(
                     graph, thread_id, decision, context=run_context
                 )
-                await clear_pending(self.agent.db.pool, thread_id)
         except BaseException:
             await self._unlock(conn)
             raise
         handle = RunHandle(thread_id=thread_id, run_id=uuid.uuid4().hex)
         self.runs[handle.run_id] = handle
+        # A fresh context: the run outlives the request that started it, and must not report
+        # to the request's callbacks (LangServe's stream_events would try to serialise them).
         handle.task = asyncio.create_task(
-            self._run(handle, conn, run_context, request=request, resume=resume),
+            self._run(handle, conn, run_context, request=request, resume=resume, proceed=proceed),
             name=f"run-{handle.run_id}",
+            context=contextvars.Context(),
         )
         return handle
 
@@ -163,6 +185,7 @@ class RunManager:
         *,
         request: str | None,
         resume: Any,
+        proceed: bool,
     ) -> None:
         try:
             graph = self.run_graphs[next(self._turn) % len(self.run_graphs)]
@@ -172,15 +195,13 @@ class RunManager:
                 context=context,
                 request=request,
                 resume=resume,
+                proceed=proceed,
             ):
                 if event["event"] == "interrupt":
                     event = {**event, "resume_url": f"/api/v1/threads/{handle.thread_id}/resume"}
                 if event["event"] == "error":
                     handle.error = str(event.get("message"))
                 handle.queue.put_nowait(event)
-            view = await view_thread(self.agent.graph, handle.thread_id, context=context)
-            if view["status"] == "interrupted" and view["pending_approval"] is not None:
-                await mark_pending(self.agent.db.pool, handle.thread_id, view["pending_approval"])
         except asyncio.CancelledError:
             handle.error = STOPPING_MESSAGE
             raise

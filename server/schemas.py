@@ -113,6 +113,11 @@ class ThreadDocument(BaseModel):
     report: dict[str, Any] | None
     checkpoint_id: str | None
     next: list[str]
+    can_continue: bool = Field(
+        description="The run was cut off (a server stop, a crash): steps are left, nothing "
+        "awaits a decision and no run holds the thread. POST .../continue runs the rest; "
+        "until then the status reads 'running'."
+    )
 
 
 class PendingApproval(BaseModel):

@@ -4,9 +4,11 @@ Never a stand-in for the database or the checkpointer: those are always real.
 """
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,12 +30,16 @@ class ScriptedChatModel(BaseChatModel):
 
     `reply` may contain `{n}`, replaced by the 1-based call number. The first `fail_first`
     calls raise (a negative value: every call raises). `delay_s` is slept asynchronously at
-    the start of every call. `structured` is what `with_structured_output` returns as parsed;
-    those calls are counted apart, in `structured_calls`, and never fail.
+    the start of every call. With `gate_file`, streamed calls from number `gate_from_call` on
+    wait until that file exists: a test (or another process) decides when they go on.
+    `structured` is what `with_structured_output` returns as parsed; those calls are counted
+    apart, in `structured_calls`, and never fail.
     """
 
     reply: str = "A fake answer from the scripted model."
     delay_s: float = 0.0
+    gate_file: str | None = None
+    gate_from_call: int = 1
     fail_first: int = 0
     structured: Any = None
     input_tokens: int = 11
@@ -82,6 +88,8 @@ class ScriptedChatModel(BaseChatModel):
         call = self._next_call()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.gate_file and call >= self.gate_from_call:
+            await _wait_for_file(self.gate_file)
         self._check_failure(call)
         tokens = re.findall(r"\S+\s*", self.reply.replace("{n}", str(call)))
         for index, token in enumerate(tokens):
@@ -104,11 +112,35 @@ class ScriptedChatModel(BaseChatModel):
         return RunnableLambda(answer)
 
 
+async def _wait_for_file(path: str) -> None:
+    # Polled, not an asyncio.Event: the gate may be opened from another process.
+    while not await asyncio.to_thread(Path(path).exists):  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
 _MODELS: dict[str, ScriptedChatModel] = {}
 
 
 def _factory(spec: str, settings: Settings) -> BaseChatModel:
     return _MODELS[spec]
+
+
+def scripted_spec(**options: Any) -> str:
+    """Return a model spec, `scripted:{json options}`, that any process with `register_fakes`
+    turns into the same `ScriptedChatModel` (one instance per process, as models are cached)."""
+    return "scripted:" + json.dumps({"id": uuid.uuid4().hex, **options}, sort_keys=True)
+
+
+def _from_spec(spec: str, settings: Settings) -> BaseChatModel:
+    options = json.loads(spec.split(":", 1)[1])
+    options.pop("id")
+    return ScriptedChatModel(**options)
+
+
+def register_fakes() -> None:
+    """Make `fake:…` (models made by `make_model`) and `scripted:…` specs resolve here."""
+    register_chat_model("fake", _factory)
+    register_chat_model("scripted", _from_spec)
 
 
 MakeModel = Callable[..., tuple[str, ScriptedChatModel]]
@@ -117,7 +149,7 @@ MakeModel = Callable[..., tuple[str, ScriptedChatModel]]
 @pytest.fixture
 def make_model() -> Iterator[MakeModel]:
     """Return a maker of scripted models; each gets its own spec such as `fake:1a2b...`."""
-    register_chat_model("fake", _factory)
+    register_fakes()
     made: list[str] = []
 
     def make(**options: Any) -> tuple[str, ScriptedChatModel]:

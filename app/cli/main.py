@@ -125,10 +125,18 @@ async def _drive(
     overrides: dict[str, Any],
     request: str | None,
     decision: dict[str, Any] | None,
+    proceed: bool = False,
     as_json: bool,
     interactive: bool,
 ) -> int:
-    from graphs.runs import pending_decision_check, stored_context, stream_events, view_thread
+    from graphs.locks import holding_thread
+    from graphs.runs import (
+        continue_check,
+        pending_decision_check,
+        stored_context,
+        stream_events,
+        view_thread,
+    )
     from graphs.service import open_agent
     from nodes.context import Context
 
@@ -142,26 +150,38 @@ async def _drive(
             context = Context.from_settings(settings, **{**base.__dict__, **overrides})
         else:
             context = Context.from_settings(settings, **overrides)
-        resume = None
-        if decision is not None:
-            resume = await pending_decision_check(graph, thread_id, decision, context=context)
         progress = Progress()
         failure: str | None = None
         while True:
-            async for event in stream_events(
-                graph, thread_id=thread_id, context=context, request=request, resume=resume
-            ):
-                if event["event"] == "error":
-                    failure = event["message"]
-                if not as_json:
-                    progress.show(event)
+            # The thread's lock, as the server takes it, while the graph runs (not while a
+            # person decides): no other process runs the thread meanwhile, and a server can
+            # tell that it is running rather than cut off.
+            async with holding_thread(agent.db.url, thread_id):
+                resume = None
+                if decision is not None:
+                    resume = await pending_decision_check(
+                        graph, thread_id, decision, context=context
+                    )
+                elif proceed:
+                    await continue_check(graph, thread_id)
+                async for event in stream_events(
+                    graph,
+                    thread_id=thread_id,
+                    context=context,
+                    request=request,
+                    resume=resume,
+                    proceed=proceed,
+                ):
+                    if event["event"] == "error":
+                        failure = event["message"]
+                    if not as_json:
+                        progress.show(event)
             progress.close()
             view = await view_thread(graph, thread_id, context=context)
             if view["status"] != "interrupted" or not interactive or failure:
                 break
-            raw = _ask_person(view["pending_approval"] or {})
-            resume = await pending_decision_check(graph, thread_id, raw, context=context)
-            request = None
+            decision = _ask_person(view["pending_approval"] or {})
+            request, proceed = None, False
     if failure and view["status"] not in ("done", "rejected"):
         view["status"] = "failed"
     document = _document(dict(view))
@@ -284,24 +304,32 @@ def resume(
     edit: Annotated[
         Path | None, typer.Option("--edit", metavar="PLAN.json", help="Run an edited plan.")
     ] = None,
+    proceed: Annotated[
+        bool,
+        typer.Option("--continue", help="Run the rest of a run that a stop or a crash cut off."),
+    ] = False,
     as_json: Json = False,
     no_input: Annotated[bool, typer.Option("--no-input", help="Never prompt.")] = False,
 ) -> None:
-    """Answer a pending approval and continue the run."""
+    """Answer a pending approval and continue the run, or continue a run that was cut off."""
     chosen = [
         flag
         for flag, on in (
             ("--approve", approve),
             ("--reject", reject is not None),
             ("--edit", edit is not None),
+            ("--continue", proceed),
         )
         if on
     ]
     if len(chosen) != 1:
-        raise typer.BadParameter("give exactly one of --approve, --reject REASON, --edit PLAN.json")
+        raise typer.BadParameter(
+            "give exactly one of --approve, --reject REASON, --edit PLAN.json, --continue"
+        )
+    decision: dict[str, Any] | None = None
     if edit is not None:
         try:
-            decision: dict[str, Any] = {
+            decision = {
                 "decision": "edit",
                 "plan": _read_plan(edit),
                 "reason": f"edited plan from {edit}",
@@ -311,7 +339,7 @@ def resume(
             raise typer.Exit(1) from None
     elif reject is not None:
         decision = {"decision": "reject", "reason": reject}
-    else:
+    elif approve:
         decision = {"decision": "approve"}
     interactive = not no_input and not as_json and sys.stdin.isatty()
     _run(
@@ -321,6 +349,7 @@ def resume(
             overrides={},
             request=None,
             decision=decision,
+            proceed=proceed,
             as_json=as_json,
             interactive=interactive,
         )
@@ -332,11 +361,16 @@ def threads_show(thread_id: str, as_json: Json = False) -> None:
     """Show a thread: status, plan history, pending approval, answer, report."""
 
     async def show(settings: Settings) -> int:
-        from graphs.runs import view_thread
+        from graphs.locks import locked_threads
+        from graphs.runs import run_state, view_thread
         from graphs.service import open_agent
 
         async with open_agent(settings) as agent:
-            view: dict[str, Any] = dict(await view_thread(agent.graph, thread_id))
+            found = await view_thread(agent.graph, thread_id)
+            async with agent.db.pool.connection() as conn:
+                running = thread_id in await locked_threads(conn, [thread_id])
+        status, can_continue = run_state(found, running=running)
+        view: dict[str, Any] = {**found, "status": status, "can_continue": can_continue}
         if as_json:
             print_json(view)
             return 0
@@ -351,6 +385,12 @@ def threads_show(thread_id: str, as_json: Json = False) -> None:
         if view["pending_approval"]:
             out.print(f"pending approval: {escape(view['pending_approval']['reason'])}")
             out.print(f"resume with: {resume_command(thread_id)}", markup=False)
+        if view["can_continue"]:
+            out.print("the run was cut off with steps left (a stop or a crash)")
+            out.print(
+                f"continue with: agentgraph resume {shlex.quote(thread_id)} --continue",
+                markup=False,
+            )
         if view["answer"]:
             out.print("[bold]Answer[/bold]")
             out.print(view["answer"], markup=False)

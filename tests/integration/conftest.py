@@ -91,7 +91,8 @@ def thread_id() -> str:
 class Cli:
     """Runs `agentgraph` as its own process, as a user would."""
 
-    def __init__(self, data_dir: Path, database_url: str) -> None:
+    def __init__(self, data_dir: Path, database_url: str, *, module: str = "app.cli") -> None:
+        self.module = module
         self.env = {
             **os.environ,
             "AGENTGRAPH_DATA_DIR": str(data_dir),
@@ -103,7 +104,7 @@ class Cli:
         self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
+            [sys.executable, "-m", self.module, *args],
             cwd=REPO,
             env={**self.env, **(env or {})},
             capture_output=True,
@@ -123,6 +124,12 @@ class Cli:
 @pytest.fixture(scope="session")
 def cli(data_dir: Path, embedded_url: str) -> Cli:
     return Cli(data_dir, embedded_url)
+
+
+@pytest.fixture(scope="session")
+def scripted_cli(data_dir: Path, embedded_url: str) -> Cli:
+    """`agentgraph` with the `scripted:` test models (tests.fakes.scripted_spec) registered."""
+    return Cli(data_dir, embedded_url, module="tests.integration.scripted_agentgraph")
 
 
 def _free_port() -> int:
@@ -200,5 +207,28 @@ def api(settings: Settings, embedded_url: str) -> Iterator["RunningServer"]:
         yield server
 
 
+# Kept alive to the end of the session; see `remote_agent`.
+_REMOTES: list["RemoteRunnable[Any, Any]"] = []
+
+
+@pytest.fixture
+async def remote_agent(api: "RunningServer") -> AsyncIterator["RemoteRunnable[Any, Any]"]:
+    """A `langserve.RemoteRunnable` of the served agent, its connections closed after the test.
+
+    It is never garbage: LangServe's client closes itself in a finalizer that starts a thread
+    pool and waits for it, and run by the garbage collector in the in-process server's thread
+    while that thread is starting a thread of its own (`asyncio.to_thread`), it deadlocks the
+    server. Kept alive, its finalizer runs at exit, in the main thread.
+    """
+    from langserve import RemoteRunnable
+
+    remote: RemoteRunnable[Any, Any] = RemoteRunnable(f"{api.base_url}/agent/")
+    _REMOTES.append(remote)
+    yield remote
+    await remote.async_client.aclose()
+
+
 if TYPE_CHECKING:
+    from langserve import RemoteRunnable
+
     from tests.integration.server_harness import RunningServer

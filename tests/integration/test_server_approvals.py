@@ -2,6 +2,7 @@
 that stops while runs wait or stream, then a new server on the same database."""
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -70,28 +71,40 @@ async def test_inbox_lists_waiting_runs_and_approves_or_rejects_them(
 
 
 async def test_two_simultaneous_resumes_exactly_one_wins(
-    api: RunningServer, make_model: MakeModel
+    api: RunningServer, make_model: MakeModel, tmp_path: Path
 ) -> None:
-    # A slow model keeps the winner's run going while the loser asks.
-    spec, _ = make_model(reply="Race answer.", delay_s=0.3)
+    # The winner's run waits in its first model call until the gate opens, holding the
+    # thread's lock all along: the other resume always meets the lock, never a finished run.
+    gate = tmp_path / "gate"
+    spec, model = make_model(reply="Race answer.", gate_file=str(gate))
     async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as client:
         thread_id = await _interrupted(client, spec)
+        assert model.calls == 0  # nothing called the model before the approval gate
         path = f"/api/v1/threads/{thread_id}/resume"
-        first, second = await asyncio.gather(
-            client.post(path, json={"decision": "approve"}),
-            client.post(path, json={"decision": "reject", "reason": "race"}),
+        first = asyncio.create_task(client.post(path, json={"decision": "approve"}))
+        second = asyncio.create_task(client.post(path, json={"decision": "approve"}))
+        done, _ = await asyncio.wait(
+            {first, second}, timeout=30, return_when=asyncio.FIRST_COMPLETED
         )
-        codes = sorted([first.status_code, second.status_code])
-        assert codes == [200, 409], (first.text, second.text)
-        winner = first if first.status_code == 200 else second
-        loser = second if winner is first else first
-        assert loser.json()["error"] in ("ThreadBusyError", "NothingToResumeError")
+        assert len(done) == 1, "both resumes ended while the gate was closed"
+        loser = done.pop()
+        winner = second if loser is first else first
+        refused = loser.result()
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"] == "ThreadBusyError"
+        assert "is running" in refused.json()["message"]
+        assert not winner.done()
+
+        gate.touch()
+        won = await winner
+        assert won.status_code == 200, won.text
+        assert won.json()["status"] == "done"
+        assert "Race answer." in won.json()["answer"]
 
         thread = (await client.get(f"/api/v1/threads/{thread_id}")).json()
-        assert thread["status"] == winner.json()["status"]
-        assert thread["status"] in ("done", "rejected")
+        assert thread["status"] == "done"
         approvals = thread["report"]["approvals"]
-        assert len(approvals) == 1, approvals
+        assert [a["decision"] for a in approvals] == ["approve"]
 
 
 async def test_a_client_that_disconnects_does_not_stop_the_run(

@@ -19,10 +19,10 @@ def _config(thread_id: str, **options: Any) -> RunnableConfig:
 
 
 async def test_stream_shows_the_interrupt_and_a_resume_finishes(
-    api: RunningServer, make_model: MakeModel
+    api: RunningServer, remote_agent: RemoteRunnable[Any, Any], make_model: MakeModel
 ) -> None:
     spec, _ = make_model(reply="Remote answer.")
-    agent = RemoteRunnable(f"{api.base_url}/agent/")
+    agent = remote_agent
     thread_id = f"remote-{uuid.uuid4().hex}"
     config = _config(thread_id, model=spec, approval="always")
 
@@ -45,10 +45,10 @@ async def test_stream_shows_the_interrupt_and_a_resume_finishes(
 
 
 async def test_invoke_and_astream_events_with_a_thread_id(
-    api: RunningServer, make_model: MakeModel
+    api: RunningServer, remote_agent: RemoteRunnable[Any, Any], make_model: MakeModel
 ) -> None:
     spec, _ = make_model(reply="Invoked answer.")
-    agent = RemoteRunnable(f"{api.base_url}/agent/")
+    agent = remote_agent
     thread_id = f"remote-{uuid.uuid4().hex}"
     result = await agent.ainvoke(
         {"question": "What is A?"}, config=_config(thread_id, model=spec, approval="never")
@@ -80,9 +80,11 @@ async def test_invoke_and_astream_events_with_a_thread_id(
     assert "remote no" in resumed["answer"]
 
 
-async def test_batch_schemas_and_bad_input(api: RunningServer, make_model: MakeModel) -> None:
+async def test_batch_schemas_and_bad_input(
+    api: RunningServer, remote_agent: RemoteRunnable[Any, Any], make_model: MakeModel
+) -> None:
     spec, _ = make_model(reply="Batch answer.")
-    agent = RemoteRunnable(f"{api.base_url}/agent/")
+    agent = remote_agent
     results = await agent.abatch(
         [{"question": "What is A?"}, {"question": "What is B?"}],
         config=_config("", model=spec, approval="never"),

@@ -1,0 +1,80 @@
+"""One run per thread across processes: a Postgres advisory lock keyed by the thread id.
+
+Every surface that runs a thread (the server's runs, the CLI's `ask` and `resume`) holds the
+thread's session-level advisory lock on a connection of its own for as long as the graph runs,
+so two processes never run one thread at once, and anyone can tell whether a thread that has
+steps left is being run right now or was cut off (a stop, a crash) and can be continued.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from app.db import redact
+from app.errors import DatabaseError, ThreadBusyError
+
+BUSY = "is running: wait for its run to end"
+"""Why a thread that another run holds cannot be run."""
+
+
+async def try_lock_thread(conn: AsyncConnection[Any], thread_id: str) -> bool:
+    """Take the thread's lock on `conn` (a dict-row connection) if nobody holds it.
+
+    Returns:
+        Whether the lock was taken.
+    """
+    cursor = await conn.execute(
+        "SELECT pg_try_advisory_lock(hashtextextended(%s, 0)) AS got", (thread_id,)
+    )
+    row = await cursor.fetchone()
+    return bool(row and row["got"])
+
+
+async def unlock_threads(conn: AsyncConnection[Any]) -> None:
+    """Release every thread lock `conn` holds."""
+    await conn.execute("SELECT pg_advisory_unlock_all()")
+
+
+async def locked_threads(conn: AsyncConnection[Any], thread_ids: list[str]) -> set[str]:
+    """Return which of `thread_ids` some session on this database holds the lock of."""
+    if not thread_ids:
+        return set()
+    # pg_locks shows a bigint advisory key as its high half in classid, its low half in
+    # objid, with objsubid 1.
+    cursor = await conn.execute(
+        """
+        SELECT t.id AS thread_id FROM unnest(%s::text[]) AS t(id)
+        CROSS JOIN LATERAL (SELECT hashtextextended(t.id, 0) AS k) AS key
+        WHERE EXISTS (
+            SELECT 1 FROM pg_locks l
+            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.classid = ((key.k >> 32) & 4294967295)::oid
+              AND l.objid = (key.k & 4294967295)::oid
+        )
+        """,
+        (thread_ids,),
+    )
+    return {str(row["thread_id"]) for row in await cursor.fetchall()}
+
+
+@asynccontextmanager
+async def holding_thread(url: str, thread_id: str) -> AsyncIterator[None]:
+    """Hold the thread's lock, on a connection of its own, for the length of the block.
+
+    Raises:
+        ThreadBusyError: another run (in any process) holds the thread.
+        DatabaseError: the database cannot be reached.
+    """
+    try:
+        conn = await AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"cannot reach Postgres at {redact(url)}: {exc}") from exc
+    async with conn:  # closing the session releases its lock
+        if not await try_lock_thread(conn, thread_id):
+            raise ThreadBusyError(thread_id, BUSY)
+        yield
