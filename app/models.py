@@ -57,6 +57,11 @@ def _build(spec: str, settings: Settings) -> BaseChatModel:
         ) from exc
 
 
+def is_loaded(spec: str, *, settings: Settings | None = None) -> bool:
+    """Whether the chat model for `spec` is loaded already (asking never loads it)."""
+    return (spec, (settings or get_settings()).model_base_url) in _cache
+
+
 def get_chat_model(spec: str, *, settings: Settings | None = None) -> BaseChatModel:
     """Return the chat model for `spec`, loading it once per process.
 

@@ -19,7 +19,7 @@ from app.errors import (
     ThreadBusyError,
     ThreadNotFoundError,
 )
-from app.models import get_chat_model
+from app.models import get_chat_model, is_loaded
 from graphs.agent import AgentGraph
 from nodes.approval import parse_decision
 from nodes.context import Context
@@ -207,6 +207,8 @@ async def check_model(spec: str) -> None:
     Raises:
         ConfigError: the model cannot be loaded.
     """
+    if is_loaded(spec):
+        return
     try:
         await asyncio.to_thread(get_chat_model, spec)
     except ModelError as exc:

@@ -422,10 +422,13 @@ async def list_collections(
 ) -> list[dict[str, Any]]:
     """Return the collections in the store with their model and dimension (none: empty)."""
     async with _connection(url, pool) as conn:
-        try:
-            cursor = await conn.execute(
-                "SELECT name, embedding_model, dim FROM rag_collections ORDER BY name"
-            )
-        except psycopg.errors.UndefinedTable:
-            return []  # nothing was ever ingested into this database
+        # Asked first rather than caught: a failed query would be an error in the server log
+        # for every run on a database nothing was ingested into.
+        cursor = await conn.execute("SELECT to_regclass('rag_collections') IS NOT NULL AS ok")
+        row = await cursor.fetchone()
+        if not (row and row["ok"]):
+            return []
+        cursor = await conn.execute(
+            "SELECT name, embedding_model, dim FROM rag_collections ORDER BY name"
+        )
         return list(await cursor.fetchall())

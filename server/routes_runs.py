@@ -31,7 +31,10 @@ SSE_DOC: dict[int | str, dict[str, object]] = {
 async def _start(svc: Services, body: RunRequest) -> RunHandle:
     context = Context.from_settings(svc.settings, **body.overrides())
     return await svc.runs.start(
-        thread_id=body.thread_id or new_thread_id(), context=context, request=body.question
+        thread_id=body.thread_id or new_thread_id(),
+        context=context,
+        request=body.question,
+        new_thread=body.thread_id is None,
     )
 
 

@@ -122,11 +122,13 @@ class RunManager:
         request: str | None = None,
         decision: object = None,
         proceed: bool = False,
+        new_thread: bool = False,
     ) -> RunHandle:
         """Lock the thread, check it can take this run, and start the run in the background.
 
         Exactly one of `request` (a new run), `decision` (the answer to the pending approval)
-        and `proceed` (continue a run that a stop or a crash cut off) is given.
+        and `proceed` (continue a run that a stop or a crash cut off) is given. `new_thread`
+        says that the caller just made the thread id up: it has no checkpoint to look at.
 
         Raises:
             ThreadBusyError: another run holds the thread, or it waits for a decision.
@@ -147,7 +149,7 @@ class RunManager:
             resume = None
             if request is not None:
                 try:
-                    snapshot = await get_snapshot(graph, thread_id)
+                    snapshot = None if new_thread else await get_snapshot(graph, thread_id)
                 except ThreadNotFoundError:
                     snapshot = None
                 if snapshot is not None and snapshot.interrupts:
