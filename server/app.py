@@ -1,5 +1,6 @@
 """The FastAPI app factory: the lifespan opens the database, the saver and the graph once."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -8,6 +9,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from app.db import Saver, open_pool
+from app.embeddings import get_embedder
+from app.errors import AgentGraphError
 from app.settings import Settings, get_settings
 from graphs.agent import AgentGraph, compile_graph
 from graphs.inbox import setup_inbox
@@ -39,6 +42,16 @@ def _run_graphs(agent: Agent, settings: Settings) -> list[AgentGraph]:
     return graphs
 
 
+async def _warm_documents(agent: Agent, settings: Settings) -> None:
+    """Load the embedding model in the background when the database holds collections: the
+    planner embeds every run's steps to match them, and the first run would wait for it."""
+    try:
+        if await agent.library.collections(settings):
+            await asyncio.to_thread(get_embedder, settings.embeddings, settings=settings)
+    except AgentGraphError as exc:
+        logger.warning("embedding model not loaded ahead: %s", exc)
+
+
 def create_app(
     settings: Settings | None = None, *, url: str | None = None, keepalive_s: float = KEEPALIVE_S
 ) -> FastAPI:
@@ -58,6 +71,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_agent(cfg, url=url) as agent:
             await setup_inbox(agent.db.pool)
+            warming = asyncio.create_task(_warm_documents(agent, cfg))
             lock_pool = await open_pool(agent.db.url, max_size=LOCK_POOL_SIZE)
             runs = RunManager(agent, cfg, lock_pool, run_graphs=_run_graphs(agent, cfg))
             app.state.services = Services(
@@ -66,6 +80,7 @@ def create_app(
             try:
                 yield
             finally:
+                warming.cancel()
                 await runs.stop()
                 await lock_pool.close()
 
