@@ -52,14 +52,15 @@ def first_step(question: str) -> str:
 async def similarities(
     settings: Settings, collection: str, url: str | None, texts: list[str]
 ) -> list[float]:
-    """Return each text's cosine similarity to its closest chunk in `collection`."""
+    """Return each text's cosine similarity to its closest chunk in `collection`, 0 for a
+    text that shares no word with the collection (the planner does not compare those)."""
     from retrievers.service import open_collection
 
     async with open_collection(settings, collection, url=url) as (store, embedder):
         vectors = await asyncio.to_thread(lambda: [embedder.embed_query(t) for t in texts])
         best = []
-        for vector in vectors:
-            hits = await store.dense(vector, limit=1)
+        for text, vector in zip(texts, vectors, strict=True):
+            hits = await store.dense(vector, limit=1) if await store.mentions(text) else []
             best.append(hits[0].score if hits else 0.0)
     return best
 

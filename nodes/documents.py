@@ -3,7 +3,8 @@
 A run that names a collection answers every step from it. Otherwise, when the graph has a
 library, each reasoning step whose instruction is close enough to a chunk of an ingested
 collection (cosine similarity of the step and its closest chunk at least the settings'
-`match_threshold`) becomes a rag step; the rag worker searches the closest collection.
+`match_threshold`; only collections sharing a word with the step are compared) becomes a rag
+step; the rag worker searches the closest collection.
 """
 
 import logging

@@ -117,12 +117,17 @@ class Library:
 
         Collections of another model cannot be searched with this one's query vectors.
         """
-        url = self.url
-        if url is None:
-            url = await asyncio.to_thread(resolve_database_url, settings)
+        return [name for name, _ in await self._usable(settings)]
+
+    async def _usable(self, settings: Settings) -> list[tuple[str, int]]:
         wanted = embedder_name(settings.embeddings)
-        rows = await list_collections(url, pool=self.pool)
-        return [r["name"] for r in rows if r["embedding_model"] == wanted]
+        rows = await list_collections(await self._url(settings), pool=self.pool)
+        return [(r["name"], int(r["dim"])) for r in rows if r["embedding_model"] == wanted]
+
+    async def _url(self, settings: Settings) -> str:
+        if self.url is not None:
+            return self.url
+        return await asyncio.to_thread(resolve_database_url, settings)
 
     async def match(
         self, settings: Settings, queries: Sequence[str], *, threshold: float
@@ -130,19 +135,46 @@ class Library:
         """For each query, the collection holding the chunk most similar to it, if that
         chunk's cosine similarity reaches `threshold`; None where no collection does.
 
-        The embedding model is loaded only when a usable collection exists.
+        A collection that shares no word with a query is not compared with it: the embedding
+        model (seconds to load in a new process) is loaded only when some usable collection
+        shares a word with some query.
         """
-        names = await self.collections(settings) if queries else []
-        if not names:
-            return [None] * len(queries)
-        embedder = await asyncio.to_thread(get_embedder, settings.embeddings, settings=settings)
-        vectors = await asyncio.to_thread(lambda: [embedder.embed_query(q) for q in queries])
+        usable = dict(await self._usable(settings)) if queries else {}
+        candidates: dict[str, list[int]] = {}
+        for name, dim in usable.items():
+            async with self._store(settings, name, dim) as store:
+                found = [i for i, q in enumerate(queries) if await store.mentions(q)]
+            if found:
+                candidates[name] = found
         best: list[Match | None] = [None] * len(queries)
-        for name in names:
-            async with self.open(settings, name) as (store, _):
-                for i, vector in enumerate(vectors):
-                    hits = await store.dense(vector, limit=1)
+        if not candidates:
+            return best
+        embedder = await asyncio.to_thread(get_embedder, settings.embeddings, settings=settings)
+        wanted = sorted({i for found in candidates.values() for i in found})
+        vectors = dict(
+            zip(
+                wanted,
+                await asyncio.to_thread(lambda: [embedder.embed_query(queries[i]) for i in wanted]),
+                strict=True,
+            )
+        )
+        for name, found in candidates.items():
+            async with self._store(settings, name, usable[name]) as store:
+                for i in found:
+                    hits = await store.dense(vectors[i], limit=1)
                     current = best[i]
                     if hits and (current is None or hits[0].score > current.similarity):
                         best[i] = Match(name, hits[0].score, hits[0].chunk_id)
         return [m if m is not None and m.similarity >= threshold else None for m in best]
+
+    @asynccontextmanager
+    async def _store(self, settings: Settings, collection: str, dim: int) -> AsyncIterator[Store]:
+        """Open a usable collection (see `_usable`) without loading the embedding model."""
+        async with open_store(
+            await self._url(settings),
+            collection,
+            embedding_model=embedder_name(settings.embeddings),
+            dim=dim,
+            pool=self.pool,
+        ) as store:
+            yield store

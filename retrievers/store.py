@@ -274,6 +274,19 @@ class Store:
         hits = [_hit(r) for r in rows]
         return sorted(hits, key=lambda h: -h.score)
 
+    async def mentions(self, text: str) -> bool:
+        """Whether any chunk shares a word (an English stem, stop words aside) with `text`."""
+        cursor = await self.conn.execute(
+            sql.SQL(
+                "SELECT EXISTS (SELECT 1 FROM {t} WHERE tsv @@ (SELECT"
+                " string_agg(quote_literal(word), ' | ')::tsquery"
+                " FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS word)) AS hit"
+            ).format(t=self.table),
+            (text,),
+        )
+        row = await cursor.fetchone()
+        return bool(row and row["hit"])
+
     async def fulltext(self, text: str, *, limit: int, source: str | None = None) -> list[Hit]:
         """Return chunks matching any query term, scored by the summed IDF of matched terms.
 
