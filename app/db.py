@@ -88,12 +88,25 @@ def redact(url: str) -> str:
     return psycopg.conninfo.make_conninfo("", **info)
 
 
-class Saver(AsyncPostgresSaver):
-    """`AsyncPostgresSaver` that serialises a task's writes in the event loop.
+_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+"""One row of the library's INSERT into checkpoint_writes."""
 
-    The library hands the serialisation of every write to a worker thread. A node's writes
-    are small (a few kilobytes of msgpack), so the thread hop costs more than the work, and
-    a run makes one such call per node.
+
+def _rows(query: str, count: int) -> str:
+    """The library's one-row INSERT of a write, with `count` rows of values."""
+    one = f"VALUES {_ROW}"
+    if one not in query:
+        raise RuntimeError("langgraph-checkpoint-postgres changed its checkpoint_writes INSERT")
+    return query.replace(one, "VALUES " + ", ".join([_ROW] * count), 1)
+
+
+class Saver(AsyncPostgresSaver):
+    """`AsyncPostgresSaver` that stores a task's writes with one statement.
+
+    The library serialises every task's writes in a worker thread and sends them with a
+    pipelined `executemany`. A node's writes are small (a few kilobytes of msgpack): the
+    thread hop and the pipeline cost more than the work. This saver serialises in the event
+    loop and sends one multi-row INSERT, with the library's own SQL and conflict handling.
     """
 
     async def aput_writes(
@@ -103,12 +116,9 @@ class Saver(AsyncPostgresSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        """Store a task's writes (as the library does, without the thread hop)."""
-        query = (
-            self.UPSERT_CHECKPOINT_WRITES_SQL
-            if all(w[0] in WRITES_IDX_MAP for w in writes)
-            else self.INSERT_CHECKPOINT_WRITES_SQL
-        )
+        """Store a task's writes (as the library does, in one statement)."""
+        upsert = all(w[0] in WRITES_IDX_MAP for w in writes)
+        query = self.UPSERT_CHECKPOINT_WRITES_SQL if upsert else self.INSERT_CHECKPOINT_WRITES_SQL
         configurable = config["configurable"]
         params = self._dump_writes(
             configurable["thread_id"],
@@ -118,8 +128,17 @@ class Saver(AsyncPostgresSaver):
             task_path,
             writes,
         )
-        async with self._cursor(pipeline=True) as cur:
-            await cur.executemany(query, params)
+        # One statement may not touch a row twice: keep what the library's one-by-one
+        # statements would leave (the last of an upsert, the first of an insert).
+        by_idx: dict[Any, tuple[Any, ...]] = {}
+        for row in params:
+            if upsert or row[5] not in by_idx:
+                by_idx[row[5]] = tuple(row)
+        if not by_idx:
+            return
+        values = [v for row in by_idx.values() for v in row]
+        async with self._cursor() as cur:
+            await cur.execute(_rows(query, len(by_idx)), values)
 
 
 @dataclass(frozen=True)
