@@ -67,8 +67,13 @@ async def search(
     A hybrid search embeds the query in a worker thread while Postgres runs its full-text
     half, so the embedding costs no time of its own when full text takes longer.
     """
-    options: dict[str, Any] = {"k": k, "mode": mode, "source": source}
-    options.update(candidates=candidates, rrf_k=rrf_k)
+    options: dict[str, Any] = {
+        "k": k,
+        "mode": mode,
+        "source": source,
+        "candidates": candidates,
+        "rrf_k": rrf_k,
+    }
     if mode == "fulltext":
         return await store.search(query, None, **options)
     embedding = asyncio.ensure_future(asyncio.to_thread(embedder.embed_query, query))
@@ -139,33 +144,27 @@ class Library:
         model (seconds to load in a new process) is loaded only when some usable collection
         shares a word with some query.
         """
-        usable = dict(await self._usable(settings)) if queries else {}
-        candidates: dict[str, list[int]] = {}
-        for name, dim in usable.items():
+        best: list[Match | None] = [None] * len(queries)
+        vectors: dict[int, list[float]] = {}
+        for name, dim in await self._usable(settings) if queries else []:
             async with self._store(settings, name, dim) as store:
                 found = [i for i, q in enumerate(queries) if await store.mentions(q)]
-            if found:
-                candidates[name] = found
-        best: list[Match | None] = [None] * len(queries)
-        if not candidates:
-            return best
-        embedder = await asyncio.to_thread(get_embedder, settings.embeddings, settings=settings)
-        wanted = sorted({i for found in candidates.values() for i in found})
-        vectors = dict(
-            zip(
-                wanted,
-                await asyncio.to_thread(lambda: [embedder.embed_query(queries[i]) for i in wanted]),
-                strict=True,
-            )
-        )
-        for name, found in candidates.items():
-            async with self._store(settings, name, usable[name]) as store:
+                if missing := [i for i in found if i not in vectors]:
+                    embedded = await self._embed(settings, queries, missing)
+                    vectors.update(zip(missing, embedded, strict=True))
                 for i in found:
                     hits = await store.dense(vectors[i], limit=1)
                     current = best[i]
                     if hits and (current is None or hits[0].score > current.similarity):
                         best[i] = Match(name, hits[0].score, hits[0].chunk_id)
         return [m if m is not None and m.similarity >= threshold else None for m in best]
+
+    async def _embed(
+        self, settings: Settings, queries: Sequence[str], which: list[int]
+    ) -> list[list[float]]:
+        """Embed the queries at `which`, loading the embedding model on first use."""
+        embedder = await asyncio.to_thread(get_embedder, settings.embeddings, settings=settings)
+        return await asyncio.to_thread(lambda: [embedder.embed_query(queries[i]) for i in which])
 
     @asynccontextmanager
     async def _store(self, settings: Settings, collection: str, dim: int) -> AsyncIterator[Store]:
