@@ -126,6 +126,29 @@ def serve_child(port: int, workers: int) -> None:
         )
 
 
+def wait_ready(
+    proc: subprocess.Popen[bytes], ready_url: str, *, name: str, timeout_s: float
+) -> None:
+    """Wait until `ready_url` answers 200.
+
+    Raises:
+        BenchmarkError: the process exited, or was not ready in time (it is then killed).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise BenchmarkError(f"{name} exited while starting")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise BenchmarkError(f"{name} did not become ready in {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
 def start_server(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], str]:
     """Start the server process and wait until it is ready."""
     port = _free_port()
@@ -137,19 +160,8 @@ def start_server(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[by
         stderr=sys.stderr,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise BenchmarkError("the server process exited while starting")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise BenchmarkError("the server did not become ready in 120 s")
-        time.sleep(0.1)
+    wait_ready(proc, f"{base}/readyz", name="the server", timeout_s=120)
+    return proc, base
 
 
 def start_langgraph_dev(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
@@ -181,19 +193,8 @@ def start_langgraph_dev(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], s
         stderr=sys.stderr,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(f"{base}/ok", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise BenchmarkError("langgraph dev exited while starting")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise BenchmarkError("langgraph dev did not come up in 180 s")
-        time.sleep(0.2)
+    wait_ready(proc, f"{base}/ok", name="langgraph dev", timeout_s=180)
+    return proc, base
 
 
 async def dev_one_run(client: Any, threads: list[str]) -> float:

@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,6 +139,30 @@ def _free_port() -> int:
         return port
 
 
+def wait_ready(
+    proc: "subprocess.Popen[Any]",
+    ready_url: str,
+    *,
+    timeout: float,
+    name: str,
+    output: Callable[[], str],
+) -> None:
+    """Wait until `ready_url` answers 200. Fail with `output()` (the process's output, or
+    where to find it) when the process exits, or is not ready in `timeout` s (then killed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, f"{name} exited; {output()}"
+        if time.monotonic() >= deadline:
+            proc.kill()
+            raise AssertionError(f"{name} did not start; {output()}")
+        time.sleep(0.2)
+
+
 @contextmanager
 def serving(
     command: list[str],
@@ -156,16 +180,9 @@ def serving(
     with log_path.open("w") as log:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    if httpx.get(ready_url, timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None, f"{command[2]} exited; see {log_path}"
-                assert time.monotonic() < deadline, f"{command[2]} did not start; see {log_path}"
-                time.sleep(0.2)
+            wait_ready(
+                proc, ready_url, timeout=timeout, name=command[2], output=lambda: f"see {log_path}"
+            )
             yield
         finally:
             proc.terminate()

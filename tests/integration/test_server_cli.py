@@ -3,11 +3,10 @@
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 
-from tests.integration.conftest import REPO, Cli, _free_port
+from tests.integration.conftest import REPO, Cli, _free_port, wait_ready
 
 
 def test_agentgraph_serve_runs_and_stops_on_sigterm(cli: Cli) -> None:
@@ -22,16 +21,13 @@ def test_agentgraph_serve_runs_and_stops_on_sigterm(cli: Cli) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.communicate()[0]
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.2)
+        wait_ready(
+            proc,
+            f"{base}/readyz",
+            timeout=90,
+            name="the server",
+            output=lambda: proc.communicate()[0],
+        )
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
         # The rule planner and the approval gate need no model call: a quick real run.
         result = httpx.post(

@@ -6,7 +6,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,7 @@ import httpx
 from app.models import get_chat_model
 from app.settings import Settings
 from tests.fakes import ScriptedChatModel, register_fakes, scripted_spec
-from tests.integration.conftest import REPO, Cli, _free_port
+from tests.integration.conftest import REPO, Cli, _free_port, wait_ready
 from tests.integration.server_harness import (
     RunningServer,
     SseEvent,
@@ -42,16 +41,13 @@ def scripted_server(cli: Cli, log_path: Path) -> Iterator[tuple["subprocess.Pope
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None, f"the server exited; see {log_path}"
-                assert time.monotonic() < deadline, f"the server did not start; see {log_path}"
-                time.sleep(0.2)
+            wait_ready(
+                proc,
+                f"{base}/readyz",
+                timeout=90,
+                name="the server",
+                output=lambda: f"see {log_path}",
+            )
             yield proc, base
         finally:
             if proc.poll() is None:
