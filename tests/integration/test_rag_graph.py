@@ -4,11 +4,12 @@ import uuid
 from pathlib import Path
 
 from app.settings import Settings
+from graphs.agent import compile_graph
 from graphs.runs import RunEvent, stream_events, view_thread
 from graphs.service import Agent
 from nodes.context import Context
 from retrievers.ingest import ingest
-from retrievers.service import open_collection
+from retrievers.service import Library, open_collection
 
 DOCS = {
     "pandas.md": "# Giant pandas\n\nThe giant panda eats bamboo almost exclusively. An adult "
@@ -138,3 +139,26 @@ async def test_an_unrelated_question_or_documents_off_keeps_reasoning_steps(
         assert {s["kind"] for s in plan["plan"]["steps"]} == {"reasoning"}, question
         assert not [e for e in events if e["event"] == "retrieval"], question
         assert (await view_thread(agent.graph, thread_id))["status"] == "done"
+
+
+async def test_an_unreachable_store_fails_the_step_clearly_and_the_run_ends_cleanly(
+    agent: Agent, thread_id: str
+) -> None:
+    # The agent's saver, with rag steps pointed at a port where no Postgres listens.
+    nowhere = Library(url="postgresql://postgres@127.0.0.1:1/agentgraph")
+    graph = compile_graph(agent.db.saver, step_attempts=1, library=nowhere)
+    context = Context(model="local", approval="never", collection="zoo", max_replans=0)
+    events = [
+        e
+        async for e in stream_events(
+            graph, thread_id=thread_id, context=context, request="What do okapis eat?"
+        )
+    ]
+    results = [e["result"] for e in events if e["event"] == "step_result"]
+    assert results
+    assert {r["status"] for r in results} == {"failed"}
+    assert all("cannot reach Postgres" in (r["error"] or "") for r in results)
+    view = await view_thread(graph, thread_id)
+    assert view["status"] == "failed"
+    assert view["report"]["verdict"] == "give_up"
+    assert view["next"] == []
