@@ -76,13 +76,21 @@ def _policy_applies(policy: str, plan: Plan) -> bool:
     return False
 
 
-def route_plan(state: State) -> Literal["approve_plan", "dispatch"]:
+def plan_gate(state: State) -> Literal["approve_plan", "dispatch"]:
     """Stop at the approval gate only when the run's policy asks for this plan."""
     policy = str(state.get("options", {}).get("approval", "when_required"))
     return "approve_plan" if _policy_applies(policy, state["plan"]) else "dispatch"
 
 
-def route_answer(state: State) -> Literal["approve_final", "finalize"]:
+# Edges are coroutines: in an async run LangGraph calls a plain function in a worker thread.
+
+
+async def route_plan(state: State) -> Literal["approve_plan", "dispatch"]:
+    """The planner's edge: the approval gate when the policy asks for this plan."""
+    return plan_gate(state)
+
+
+async def route_answer(state: State) -> Literal["approve_final", "finalize"]:
     """Stop at the final gate only when the run asked for it."""
     wanted = bool(state.get("options", {}).get("approve_final", False))
     return "approve_final" if wanted and state.get("status") != "rejected" else "finalize"

@@ -107,7 +107,7 @@ async def dispatch(state: State, runtime: Runtime[Context]) -> DispatchUpdate:
     return update
 
 
-def fan_out(state: State) -> list[Send] | Literal["critic"]:
+async def fan_out(state: State) -> list[Send] | Literal["critic"]:
     """Send every ready step to its worker, in parallel; when none is left, go to the critic.
 
     Workers return here, so dispatch is also the join: the next wave starts once the current

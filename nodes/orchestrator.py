@@ -9,7 +9,7 @@ from langgraph.types import Overwrite
 from typing_extensions import TypedDict
 
 from app.accounting import UsageRecord
-from nodes.approval import needs_plan_approval, route_plan
+from nodes.approval import needs_plan_approval, plan_gate
 from nodes.context import Context
 from nodes.documents import with_documents
 from nodes.events import emit
@@ -96,12 +96,12 @@ async def _orchestrate(
     return update
 
 
-def route_request(state: State) -> Literal["planner", "approve_plan", "dispatch"]:
+async def route_request(state: State) -> Literal["planner", "approve_plan", "dispatch"]:
     """Send planned requests to the planner; a direct answer's one-step plan goes to the
     approval gate when the policy asks for it, else straight to dispatch."""
     route = state["route"]
     if route == "plan":
         return "planner"
     if route == "direct":
-        return route_plan(state)
+        return plan_gate(state)
     assert_never(route)
