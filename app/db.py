@@ -11,9 +11,18 @@ from typing import Any
 
 import psycopg
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import WRITES_IDX_MAP
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    get_serializable_checkpoint_metadata,
+)
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from psycopg.rows import dict_row
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from app.errors import DatabaseError
@@ -88,26 +97,121 @@ def redact(url: str) -> str:
     return psycopg.conninfo.make_conninfo("", **info)
 
 
-_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-"""One row of the library's INSERT into checkpoint_writes."""
+_PUT_CHECKPOINT_SQL = """
+    WITH blobs AS (
+        INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+        SELECT %s, %s, b.channel, b.version, b.type, b.blob
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[])
+            AS b(channel, version, type, blob)
+        ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
+    )
+    INSERT INTO checkpoints
+        (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
+    VALUES (%s, %s, %s, %s, %s, %s)
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
+    DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
+"""
+"""A checkpoint and its new channel values in one statement (the library sends two)."""
 
-
-def _rows(query: str, count: int) -> str:
-    """The library's one-row INSERT of a write, with `count` rows of values."""
-    one = f"VALUES {_ROW}"
-    if one not in query:
-        raise RuntimeError("langgraph-checkpoint-postgres changed its checkpoint_writes INSERT")
-    return query.replace(one, "VALUES " + ", ".join([_ROW] * count), 1)
+_PUT_WRITES_SQL = """
+    INSERT INTO checkpoint_writes
+        (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
+    SELECT %s, %s, %s, %s, %s, w.idx, w.channel, w.type, w.blob
+    FROM unnest(%s::int[], %s::text[], %s::text[], %s::bytea[]) AS w(idx, channel, type, blob)
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO
+"""
+_ON_WRITE_CONFLICT = {
+    # Special writes (errors, interrupts, resumes) replace an earlier one at their index;
+    # a task's ordinary writes are written once, as the library does.
+    True: "UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob",
+    False: "NOTHING",
+}
 
 
 class Saver(AsyncPostgresSaver):
-    """`AsyncPostgresSaver` that stores a task's writes with one statement.
+    """`AsyncPostgresSaver` on a connection pool, with one statement per write.
 
-    The library serialises every task's writes in a worker thread and sends them with a
-    pipelined `executemany`. A node's writes are small (a few kilobytes of msgpack): the
-    thread hop and the pipeline cost more than the work. This saver serialises in the event
-    loop and sends one multi-row INSERT, with the library's own SQL and conflict handling.
+    The library's saver is built to share one connection too: every operation waits for one
+    `asyncio.Lock`, so one saver stores one checkpoint at a time however large its pool.
+    It sends a checkpoint as a pipeline of two statements, and serialises in a worker
+    thread. On a pool none of that is needed: each operation here takes a pooled
+    connection of its own, a checkpoint and its new channel values go in one statement, a
+    task's writes in another, and the (small) values are serialised in the event loop. The
+    tables, rows and conflict rules are the library's, so its reads see the same thing.
     """
+
+    conn: AsyncConnectionPool[Any]
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        super().__init__(pool)
+
+    @asynccontextmanager
+    async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
+        # The library's cursor without its instance-wide lock: a pooled connection is
+        # used by one operation at a time anyway.
+        async with self.conn.connection() as conn:
+            if pipeline:
+                async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+            else:
+                async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+
+    async def _execute(self, query: str, params: Sequence[Any]) -> None:
+        async with self.conn.connection() as conn:
+            await conn.execute(query, params, binary=True)
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint and the channel values that changed, in one statement."""
+        configurable = config["configurable"]
+        thread_id = configurable["thread_id"]
+        checkpoint_ns = configurable["checkpoint_ns"]
+        # As the library does: primitive values stay inline in the checkpoint row, the rest
+        # (and delta snapshots, marked inline with True) go to the blobs table.
+        inline = dict(checkpoint["channel_values"])
+        blobs: dict[str, Any] = {}
+        for key, value in checkpoint["channel_values"].items():
+            if isinstance(value, _DeltaSnapshot):
+                blobs[key] = inline.pop(key)
+                inline[key] = True
+            elif not (value is None or isinstance(value, str | int | float | bool)):
+                blobs[key] = inline.pop(key)
+        rows = self._dump_blobs(
+            thread_id,
+            checkpoint_ns,
+            blobs,
+            {k: v for k, v in new_versions.items() if k in blobs},
+        )
+        await self._execute(
+            _PUT_CHECKPOINT_SQL,
+            (
+                thread_id,
+                checkpoint_ns,
+                [r[2] for r in rows],
+                [r[3] for r in rows],
+                [r[4] for r in rows],
+                [r[5] for r in rows],
+                thread_id,
+                checkpoint_ns,
+                checkpoint["id"],
+                configurable.get("checkpoint_id"),
+                Jsonb({**checkpoint, "channel_values": inline}),
+                Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
+            ),
+        )
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": checkpoint_ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
 
     async def aput_writes(
         self,
@@ -116,9 +220,8 @@ class Saver(AsyncPostgresSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        """Store a task's writes (as the library does, in one statement)."""
+        """Store a task's writes, in one statement."""
         upsert = all(w[0] in WRITES_IDX_MAP for w in writes)
-        query = self.UPSERT_CHECKPOINT_WRITES_SQL if upsert else self.INSERT_CHECKPOINT_WRITES_SQL
         configurable = config["configurable"]
         params = self._dump_writes(
             configurable["thread_id"],
@@ -130,15 +233,23 @@ class Saver(AsyncPostgresSaver):
         )
         # One statement may not touch a row twice: keep what the library's one-by-one
         # statements would leave (the last of an upsert, the first of an insert).
-        by_idx: dict[Any, tuple[Any, ...]] = {}
+        by_idx: dict[int, tuple[Any, ...]] = {}
         for row in params:
             if upsert or row[5] not in by_idx:
                 by_idx[row[5]] = tuple(row)
         if not by_idx:
             return
-        values = [v for row in by_idx.values() for v in row]
-        async with self._cursor() as cur:
-            await cur.execute(_rows(query, len(by_idx)), values)
+        rows = list(by_idx.values())
+        await self._execute(
+            _PUT_WRITES_SQL + _ON_WRITE_CONFLICT[upsert],
+            (
+                *rows[0][:5],
+                [r[5] for r in rows],
+                [r[6] for r in rows],
+                [r[7] for r in rows],
+                [r[8] for r in rows],
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -169,8 +280,13 @@ async def setup_saver(saver: AsyncPostgresSaver, pool: AsyncConnectionPool[Any])
             await conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK_KEY,))
 
 
-async def open_pool(url: str, *, max_size: int) -> AsyncConnectionPool[Any]:
+async def open_pool(url: str, *, max_size: int, prepared: bool = True) -> AsyncConnectionPool[Any]:
     """Open a pool of autocommit connections with dict rows.
+
+    With `prepared`, every statement is prepared on its connection the first time it runs,
+    so Postgres parses and plans the checkpointer's few statements once per connection.
+    PgBouncer in transaction mode before 1.21 cannot route prepared statements: turn it
+    off there (`AGENTGRAPH_DB_PREPARED_STATEMENTS=false`).
 
     Raises:
         DatabaseError: the database cannot be reached.
@@ -180,9 +296,13 @@ async def open_pool(url: str, *, max_size: int) -> AsyncConnectionPool[Any]:
         min_size=1,
         max_size=max_size,
         open=False,
-        # autocommit: PostgresSaver.setup() needs it. prepare_threshold=None: no server-side
-        # prepared statements, so PgBouncer in transaction mode works.
-        kwargs={"autocommit": True, "prepare_threshold": None, "row_factory": dict_row},
+        # autocommit: PostgresSaver.setup() needs it. prepare_threshold: 0 prepares at once,
+        # None never.
+        kwargs={
+            "autocommit": True,
+            "prepare_threshold": 0 if prepared else None,
+            "row_factory": dict_row,
+        },
     )
     try:
         await pool.open(wait=True, timeout=15)
@@ -204,7 +324,9 @@ async def open_database(settings: Settings, *, url: str | None = None) -> AsyncI
         DatabaseError: the database cannot be reached or prepared.
     """
     target = url or resolve_database_url(settings)
-    pool = await open_pool(target, max_size=settings.db_pool_size)
+    pool = await open_pool(
+        target, max_size=settings.db_pool_size, prepared=settings.db_prepared_statements
+    )
     try:
         saver = Saver(pool)
         await setup_saver(saver, pool)

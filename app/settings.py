@@ -82,6 +82,10 @@ class Settings(BaseSettings):
         description="Cosine similarity of a step to its best chunk that makes it a rag step.",
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_prepared_statements: bool = Field(
+        default=True,
+        description="Prepare statements on each connection; false for PgBouncer before 1.21.",
+    )
     prices: dict[str, ModelPrice] = Field(
         default_factory=lambda: dict(DEFAULT_PRICES),
         description="JSON object: model name -> {input_per_mtok, output_per_mtok}.",

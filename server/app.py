@@ -8,11 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from app.db import Saver, open_pool
+from app.db import open_pool
 from app.embeddings import get_embedder
 from app.errors import AgentGraphError
 from app.settings import Settings, get_settings
-from graphs.agent import AgentGraph, compile_graph
 from graphs.inbox import setup_inbox
 from graphs.service import Agent, open_agent
 from server.deps import Services
@@ -24,22 +23,6 @@ logger = logging.getLogger(__name__)
 
 LOCK_POOL_SIZE = 64
 """Runs in flight per process: each holds its thread's advisory lock on its own connection."""
-
-
-def _run_graphs(agent: Agent, settings: Settings) -> list[AgentGraph]:
-    """One compiled graph per pool connection, each with its own saver on the shared pool."""
-    graphs = [agent.graph]
-    for _ in range(settings.db_pool_size - 1):
-        saver = Saver(agent.db.pool)
-        graphs.append(
-            compile_graph(
-                saver,
-                step_timeout_s=settings.step_timeout_s,
-                step_attempts=settings.step_attempts,
-                library=agent.library,
-            )
-        )
-    return graphs
 
 
 async def _warm_documents(agent: Agent, settings: Settings) -> None:
@@ -72,8 +55,10 @@ def create_app(
         async with open_agent(cfg, url=url) as agent:
             await setup_inbox(agent.db.pool)
             warming = asyncio.create_task(_warm_documents(agent, cfg))
-            lock_pool = await open_pool(agent.db.url, max_size=LOCK_POOL_SIZE)
-            runs = RunManager(agent, cfg, lock_pool, run_graphs=_run_graphs(agent, cfg))
+            lock_pool = await open_pool(
+                agent.db.url, max_size=LOCK_POOL_SIZE, prepared=cfg.db_prepared_statements
+            )
+            runs = RunManager(agent, cfg, lock_pool)
             app.state.services = Services(
                 agent=agent, settings=cfg, runs=runs, keepalive_s=keepalive_s
             )

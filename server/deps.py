@@ -27,7 +27,7 @@ class Services:
         return self.agent.graph
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     """Return the services the lifespan put on the app."""
     found: Services = request.app.state.services
     return found
@@ -36,6 +36,18 @@ def services(request: Request) -> Services:
 async def result_of(svc: Services, handle: RunHandle) -> RunResult:
     """Wait for a run to end and describe its thread: the final result or the interrupt."""
     await handle.done.wait()
+    final = handle.final
+    if final is not None and handle.plan is not None and handle.error is None:
+        # The run made its plan and reached its end: its events hold what the thread shows.
+        return RunResult(
+            thread_id=handle.thread_id,
+            run_id=handle.run_id,
+            status=final["status"],
+            answer=final["answer"],
+            citations=[dict(c) for c in final["citations"]],
+            plan=handle.plan,
+            report=dict(final["report"]),
+        )
     view = await view_thread(svc.graph, handle.thread_id)
     status = view["status"]
     if handle.error and status not in ("done", "rejected", "interrupted"):

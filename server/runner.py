@@ -8,7 +8,6 @@ go into a queue that the streaming response reads; nobody has to read it for the
 
 import asyncio
 import contextvars
-import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -21,7 +20,6 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from app.errors import DatabaseError, ServerStoppingError, ThreadBusyError, ThreadNotFoundError
 from app.settings import Settings
-from graphs.agent import AgentGraph
 from graphs.locks import BUSY, locked_threads, try_lock_thread, unlock_threads
 from graphs.runs import (
     RunEvent,
@@ -47,13 +45,19 @@ STOPPING_MESSAGE = (
 
 @dataclass
 class RunHandle:
-    """One run: its ids, its event queue (None ends it) and how it ended."""
+    """One run: its ids, its event queue (None ends it) and how it ended.
+
+    `plan` is the plan of the run's last `plan_update` and `final` its `final` event: with
+    them, a run that finished is described without reading its checkpoint back.
+    """
 
     thread_id: str
     run_id: str
     queue: asyncio.Queue[RunEvent | None] = field(default_factory=asyncio.Queue)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
+    plan: dict[str, Any] | None = None
+    final: RunEvent | None = None
     task: asyncio.Task[None] | None = None
 
 
@@ -65,16 +69,10 @@ class RunManager:
         agent: Agent,
         settings: Settings,
         lock_pool: AsyncConnectionPool[Any],
-        *,
-        run_graphs: list[AgentGraph] | None = None,
     ) -> None:
         self.agent = agent
         self.settings = settings
         self.lock_pool = lock_pool
-        # AsyncPostgresSaver serialises every operation of one instance behind one lock, so
-        # runs are spread over several graphs, each with a saver of its own on the same pool.
-        self.run_graphs = run_graphs or [agent.graph]
-        self._turn = itertools.count()
         self.runs: dict[str, RunHandle] = {}
         self.stopping = False
 
@@ -190,19 +188,23 @@ class RunManager:
         proceed: bool,
     ) -> None:
         try:
-            graph = self.run_graphs[next(self._turn) % len(self.run_graphs)]
             async for event in stream_events(
-                graph,
+                self.agent.graph,
                 thread_id=handle.thread_id,
                 context=context,
                 request=request,
                 resume=resume,
                 proceed=proceed,
             ):
-                if event["event"] == "interrupt":
+                kind = event["event"]
+                if kind == "interrupt":
                     event = {**event, "resume_url": f"/api/v1/threads/{handle.thread_id}/resume"}
-                if event["event"] == "error":
+                elif kind == "error":
                     handle.error = str(event.get("message"))
+                elif kind == "plan_update":
+                    handle.plan = event.get("plan")
+                elif kind == "final":
+                    handle.final = event
                 handle.queue.put_nowait(event)
         except asyncio.CancelledError:
             handle.error = STOPPING_MESSAGE

@@ -1,0 +1,110 @@
+"""`app.db.Saver` writes what the library's `AsyncPostgresSaver` writes: the same checkpoint,
+channel values and pending writes read back, on the embedded PostgreSQL 18 and on the
+machine's PostgreSQL 15."""
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.base import (
+    ERROR,
+    INTERRUPT,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    empty_checkpoint,
+)
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+from app.db import Saver, open_pool, setup_saver
+
+
+def _checkpoint(values: dict[str, Any], versions: dict[str, str]) -> Checkpoint:
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = values
+    checkpoint["channel_versions"] = versions
+    return checkpoint
+
+
+def _config(thread_id: str, checkpoint_id: str | None = None) -> Any:
+    configurable = {"thread_id": thread_id, "checkpoint_ns": ""}
+    if checkpoint_id:
+        configurable["checkpoint_id"] = checkpoint_id
+    return {"configurable": configurable}
+
+
+async def _write(saver: AsyncPostgresSaver, thread_id: str) -> CheckpointTuple:
+    """Two checkpoints of one thread, the second with writes of two tasks, read back."""
+    metadata: CheckpointMetadata = {"source": "loop", "step": 0, "parents": {}}
+    first = _checkpoint(
+        {"request": "What is A?", "plan": {"steps": [{"id": "s1"}]}, "count": 3, "empty": None},
+        {"request": "1", "plan": "1", "count": "1", "empty": "1"},
+    )
+    config = await saver.aput(_config(thread_id), first, metadata, first["channel_versions"])
+    second = _checkpoint(
+        {"request": "What is A?", "plan": {"steps": [{"id": "s1"}, {"id": "s2"}]}, "count": 4},
+        {"request": "1", "plan": "2", "count": "2"},
+    )
+    config = await saver.aput(config, second, {**metadata, "step": 1}, {"plan": "2", "count": "2"})
+    # An ordinary task's writes, one channel written twice (both kept, at their indexes)...
+    await saver.aput_writes(
+        config, [("results", {"s1": "done"}), ("usage", [1]), ("usage", [2])], "task-a"
+    )
+    # ...written again (a retry): the first writes stay.
+    await saver.aput_writes(config, [("results", {"s1": "again"})], "task-a")
+    # A special write replaces the earlier one at its index, within a call and across calls.
+    await saver.aput_writes(config, [(ERROR, "first"), (ERROR, "second")], "task-b")
+    await saver.aput_writes(config, [(ERROR, "third")], "task-b")
+    await saver.aput_writes(config, [(INTERRUPT, ["ask"])], "task-b")
+    found = await saver.aget_tuple(config)
+    assert found is not None
+    return found
+
+
+def _comparable(found: CheckpointTuple) -> dict[str, Any]:
+    checkpoint = {k: v for k, v in found.checkpoint.items() if k not in ("id", "ts")}
+    return {
+        "checkpoint": checkpoint,
+        "metadata": found.metadata,
+        "writes": sorted(
+            (task, channel, repr(value)) for task, channel, value in found.pending_writes or []
+        ),
+        "has_parent": found.parent_config is not None,
+    }
+
+
+@pytest.mark.parametrize("database", ["embedded_url", "pg15_url"])
+async def test_saver_reads_back_as_the_library_writes(
+    database: str, request: pytest.FixtureRequest
+) -> None:
+    pool = await open_pool(request.getfixturevalue(database), max_size=4)
+    try:
+        ours, library = Saver(pool), AsyncPostgresSaver(pool)
+        await setup_saver(ours, pool)
+        mine = await _write(ours, f"saver-{uuid.uuid4().hex}")
+        theirs = await _write(library, f"library-{uuid.uuid4().hex}")
+    finally:
+        await pool.close()
+    assert _comparable(mine) == _comparable(theirs)
+    assert mine.checkpoint["channel_values"]["plan"] == {"steps": [{"id": "s1"}, {"id": "s2"}]}
+    assert mine.checkpoint["channel_values"]["count"] == 4
+    writes = sorted((t, c, v) for t, c, v in mine.pending_writes or [])
+    assert ("task-a", "results", {"s1": "done"}) in writes
+    assert ("task-b", ERROR, "third") in writes
+
+
+async def test_saver_writes_concurrently_on_its_pool(embedded_url: str) -> None:
+    """Many threads' checkpoints at once on one saver: each reads back its own."""
+    pool = await open_pool(embedded_url, max_size=4)
+    try:
+        saver = Saver(pool)
+        await setup_saver(saver, pool)
+        threads = [f"concurrent-{uuid.uuid4().hex}" for _ in range(20)]
+        found = await asyncio.gather(*(_write(saver, t) for t in threads))
+    finally:
+        await pool.close()
+    for thread_id, tuple_ in zip(threads, found, strict=True):
+        assert tuple_.config["configurable"]["thread_id"] == thread_id
+        assert tuple_.checkpoint["channel_values"]["count"] == 4
+        assert len(tuple_.pending_writes or []) == 5
