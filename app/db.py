@@ -1,6 +1,7 @@
 """Postgres: the embedded cluster or an external URL, a connection pool and the checkpointer."""
 
 import asyncio
+import functools
 import logging
 import warnings
 from collections.abc import AsyncIterator, Sequence
@@ -16,6 +17,7 @@ from langgraph.checkpoint.base import (
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
+    CheckpointTuple,
     get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -97,28 +99,16 @@ def redact(url: str) -> str:
     return psycopg.conninfo.make_conninfo("", **info)
 
 
-_PUT_CHECKPOINT_SQL = """
-    WITH blobs AS (
-        INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
-        SELECT %s, %s, b.channel, b.version, b.type, b.blob
-        FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[])
-            AS b(channel, version, type, blob)
-        ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
-    )
+_BLOB_COLUMNS = "thread_id, checkpoint_ns, channel, version, type, blob"
+_WRITE_COLUMNS = (
+    "thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob"
+)
+_PUT_CHECKPOINT = """
     INSERT INTO checkpoints
         (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
     VALUES (%s, %s, %s, %s, %s, %s)
     ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
     DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
-"""
-"""A checkpoint and its new channel values in one statement (the library sends two)."""
-
-_PUT_WRITES_SQL = """
-    INSERT INTO checkpoint_writes
-        (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
-    SELECT %s, %s, %s, %s, %s, w.idx, w.channel, w.type, w.blob
-    FROM unnest(%s::int[], %s::text[], %s::text[], %s::bytea[]) AS w(idx, channel, type, blob)
-    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO
 """
 _ON_WRITE_CONFLICT = {
     # Special writes (errors, interrupts, resumes) replace an earlier one at their index;
@@ -126,6 +116,39 @@ _ON_WRITE_CONFLICT = {
     True: "UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob",
     False: "NOTHING",
 }
+
+
+@functools.cache
+def _put_checkpoint_sql(blobs: int) -> str:
+    """A checkpoint and `blobs` new channel values in one statement (the library sends two).
+
+    Rows of values rather than arrays: psycopg adapts scalars in C, arrays in Python.
+    """
+    if not blobs:
+        return _PUT_CHECKPOINT
+    return (
+        f"WITH blobs AS (INSERT INTO checkpoint_blobs ({_BLOB_COLUMNS}) VALUES {_rows(blobs, 6)}"
+        " ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING)" + _PUT_CHECKPOINT
+    )
+
+
+@functools.cache
+def _put_writes_sql(writes: int, upsert: bool) -> str:
+    """A task's `writes` writes in one statement."""
+    return (
+        f"INSERT INTO checkpoint_writes ({_WRITE_COLUMNS}) VALUES {_rows(writes, 9)}"
+        " ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO "
+        + _ON_WRITE_CONFLICT[upsert]
+    )
+
+
+def _rows(count: int, width: int) -> str:
+    row = "(" + ", ".join(["%s"] * width) + ")"
+    return ", ".join([row] * count)
+
+
+NEW_THREAD = "__agentgraph_new_thread"
+"""A `configurable` key: the run's thread id was just made up, so it has no checkpoint yet."""
 
 
 class Saver(AsyncPostgresSaver):
@@ -156,6 +179,14 @@ class Saver(AsyncPostgresSaver):
             else:
                 async with conn.cursor(binary=True, row_factory=dict_row) as cur:
                     yield cur
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The thread's latest (or the addressed) checkpoint; none for a run marked as the
+        first of a thread it just named (`NEW_THREAD`), without asking the database."""
+        configurable = config["configurable"]
+        if configurable.get(NEW_THREAD) and not configurable.get("checkpoint_id"):
+            return None
+        return await super().aget_tuple(config)
 
     async def _execute(self, query: str, params: Sequence[Any]) -> None:
         async with self.conn.connection() as conn:
@@ -189,14 +220,9 @@ class Saver(AsyncPostgresSaver):
             {k: v for k, v in new_versions.items() if k in blobs},
         )
         await self._execute(
-            _PUT_CHECKPOINT_SQL,
+            _put_checkpoint_sql(len(rows)),
             (
-                thread_id,
-                checkpoint_ns,
-                [r[2] for r in rows],
-                [r[3] for r in rows],
-                [r[4] for r in rows],
-                [r[5] for r in rows],
+                *(value for row in rows for value in row),
                 thread_id,
                 checkpoint_ns,
                 checkpoint["id"],
@@ -239,16 +265,9 @@ class Saver(AsyncPostgresSaver):
                 by_idx[row[5]] = tuple(row)
         if not by_idx:
             return
-        rows = list(by_idx.values())
         await self._execute(
-            _PUT_WRITES_SQL + _ON_WRITE_CONFLICT[upsert],
-            (
-                *rows[0][:5],
-                [r[5] for r in rows],
-                [r[6] for r in rows],
-                [r[7] for r in rows],
-                [r[8] for r in rows],
-            ),
+            _put_writes_sql(len(by_idx), upsert),
+            [value for row in by_idx.values() for value in row],
         )
 
 

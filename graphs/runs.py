@@ -10,6 +10,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, StateSnapshot
 from typing_extensions import TypedDict
 
+from app.db import NEW_THREAD
 from app.errors import (
     AgentGraphError,
     ConfigError,
@@ -94,13 +95,15 @@ async def stream_events(
     request: str | None = None,
     resume: ApprovalDecision | None = None,
     proceed: bool = False,
+    new_thread: bool = False,
 ) -> AsyncIterator[RunEvent]:
     """Run (or resume, or continue) a thread and yield its events: plan_update, handoff,
     delta, step_result, interrupt, final, and error when the run fails.
 
     Exactly one of `request`, `resume` and `proceed` is given. `proceed` runs on from the
     thread's latest checkpoint with no new input: what a run cut off by a stop or a crash
-    left to do. Tasks that finished before the stop are not run again.
+    left to do. Tasks that finished before the stop are not run again. `new_thread` says
+    the caller just made the thread id up, so the run does not look for its checkpoint.
     """
     payload: InputState | Command[Any] | None
     if sum((request is not None, resume is not None, proceed)) != 1:
@@ -116,9 +119,10 @@ async def stream_events(
         # Only the nodes' own events: LangGraph's "updates" mode would show the interrupt
         # as it happens, but building an update for every node cost a fifth of the server's
         # throughput. A run that stopped without its final event is asked for its interrupt.
-        async for chunk in graph.astream(
-            payload, thread_config(thread_id), context=context, stream_mode="custom"
-        ):
+        config = thread_config(thread_id)
+        if new_thread:
+            config["configurable"][NEW_THREAD] = True
+        async for chunk in graph.astream(payload, config, context=context, stream_mode="custom"):
             if isinstance(chunk, dict) and "event" in chunk:
                 finished = finished or chunk["event"] == "final"
                 yield chunk
