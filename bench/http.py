@@ -108,22 +108,16 @@ def bench_app() -> FastAPI:
 
 
 def serve_child(port: int, workers: int) -> None:
-    """Serve the benchmark's app (the child process's job), in `workers` processes."""
-    import uvicorn
+    """Serve the benchmark's app (the child process's job), as `agentgraph serve` does."""
+    from server.serve import serve
 
-    from server.serve import AgentServer
-
-    if workers == 1:
-        AgentServer(bench_app(), host="127.0.0.1", port=port, log_level="warning").run()
-    else:
-        uvicorn.run(
-            "bench.http:bench_app",
-            factory=True,
-            host="127.0.0.1",
-            port=port,
-            workers=workers,
-            log_level="warning",
-        )
+    serve(
+        host="127.0.0.1",
+        port=port,
+        workers=workers,
+        app_factory="bench.http:bench_app",
+        log_level="warning",
+    )
 
 
 def wait_ready(

@@ -16,7 +16,7 @@ from graphs.inbox import setup_inbox
 from graphs.service import Agent, open_agent
 from server.deps import Services
 from server.errors import BodyLimit, install_error_handlers
-from server.runner import RunManager
+from server.runner import RunManager, stopping_runs_on_exit_signals
 from server.sse import KEEPALIVE_S
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ def create_app(
                 agent=agent, settings=cfg, runs=runs, keepalive_s=keepalive_s
             )
             try:
-                yield
+                with stopping_runs_on_exit_signals(runs):
+                    yield
             finally:
                 warming.cancel()
                 await runs.stop()

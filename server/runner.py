@@ -9,10 +9,13 @@ go into a queue that the streaming response reads; nobody has to read it for the
 import asyncio
 import contextvars
 import logging
+import signal
+import threading
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -59,6 +62,36 @@ class RunHandle:
     plan: dict[str, Any] | None = None
     final: RunEvent | None = None
     task: asyncio.Task[None] | None = None
+
+
+@contextmanager
+def stopping_runs_on_exit_signals(runs: "RunManager") -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM first stop `runs`, then do what they did
+    before (uvicorn's own handler: a graceful shutdown).
+
+    uvicorn waits for open responses before it shuts the app down, and a run's event
+    stream stays open until its run ends: stopped at once, every stream ends with its
+    `error` event. Only the main thread can handle signals; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handle(sig: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(lambda: loop.create_task(runs.stop()))
+        before = previous[signal.Signals(sig)]
+        if callable(before):
+            before(sig, frame)
+
+    for sig in previous:
+        signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, before in previous.items():
+            signal.signal(sig, before)
 
 
 class RunManager:
@@ -171,7 +204,15 @@ class RunManager:
         # A fresh context: the run outlives the request that started it, and must not report
         # to the request's callbacks (LangServe's stream_events would try to serialise them).
         handle.task = asyncio.create_task(
-            self._run(handle, conn, run_context, request=request, resume=resume, proceed=proceed),
+            self._run(
+                handle,
+                conn,
+                run_context,
+                request=request,
+                resume=resume,
+                proceed=proceed,
+                new_thread=new_thread,
+            ),
             name=f"run-{handle.run_id}",
             context=contextvars.Context(),
         )
@@ -186,6 +227,7 @@ class RunManager:
         request: str | None,
         resume: Any,
         proceed: bool,
+        new_thread: bool,
     ) -> None:
         try:
             async for event in stream_events(
@@ -195,6 +237,7 @@ class RunManager:
                 request=request,
                 resume=resume,
                 proceed=proceed,
+                new_thread=new_thread,
             ):
                 kind = event["event"]
                 if kind == "interrupt":
@@ -229,18 +272,19 @@ class RunManager:
     async def stop(self) -> None:
         """Take no new runs; end every stream with an error event and cancel the runs.
 
-        The checkpoints keep every finished step, so each thread can be resumed later.
+        The checkpoints keep every finished step, so each thread can be resumed later. A
+        second call waits for the same runs to end.
         """
-        self.stopping = True
-        handles = list(self.runs.values())
-        for handle in handles:
-            handle.queue.put_nowait(
-                {"event": "error", "type": "ServerStopping", "message": STOPPING_MESSAGE}
-            )
-            handle.queue.put_nowait(None)
-            if handle.task is not None:
-                handle.task.cancel()
-        tasks = [h.task for h in handles if h.task is not None]
+        if not self.stopping:
+            self.stopping = True
+            for handle in self.runs.values():
+                handle.queue.put_nowait(
+                    {"event": "error", "type": "ServerStopping", "message": STOPPING_MESSAGE}
+                )
+                handle.queue.put_nowait(None)
+                if handle.task is not None:
+                    handle.task.cancel()
+        tasks = [h.task for h in self.runs.values() if h.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 

@@ -459,13 +459,18 @@ def threads_list(
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, max=64, help="Server processes sharing the port (about one per core)."),
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (SSE runs, threads, approvals, LangServe) until interrupted."""
     from server.serve import serve as run_server
 
     logging.getLogger().setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
     try:
-        run_server(get_settings(), host=host, port=port)
+        get_settings()  # a bad setting fails here, in one line, before any process starts
+        run_server(host=host, port=port, workers=workers)
     except AgentGraphError as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
