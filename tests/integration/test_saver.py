@@ -17,7 +17,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
-from app.db import Saver, open_pool, setup_saver
+from app.db import NEW_THREAD, Saver, open_pool, setup_saver
 
 
 def _checkpoint(values: dict[str, Any], versions: dict[str, str]) -> Checkpoint:
@@ -108,3 +108,22 @@ async def test_saver_writes_concurrently_on_its_pool(embedded_url: str) -> None:
         assert tuple_.config["configurable"]["thread_id"] == thread_id
         assert tuple_.checkpoint["channel_values"]["count"] == 4
         assert len(tuple_.pending_writes or []) == 5
+
+
+async def test_a_run_on_a_thread_it_named_reads_no_checkpoint(embedded_url: str) -> None:
+    """`NEW_THREAD` in the config: the saver answers "no checkpoint" without asking
+    Postgres, even where one exists; an addressed checkpoint is still read."""
+    pool = await open_pool(embedded_url, max_size=2)
+    try:
+        saver = Saver(pool)
+        await setup_saver(saver, pool)
+        thread_id = f"new-{uuid.uuid4().hex}"
+        stored = await _write(saver, thread_id)
+        marked = _config(thread_id)
+        marked["configurable"][NEW_THREAD] = True
+        assert await saver.aget_tuple(marked) is None
+        assert await saver.aget_tuple(_config(thread_id)) is not None
+        addressed = {"configurable": {**stored.config["configurable"], NEW_THREAD: True}}
+        assert await saver.aget_tuple(addressed) is not None
+    finally:
+        await pool.close()
