@@ -188,10 +188,6 @@ class Saver(AsyncPostgresSaver):
             return None
         return await super().aget_tuple(config)
 
-    async def _execute(self, query: str, params: Sequence[Any]) -> None:
-        async with self.conn.connection() as conn:
-            await conn.execute(query, params, binary=True)
-
     async def aput(
         self,
         config: RunnableConfig,
@@ -219,18 +215,19 @@ class Saver(AsyncPostgresSaver):
             blobs,
             {k: v for k, v in new_versions.items() if k in blobs},
         )
-        await self._execute(
-            _put_checkpoint_sql(len(rows)),
-            (
-                *(value for row in rows for value in row),
-                thread_id,
-                checkpoint_ns,
-                checkpoint["id"],
-                configurable.get("checkpoint_id"),
-                Jsonb({**checkpoint, "channel_values": inline}),
-                Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
-            ),
-        )
+        async with self._cursor() as cur:
+            await cur.execute(
+                _put_checkpoint_sql(len(rows)),
+                (
+                    *(value for row in rows for value in row),
+                    thread_id,
+                    checkpoint_ns,
+                    checkpoint["id"],
+                    configurable.get("checkpoint_id"),
+                    Jsonb({**checkpoint, "channel_values": inline}),
+                    Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
+                ),
+            )
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -265,10 +262,9 @@ class Saver(AsyncPostgresSaver):
                 by_idx[row[5]] = tuple(row)
         if not by_idx:
             return
-        await self._execute(
-            _put_writes_sql(len(by_idx), upsert),
-            [value for row in by_idx.values() for value in row],
-        )
+        values = [value for row in by_idx.values() for value in row]
+        async with self._cursor() as cur:
+            await cur.execute(_put_writes_sql(len(by_idx), upsert), values)
 
 
 @dataclass(frozen=True)
