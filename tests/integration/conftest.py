@@ -113,6 +113,17 @@ class Cli:
             stdin=subprocess.DEVNULL,
         )
 
+    def start(self, *args: str, stdout: Any = subprocess.PIPE) -> "subprocess.Popen[str]":
+        """Start `agentgraph ARGS` without waiting for it; its stderr goes to `stdout` too."""
+        return subprocess.Popen(
+            [sys.executable, "-m", self.module, *args],
+            cwd=REPO,
+            env=self.env,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
     def json(self, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
         proc = self.run(*args, "--json", env=env)
         assert proc.stdout, f"no JSON on stdout; stderr:\n{proc.stderr}"

@@ -4,34 +4,16 @@ stopping cleanly on SIGTERM."""
 import asyncio
 import signal
 import subprocess
-import sys
 
 import httpx
 
-from tests.integration.conftest import REPO, Cli, _free_port, wait_ready
+from tests.integration.conftest import Cli, _free_port, wait_ready
 from tests.integration.server_harness import SseEvent, sse_events
 
 
 def _serve(cli: Cli, port: int, *options: str) -> "subprocess.Popen[str]":
     """`agentgraph serve` on 127.0.0.1:`port` in a process of its own."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *options,
-        ],
-        cwd=REPO,
-        env=cli.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return cli.start("serve", "--host", "127.0.0.1", "--port", str(port), *options)
 
 
 def test_agentgraph_serve_runs_and_stops_on_sigterm(cli: Cli) -> None:

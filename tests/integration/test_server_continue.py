@@ -5,7 +5,6 @@ And the 409s and 404 of a continue that cannot be."""
 import asyncio
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 from app.models import get_chat_model
 from app.settings import Settings
 from tests.fakes import ScriptedChatModel, register_fakes, scripted_spec
-from tests.integration.conftest import REPO, Cli, _free_port, wait_ready
+from tests.integration.conftest import Cli, _free_port, wait_ready
 from tests.integration.server_harness import (
     RunningServer,
     SseEvent,
@@ -34,11 +33,8 @@ STEPS = {"s1", "s2"}
 def scripted_server(cli: Cli, log_path: Path) -> Iterator[tuple["subprocess.Popen[str]", str]]:
     """`agentgraph serve` in a process of its own, with the scripted models registered."""
     port = _free_port()
-    command = [sys.executable, "-m", cli.module, "serve", "--host", "127.0.0.1", "--port"]
     with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [*command, str(port)], cwd=REPO, env=cli.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        proc = cli.start("serve", "--host", "127.0.0.1", "--port", str(port), stdout=log)
         base = f"http://127.0.0.1:{port}"
         try:
             wait_ready(
