@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -22,11 +23,12 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
-from psycopg import AsyncCursor
+from psycopg import AsyncCursor, AsyncRawCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from app.batching import GroupCommit, Statement
 from app.errors import DatabaseError
 from app.settings import Settings
 
@@ -103,13 +105,6 @@ _BLOB_COLUMNS = "thread_id, checkpoint_ns, channel, version, type, blob"
 _WRITE_COLUMNS = (
     "thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob"
 )
-_PUT_CHECKPOINT = """
-    INSERT INTO checkpoints
-        (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
-    VALUES (%s, %s, %s, %s, %s, %s)
-    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
-    DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
-"""
 _ON_WRITE_CONFLICT = {
     # Special writes (errors, interrupts, resumes) replace an earlier one at their index;
     # a task's ordinary writes are written once, as the library does.
@@ -119,32 +114,42 @@ _ON_WRITE_CONFLICT = {
 
 
 @functools.cache
-def _put_checkpoint_sql(blobs: int) -> str:
+def _put_checkpoint_sql(blobs: int) -> bytes:
     """A checkpoint and `blobs` new channel values in one statement (the library sends two).
 
     Rows of values rather than arrays: psycopg adapts scalars in C, arrays in Python.
     """
+    checkpoint = f"""
+        INSERT INTO checkpoints
+            (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
+        VALUES {_rows(1, 6, start=6 * blobs)}
+        ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id)
+        DO UPDATE SET checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
+    """
     if not blobs:
-        return _PUT_CHECKPOINT
+        return checkpoint.encode()
     return (
         f"WITH blobs AS (INSERT INTO checkpoint_blobs ({_BLOB_COLUMNS}) VALUES {_rows(blobs, 6)}"
-        " ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING)" + _PUT_CHECKPOINT
-    )
+        " ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING)" + checkpoint
+    ).encode()
 
 
 @functools.cache
-def _put_writes_sql(writes: int, upsert: bool) -> str:
+def _put_writes_sql(writes: int, upsert: bool) -> bytes:
     """A task's `writes` writes in one statement."""
     return (
         f"INSERT INTO checkpoint_writes ({_WRITE_COLUMNS}) VALUES {_rows(writes, 9)}"
         " ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO "
         + _ON_WRITE_CONFLICT[upsert]
+    ).encode()
+
+
+def _rows(count: int, width: int, *, start: int = 0) -> str:
+    """`count` rows of `width` placeholders, numbered on from `$start + 1`."""
+    return ", ".join(
+        "(" + ", ".join(f"${start + row * width + col + 1}" for col in range(width)) + ")"
+        for row in range(count)
     )
-
-
-def _rows(count: int, width: int) -> str:
-    row = "(" + ", ".join(["%s"] * width) + ")"
-    return ", ".join([row] * count)
 
 
 NEW_THREAD = "__agentgraph_new_thread"
@@ -152,26 +157,50 @@ NEW_THREAD = "__agentgraph_new_thread"
 
 
 class Saver(AsyncPostgresSaver):
-    """`AsyncPostgresSaver` on a connection pool, with one statement per write.
+    """`AsyncPostgresSaver` on a connection pool: one statement per write, and the writes of
+    one thread committed together.
 
     The library's saver is built to share one connection too: every operation waits for one
     `asyncio.Lock`, so one saver stores one checkpoint at a time however large its pool.
     It sends a checkpoint as a pipeline of two statements, and serialises in a worker
-    thread. On a pool none of that is needed: each operation here takes a pooled
-    connection of its own, a checkpoint and its new channel values go in one statement, a
-    task's writes in another, and the (small) values are serialised in the event loop. The
-    tables, rows and conflict rules are the library's, so its reads see the same thing.
+    thread. On a pool none of that is needed: a checkpoint and its new channel values go in
+    one statement, a task's writes in another, and the (small) values are serialised in the
+    event loop.
+
+    The writes of one thread are committed in batches (`app.batching.GroupCommit`): a
+    task's writes together with the checkpoint that follows them, and whatever else comes
+    while an earlier commit of the thread is under way.
+
+    The tables, rows and conflict rules are the library's, so its reads see the same thing.
     """
 
     conn: AsyncConnectionPool[Any]
 
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         super().__init__(pool)
+        self._commits = GroupCommit(self._execute)
+
+    async def _execute(self, statements: Sequence[Statement]) -> None:
+        """Commit `statements` in one transaction: one round trip for all of them."""
+        # Raw statements (`$n` placeholders): psycopg parses a `%s` statement of more than
+        # 50 parameters again on every call. getconn/putconn rather than `connection()`,
+        # whose exit sends a COMMIT that an autocommit connection does not need.
+        conn = await self.conn.getconn()
+        try:
+            if len(statements) == 1:
+                async with AsyncRawCursor(conn) as cur:
+                    await cur.execute(*statements[0])
+                return
+            async with conn.pipeline(), AsyncRawCursor(conn) as cur:
+                for statement in statements:
+                    await cur.execute(*statement)
+        finally:
+            await self.conn.putconn(conn)
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
-        # The library's cursor without its instance-wide lock: a pooled connection is
-        # used by one operation at a time anyway.
+        # The library's cursor (for reads) without its instance-wide lock: a pooled
+        # connection is used by one operation at a time anyway.
         async with self.conn.connection() as conn:
             if pipeline:
                 async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
@@ -215,19 +244,16 @@ class Saver(AsyncPostgresSaver):
             blobs,
             {k: v for k, v in new_versions.items() if k in blobs},
         )
-        async with self._cursor() as cur:
-            await cur.execute(
-                _put_checkpoint_sql(len(rows)),
-                (
-                    *(value for row in rows for value in row),
-                    thread_id,
-                    checkpoint_ns,
-                    checkpoint["id"],
-                    configurable.get("checkpoint_id"),
-                    Jsonb({**checkpoint, "channel_values": inline}),
-                    Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
-                ),
-            )
+        params = (
+            *(value for row in rows for value in row),
+            thread_id,
+            checkpoint_ns,
+            checkpoint["id"],
+            configurable.get("checkpoint_id"),
+            Jsonb({**checkpoint, "channel_values": inline}, dumps=orjson.dumps),
+            Jsonb(get_serializable_checkpoint_metadata(config, metadata), dumps=orjson.dumps),
+        )
+        await self._commits.store(thread_id, (_put_checkpoint_sql(len(rows)), params))
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -263,8 +289,11 @@ class Saver(AsyncPostgresSaver):
         if not by_idx:
             return
         values = [value for row in by_idx.values() for value in row]
-        async with self._cursor() as cur:
-            await cur.execute(_put_writes_sql(len(by_idx), upsert), values)
+        await self._commits.store(
+            configurable["thread_id"],
+            (_put_writes_sql(len(by_idx), upsert), values),
+            deferrable=True,
+        )
 
 
 @dataclass(frozen=True)

@@ -127,3 +127,35 @@ async def test_a_run_on_a_thread_it_named_reads_no_checkpoint(embedded_url: str)
         assert await saver.aget_tuple(addressed) is not None
     finally:
         await pool.close()
+
+
+async def test_writes_of_one_step_are_committed_with_its_checkpoint(embedded_url: str) -> None:
+    """Two tasks' writes and the next checkpoint go as one batch. A write Postgres refuses
+    fails its own caller only: the batch is sent again one write at a time."""
+    pool = await open_pool(embedded_url, max_size=2)
+    try:
+        saver = Saver(pool)
+        await setup_saver(saver, pool)
+        thread_id = f"batch-{uuid.uuid4().hex}"
+        metadata: CheckpointMetadata = {"source": "loop", "step": 0, "parents": {}}
+        first = _checkpoint({"count": 1}, {"count": "1"})
+        config = await saver.aput(_config(thread_id), first, metadata, {"count": "1"})
+        second = _checkpoint({"count": 2}, {"count": "2"})
+        outcomes = await asyncio.gather(
+            saver.aput_writes(config, [("count", 2)], "task-a"),
+            # Text cannot hold a NUL byte: this write is refused.
+            saver.aput_writes(config, [("bad\x00channel", 1)], "task-b"),
+            saver.aput(config, second, {**metadata, "step": 1}, {"count": "2"}),
+            return_exceptions=True,
+        )
+        assert outcomes[0] is None
+        assert isinstance(outcomes[1], Exception)
+        assert "NUL" in str(outcomes[1])
+        latest = await saver.aget_tuple(_config(thread_id))
+        parent = await saver.aget_tuple(config)
+    finally:
+        await pool.close()
+    assert latest is not None
+    assert latest.checkpoint["channel_values"]["count"] == 2
+    assert parent is not None
+    assert [(t, c, v) for t, c, v in parent.pending_writes or []] == [("task-a", "count", 2)]

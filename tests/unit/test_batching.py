@@ -1,0 +1,118 @@
+"""`GroupCommit`: the writes of one thread go in batches, in order, each caller learning its
+own outcome."""
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from app.batching import GroupCommit, Statement
+
+
+class Database:
+    """Records each committed batch; `hold` keeps the next commit open until released."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+        self.hold: asyncio.Event | None = None
+        self.failing: set[bytes] = set()
+
+    async def execute(self, statements: Sequence[Statement]) -> None:
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            await hold.wait()
+        if self.failing & {sql for sql, _ in statements}:
+            raise RuntimeError("bad statement")
+        self.batches.append([sql for sql, _ in statements])
+
+
+def _statement(name: str) -> Statement:
+    return (name.encode(), ())
+
+
+async def test_writes_queued_during_a_commit_go_together_in_order() -> None:
+    db = Database()
+    commits = GroupCommit(db.execute, defer_s=10)
+    db.hold = hold = asyncio.Event()
+    first = asyncio.create_task(commits.store("t1", _statement("checkpoint-1")))
+    await asyncio.sleep(0)
+    later = [
+        asyncio.create_task(commits.store("t1", _statement("writes-a"), deferrable=True)),
+        asyncio.create_task(commits.store("t1", _statement("writes-b"), deferrable=True)),
+        asyncio.create_task(commits.store("t1", _statement("checkpoint-2"))),
+    ]
+    await asyncio.sleep(0.01)
+    assert not any(t.done() for t in [first, *later])
+    hold.set()
+    await asyncio.gather(first, *later)
+    assert db.batches == [[b"checkpoint-1"], [b"writes-a", b"writes-b", b"checkpoint-2"]]
+
+
+async def test_a_deferrable_write_waits_for_the_checkpoint_after_it() -> None:
+    db = Database()
+    commits = GroupCommit(db.execute, defer_s=10)
+    writes = asyncio.create_task(commits.store("t1", _statement("writes"), deferrable=True))
+    await asyncio.sleep(0.01)
+    assert db.batches == []
+    assert not writes.done()
+    await commits.store("t1", _statement("checkpoint"))
+    await writes
+    assert db.batches == [[b"writes", b"checkpoint"]]
+
+
+async def test_a_deferrable_write_alone_is_committed_after_the_delay() -> None:
+    db = Database()
+    commits = GroupCommit(db.execute, defer_s=0.02)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await commits.store("t1", _statement("interrupt"), deferrable=True)
+    assert loop.time() - started >= 0.015
+    assert db.batches == [[b"interrupt"]]
+
+
+async def test_threads_do_not_wait_for_each_other() -> None:
+    db = Database()
+    commits = GroupCommit(db.execute, defer_s=10)
+    db.hold = hold = asyncio.Event()
+    blocked = asyncio.create_task(commits.store("t1", _statement("t1-checkpoint")))
+    await asyncio.sleep(0)
+    await asyncio.wait_for(commits.store("t2", _statement("t2-checkpoint")), timeout=1)
+    assert db.batches == [[b"t2-checkpoint"]]
+    hold.set()
+    await blocked
+
+
+async def test_a_failed_batch_is_sent_again_one_by_one() -> None:
+    db = Database()
+    db.failing = {b"bad"}
+    commits = GroupCommit(db.execute, defer_s=10)
+    db.hold = hold = asyncio.Event()
+    first = asyncio.create_task(commits.store("t1", _statement("first")))
+    await asyncio.sleep(0)
+    good = asyncio.create_task(commits.store("t1", _statement("good")))
+    bad = asyncio.create_task(commits.store("t1", _statement("bad")))
+    after = asyncio.create_task(commits.store("t1", _statement("after")))
+    await asyncio.sleep(0)
+    hold.set()
+    await first
+    await good
+    with pytest.raises(RuntimeError, match="bad statement"):
+        await bad
+    await after
+    assert db.batches == [[b"first"], [b"good"], [b"after"]]
+
+
+async def test_a_cancelled_caller_does_not_lose_its_write_or_others() -> None:
+    db = Database()
+    commits = GroupCommit(db.execute, defer_s=10)
+    db.hold = hold = asyncio.Event()
+    first = asyncio.create_task(commits.store("t1", _statement("first")))
+    await asyncio.sleep(0)
+    gone = asyncio.create_task(commits.store("t1", _statement("gone")))
+    kept = asyncio.create_task(commits.store("t1", _statement("kept")))
+    await asyncio.sleep(0)
+    gone.cancel()
+    hold.set()
+    await asyncio.gather(first, kept)
+    assert gone.cancelled()
+    assert db.batches == [[b"first"], [b"gone", b"kept"]]
