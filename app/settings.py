@@ -82,6 +82,12 @@ class Settings(BaseSettings):
         description="Cosine similarity of a step to its best chunk that makes it a rag step.",
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    max_concurrent_runs: int = Field(
+        default=10,
+        ge=1,
+        le=64,
+        description="Runs a server process executes at once; later ones wait their turn.",
+    )
     db_prepared_statements: bool = Field(
         default=True,
         description="Prepare statements on each connection; false for PgBouncer before 1.21.",

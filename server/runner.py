@@ -108,6 +108,10 @@ class RunManager:
         self.lock_pool = lock_pool
         self.runs: dict[str, RunHandle] = {}
         self.stopping = False
+        self.slots = asyncio.Semaphore(settings.max_concurrent_runs)
+        """Runs executing at once. More at once only share the process's CPU more thinly (each
+        takes longer, and all of them together no fewer); a run waiting for a slot already
+        holds its thread, so it answers 409 to a second start as a running one does."""
 
     async def _lock(self, thread_id: str) -> AsyncConnection[Any]:
         if self.stopping:
@@ -230,25 +234,17 @@ class RunManager:
         new_thread: bool,
     ) -> None:
         try:
-            async for event in stream_events(
-                self.agent.graph,
-                thread_id=handle.thread_id,
-                context=context,
-                request=request,
-                resume=resume,
-                proceed=proceed,
-                new_thread=new_thread,
-            ):
-                kind = event["event"]
-                if kind == "interrupt":
-                    event = {**event, "resume_url": f"/api/v1/threads/{handle.thread_id}/resume"}
-                elif kind == "error":
-                    handle.error = str(event.get("message"))
-                elif kind == "plan_update":
-                    handle.plan = event.get("plan")
-                elif kind == "final":
-                    handle.final = event
-                handle.queue.put_nowait(event)
+            async with self.slots:
+                async for event in stream_events(
+                    self.agent.graph,
+                    thread_id=handle.thread_id,
+                    context=context,
+                    request=request,
+                    resume=resume,
+                    proceed=proceed,
+                    new_thread=new_thread,
+                ):
+                    self._record(handle, event)
         except asyncio.CancelledError:
             handle.error = STOPPING_MESSAGE
             raise
@@ -268,6 +264,19 @@ class RunManager:
                 handle.queue.put_nowait(None)
                 handle.done.set()
                 self.runs.pop(handle.run_id, None)
+
+    @staticmethod
+    def _record(handle: RunHandle, event: RunEvent) -> None:
+        kind = event["event"]
+        if kind == "interrupt":
+            event = {**event, "resume_url": f"/api/v1/threads/{handle.thread_id}/resume"}
+        elif kind == "error":
+            handle.error = str(event.get("message"))
+        elif kind == "plan_update":
+            handle.plan = event.get("plan")
+        elif kind == "final":
+            handle.final = event
+        handle.queue.put_nowait(event)
 
     async def stop(self) -> None:
         """Take no new runs; end every stream with an error event and cancel the runs.

@@ -2,13 +2,20 @@
 threads, history and forks. The scripted fake model stands in where the model is not the
 subject; one run uses the real local model end to end."""
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from app.settings import Settings
 from tests.fakes import MakeModel
-from tests.integration.server_harness import RunningServer, running_server, stream_run
+from tests.integration.server_harness import (
+    RunningServer,
+    running_server,
+    sse_events,
+    stream_run,
+)
 
 QUESTION = "What is A? What is B?"
 
@@ -162,3 +169,54 @@ async def test_an_idle_stream_gets_keep_alive_comments(
             lines = [line async for line in response.aiter_lines()]
     assert ": keep-alive" in lines
     assert "event: final" in lines
+
+
+async def test_runs_beyond_the_process_limit_wait_their_turn(
+    settings: Settings, embedded_url: str, make_model: MakeModel, tmp_path: Path
+) -> None:
+    """With one run at a time, a second run holds its thread and streams its metadata at
+    once, and its graph starts when the first run ends."""
+    gate = tmp_path / "gate"
+    held, _ = make_model(reply="Held answer.", gate_file=str(gate))
+    quick, _ = make_model(reply="Quick answer.")
+    one_at_a_time = settings.model_copy(update={"max_concurrent_runs": 1})
+    with running_server(one_at_a_time, embedded_url) as server:
+        async with (
+            httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
+            client.stream(
+                "POST",
+                "/api/v1/agent/run.stream",
+                json={"question": "What is A?", "model": held, "approval": "never"},
+            ) as first,
+        ):
+            first_events = sse_events(first)
+            async for event in first_events:
+                if event.event == "handoff":
+                    break  # the first run now waits in the model, at the closed gate
+            async with client.stream(
+                "POST",
+                "/api/v1/agent/run.stream",
+                json={"question": "What is B?", "model": quick, "approval": "never"},
+            ) as second:
+                events = sse_events(second)
+                metadata = await anext(events)
+                assert metadata.event == "metadata"
+                waiting = asyncio.create_task(anext(events))
+                await asyncio.sleep(1.0)
+                assert not waiting.done(), "the second run started before a slot was free"
+                busy = await client.post(
+                    "/api/v1/agent/run",
+                    json={
+                        "question": "C?",
+                        "model": quick,
+                        "thread_id": metadata.data["thread_id"],
+                    },
+                )
+                assert busy.status_code == 409
+                gate.touch()
+                rest = [await waiting] + [e async for e in events]
+            first_rest = [e async for e in first_events]
+    assert rest[-1].event == "final"
+    assert "Quick answer." in rest[-1].data["answer"]
+    assert first_rest[-1].event == "final"
+    assert "Held answer." in first_rest[-1].data["answer"]
