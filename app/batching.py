@@ -25,7 +25,7 @@ from typing import Any
 Statement = tuple[bytes, Sequence[Any]]
 """A statement and its parameters."""
 Execute = Callable[[Sequence[Statement]], Awaitable[None]]
-"""Commit statements in one transaction, or none of them."""
+"""Commit statements together: one round trip, one transaction."""
 
 DEFER_S = 0.005
 """How long a deferrable write waits for a write it can go with."""
@@ -114,8 +114,8 @@ class GroupCommit:
             for write in batch:
                 try:
                     await self._execute([write.statement])
-                except Exception as exc:
-                    _settle(write.stored, exc)
+                except Exception as error:
+                    _settle(write.stored, error)
                 else:
                     _settle(write.stored, None)
         else:

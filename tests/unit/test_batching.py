@@ -30,12 +30,20 @@ def _statement(name: str) -> Statement:
     return (name.encode(), ())
 
 
+async def _first_held(
+    db: Database, commits: GroupCommit
+) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """Start thread t1's write "first", whose commit stays open until the event is set."""
+    db.hold = hold = asyncio.Event()
+    first = asyncio.create_task(commits.store("t1", _statement("first")))
+    await asyncio.sleep(0)
+    return first, hold
+
+
 async def test_writes_queued_during_a_commit_go_together_in_order() -> None:
     db = Database()
     commits = GroupCommit(db.execute, defer_s=10)
-    db.hold = hold = asyncio.Event()
-    first = asyncio.create_task(commits.store("t1", _statement("checkpoint-1")))
-    await asyncio.sleep(0)
+    first, hold = await _first_held(db, commits)
     later = [
         asyncio.create_task(commits.store("t1", _statement("writes-a"), deferrable=True)),
         asyncio.create_task(commits.store("t1", _statement("writes-b"), deferrable=True)),
@@ -45,7 +53,7 @@ async def test_writes_queued_during_a_commit_go_together_in_order() -> None:
     assert not any(t.done() for t in [first, *later])
     hold.set()
     await asyncio.gather(first, *later)
-    assert db.batches == [[b"checkpoint-1"], [b"writes-a", b"writes-b", b"checkpoint-2"]]
+    assert db.batches == [[b"first"], [b"writes-a", b"writes-b", b"checkpoint-2"]]
 
 
 async def test_a_deferrable_write_waits_for_the_checkpoint_after_it() -> None:
@@ -73,9 +81,7 @@ async def test_a_deferrable_write_alone_is_committed_after_the_delay() -> None:
 async def test_threads_do_not_wait_for_each_other() -> None:
     db = Database()
     commits = GroupCommit(db.execute, defer_s=10)
-    db.hold = hold = asyncio.Event()
-    blocked = asyncio.create_task(commits.store("t1", _statement("t1-checkpoint")))
-    await asyncio.sleep(0)
+    blocked, hold = await _first_held(db, commits)
     await asyncio.wait_for(commits.store("t2", _statement("t2-checkpoint")), timeout=1)
     assert db.batches == [[b"t2-checkpoint"]]
     hold.set()
@@ -86,9 +92,7 @@ async def test_a_failed_batch_is_sent_again_one_by_one() -> None:
     db = Database()
     db.failing = {b"bad"}
     commits = GroupCommit(db.execute, defer_s=10)
-    db.hold = hold = asyncio.Event()
-    first = asyncio.create_task(commits.store("t1", _statement("first")))
-    await asyncio.sleep(0)
+    first, hold = await _first_held(db, commits)
     good = asyncio.create_task(commits.store("t1", _statement("good")))
     bad = asyncio.create_task(commits.store("t1", _statement("bad")))
     after = asyncio.create_task(commits.store("t1", _statement("after")))
@@ -105,9 +109,7 @@ async def test_a_failed_batch_is_sent_again_one_by_one() -> None:
 async def test_a_cancelled_caller_does_not_lose_its_write_or_others() -> None:
     db = Database()
     commits = GroupCommit(db.execute, defer_s=10)
-    db.hold = hold = asyncio.Event()
-    first = asyncio.create_task(commits.store("t1", _statement("first")))
-    await asyncio.sleep(0)
+    first, hold = await _first_held(db, commits)
     gone = asyncio.create_task(commits.store("t1", _statement("gone")))
     kept = asyncio.create_task(commits.store("t1", _statement("kept")))
     await asyncio.sleep(0)
