@@ -158,7 +158,7 @@ NEW_THREAD = "__agentgraph_new_thread"
 
 class Saver(AsyncPostgresSaver):
     """`AsyncPostgresSaver` on a connection pool: one statement per write, and the writes of
-    one thread committed together.
+    many threads committed together.
 
     The library's saver is built to share one connection too: every operation waits for one
     `asyncio.Lock`, so one saver stores one checkpoint at a time however large its pool.
@@ -167,9 +167,9 @@ class Saver(AsyncPostgresSaver):
     one statement, a task's writes in another, and the (small) values are serialised in the
     event loop.
 
-    The writes of one thread are committed in batches (`app.batching.GroupCommit`): a
-    task's writes together with the checkpoint that follows them, and whatever else comes
-    while an earlier commit of the thread is under way.
+    Writes are committed in groups (`app.batching.GroupCommit`): a task's writes together
+    with the checkpoint that follows them, and the writes of every thread that came while
+    the previous transaction was under way together in the next one.
 
     The tables, rows and conflict rules are the library's, so its reads see the same thing.
     """

@@ -1,5 +1,5 @@
-"""`GroupCommit`: the writes of one thread go in batches, in order, each caller learning its
-own outcome."""
+"""`GroupCommit`: the writes of one thread go in batches, in order, the batches of many threads
+in one transaction, each caller learning its own outcome."""
 
 import asyncio
 from collections.abc import Sequence
@@ -78,14 +78,53 @@ async def test_a_deferrable_write_alone_is_committed_after_the_delay() -> None:
     assert db.batches == [[b"interrupt"]]
 
 
-async def test_threads_do_not_wait_for_each_other() -> None:
+async def test_threads_ready_during_a_commit_go_together_in_the_next_one() -> None:
     db = Database()
-    commits = GroupCommit(db.execute, defer_s=10)
+    commits = GroupCommit(db.execute, defer_s=10, stall_s=10)
+    first, hold = await _first_held(db, commits)
+    others = [
+        asyncio.create_task(commits.store("t2", _statement("t2-checkpoint"))),
+        asyncio.create_task(commits.store("t3", _statement("t3-checkpoint"))),
+        asyncio.create_task(commits.store("t1", _statement("t1-checkpoint"))),
+    ]
+    await asyncio.sleep(0.01)
+    assert not any(t.done() for t in others)
+    hold.set()
+    await asyncio.gather(first, *others)
+    assert db.batches == [
+        [b"first"],
+        [b"t2-checkpoint", b"t3-checkpoint", b"t1-checkpoint"],
+    ]
+
+
+async def test_a_stalled_commit_does_not_hold_up_other_threads() -> None:
+    db = Database()
+    commits = GroupCommit(db.execute, defer_s=10, stall_s=0.02)
+    loop = asyncio.get_running_loop()
     blocked, hold = await _first_held(db, commits)
+    started = loop.time()
     await asyncio.wait_for(commits.store("t2", _statement("t2-checkpoint")), timeout=1)
+    assert loop.time() - started >= 0.015
     assert db.batches == [[b"t2-checkpoint"]]
+    assert not blocked.done()
     hold.set()
     await blocked
+    assert db.batches == [[b"t2-checkpoint"], [b"first"]]
+
+
+async def test_a_refused_write_fails_only_its_own_thread() -> None:
+    db = Database()
+    db.failing = {b"bad"}
+    commits = GroupCommit(db.execute, defer_s=10, stall_s=10)
+    first, hold = await _first_held(db, commits)
+    bad = asyncio.create_task(commits.store("t2", _statement("bad")))
+    good = asyncio.create_task(commits.store("t3", _statement("good")))
+    await asyncio.sleep(0)
+    hold.set()
+    await asyncio.gather(first, good)
+    with pytest.raises(RuntimeError, match="bad statement"):
+        await bad
+    assert db.batches == [[b"first"], [b"good"]]
 
 
 async def test_a_failed_batch_is_sent_again_one_by_one() -> None:
