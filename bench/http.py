@@ -295,19 +295,51 @@ def _version(package: str) -> str | None:
         return None
 
 
-async def measure(args: argparse.Namespace, base: str, url: str) -> dict[str, Any]:
-    """Warm up, measure every concurrency level and the resumes; return the figures."""
+async def measure(
+    args: argparse.Namespace, base: str, url: str, dev_base: str | None = None
+) -> dict[str, Any]:
+    """Warm up, measure every concurrency level and the resumes; return the figures.
+
+    With `dev_base` (`langgraph dev`, already running), each level is measured on both
+    servers back to back, so a change in the machine's speed between levels touches both
+    alike; the first server of each pair alternates from one level to the next.
+    """
     threads: list[str] = []
     limits = httpx.Limits(max_connections=max(args.clients) + 5)
+    dev = _dev_client(dev_base) if dev_base is not None else None
+    unused: list[str] = []
+    dev_levels: list[Level] = []
     async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as client:
         try:
             logger.info("warming up: %d runs", args.warmup)
             for _ in range(args.warmup):
                 await one_run(client, threads)
+            if dev is not None:
+                logger.info("langgraph dev: warming up: %d runs", args.warmup)
+                for _ in range(args.warmup):
+                    await dev_one_run(dev, unused)
             levels = []
-            for clients in args.clients:
-                logger.info("measuring: %d runs at %d clients", args.runs, clients)
-                levels.append(await level(client, clients=clients, runs=args.runs, threads=threads))
+            for i, clients in enumerate(args.clients):
+
+                async def ours(clients: int = clients) -> None:
+                    logger.info("measuring: %d runs at %d clients", args.runs, clients)
+                    levels.append(
+                        await level(client, clients=clients, runs=args.runs, threads=threads)
+                    )
+
+                async def theirs(dev: Any = dev, clients: int = clients) -> None:
+                    logger.info(
+                        "langgraph dev: measuring %d runs at %d clients", args.runs, clients
+                    )
+                    dev_levels.append(
+                        await level(
+                            dev, clients=clients, runs=args.runs, threads=unused, run=dev_one_run
+                        )
+                    )
+
+                pair = (ours, theirs) if i % 2 == 0 else (theirs, ours)
+                for measure_one in pair if dev is not None else (ours,):
+                    await measure_one()
             logger.info("measuring: %d resumes", args.resumes)
             to_metadata, to_graph = await resume_latency(
                 client, resumes=args.resumes, threads=threads
@@ -348,25 +380,16 @@ async def measure(args: argparse.Namespace, base: str, url: str) -> dict[str, An
                 by_clients[n].runs_per_s / ref, 2
             )
     figures["meets_resume_target"] = figures["resume_to_first_event_p50_ms"] < TARGET_RESUME_MS
+    if dev_levels:
+        compare(figures, dev_levels)
     return figures
 
 
-async def measure_dev(args: argparse.Namespace, base: str) -> list[Level]:
-    """Warm up and measure every concurrency level against `langgraph dev`."""
+def _dev_client(base: str) -> Any:
+    """A `langgraph_sdk` client of `langgraph dev` at `base`."""
     from langgraph_sdk import get_client
 
-    client = get_client(url=base, timeout=300)
-    unused: list[str] = []
-    logger.info("langgraph dev: warming up: %d runs", args.warmup)
-    for _ in range(args.warmup):
-        await dev_one_run(client, unused)
-    levels = []
-    for clients in args.clients:
-        logger.info("langgraph dev: measuring %d runs at %d clients", args.runs, clients)
-        levels.append(
-            await level(client, clients=clients, runs=args.runs, threads=unused, run=dev_one_run)
-        )
-    return levels
+    return get_client(url=base, timeout=300)
 
 
 def compare(figures: dict[str, Any], dev_levels: list[Level]) -> None:
@@ -478,19 +501,20 @@ def main(argv: list[str] | None = None) -> int:
         # Resolve once here, so the server and the clean-up use the same database.
         url = args.database_url or resolve_database_url(settings)
         env["DATABASE_URL"] = url
-        proc, base = start_server(env, args.workers)
+        servers: list[subprocess.Popen[bytes]] = []
         try:
-            figures = asyncio.run(measure(args, base, url))
+            proc, base = start_server(env, args.workers)
+            servers.append(proc)
+            dev_base = None
+            if args.langgraph_dev:
+                dev, dev_base = start_langgraph_dev(env)
+                servers.append(dev)
+            figures = asyncio.run(measure(args, base, url, dev_base))
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-        if args.langgraph_dev:
-            dev, dev_base = start_langgraph_dev(env)
-            try:
-                compare(figures, asyncio.run(measure_dev(args, dev_base)))
-            finally:
-                dev.send_signal(signal.SIGTERM)
-                dev.wait(timeout=60)
+            for server in servers:
+                server.send_signal(signal.SIGTERM)
+            for server in servers:
+                server.wait(timeout=60)
     except AgentGraphError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
