@@ -1,6 +1,7 @@
 """Finalize: write the run report (tokens, cost, latency per node; plan history; approvals)."""
 
 import time
+from typing import NotRequired
 
 from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
@@ -14,7 +15,7 @@ from nodes.state import RunReport, State
 
 
 class FinalizeUpdate(TypedDict):
-    status: RunStatus
+    status: NotRequired[RunStatus]
     report: RunReport
     usage: list[UsageRecord]
 
@@ -80,4 +81,7 @@ async def finalize(state: State, runtime: Runtime[Context]) -> FinalizeUpdate:
         citations=state.get("citations", []),
         report=report,
     )
-    return FinalizeUpdate(status=status, report=report, usage=[record])
+    update = FinalizeUpdate(report=report, usage=[record])
+    if status != state.get("status"):  # the outcome is usually written already
+        update["status"] = status
+    return update

@@ -59,16 +59,8 @@ async def _orchestrate(
         "plan" if mode == "plan" or (mode == "auto" and wants_plan(request)) else "direct"
     )
     history: list[PlanRevision] = []
-    update = OrchestratorUpdate(
-        options=asdict(runtime.context),
-        route=route,
-        status="running",
-        answer="",
-        citations=[],
-        report=None,
-        results=Overwrite({}),
-        approvals=Overwrite([]),
-    )
+    update = OrchestratorUpdate(options=asdict(runtime.context), route=route, status="running")
+    _clear_earlier_run(state, update)
     if route == "direct":
         plan, note = await with_documents(direct_plan(request), runtime.context, library)
         reason = "a single question: answered directly" + (f"; {note}" if note else "")
@@ -91,9 +83,26 @@ async def _orchestrate(
         ),
         reason=f"route={route}",
     )
-    update["plan_history"] = Overwrite(history)
-    update["usage"] = Overwrite([usage_record("orchestrator", started)])
+    if history or state.get("plan_history"):
+        update["plan_history"] = Overwrite(history) if state.get("plan_history") else history
+    record = usage_record("orchestrator", started)
+    update["usage"] = Overwrite([record]) if state.get("usage") else [record]
     return update
+
+
+def _clear_earlier_run(state: State, update: OrchestratorUpdate) -> None:
+    """Empty what an earlier run on the thread left. On a new thread all of it is empty
+    already, and each value written for nothing would cost the run's checkpoints a write."""
+    if state.get("answer"):
+        update["answer"] = ""
+    if state.get("citations"):
+        update["citations"] = []
+    if state.get("report"):
+        update["report"] = None
+    if state.get("results"):
+        update["results"] = Overwrite({})
+    if state.get("approvals"):
+        update["approvals"] = Overwrite([])
 
 
 async def route_request(state: State) -> Literal["planner", "approve_plan", "dispatch"]:

@@ -557,6 +557,43 @@ async def test_second_request_on_a_thread_runs_its_own_steps(
     assert set(step_results(events)) == {"s1", "s2"}  # today: no step runs at all
 
 
+async def test_a_new_thread_writes_no_earlier_run_to_clear(
+    graph: AgentGraph, thread_id: str, make_model: MakeModel, collect_events: CollectEvents
+) -> None:
+    """The orchestrator clears what an earlier run left, and on a new thread, where all of it
+    is empty, writes nothing for it; the second run on a thread starts clear and reports only
+    its own usage."""
+    spec, _ = make_model(reply="answer {n}")
+    context = Context(model=spec, approval="never", mode="plan")
+    earlier = {"answer", "citations", "report", "results", "approvals", "plan_history"}
+
+    async def after_orchestrator() -> dict[str, Any]:
+        async for snap in graph.aget_state_history(thread_config(thread_id)):
+            if snap.next == ("planner",):
+                return dict(snap.values)
+        raise AssertionError("no checkpoint before the planner")
+
+    first = await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
+    fresh = await after_orchestrator()
+    assert not any(fresh.get(key) for key in earlier)
+    assert not {"answer", "citations", "report"} & set(fresh)
+    assert (await state_of(graph, thread_id))["usage"][0]["node"] == "orchestrator"
+
+    second = await collect_events(
+        graph, thread_id=thread_id, context=context, request="What is the capital of Spain?"
+    )
+    cleared = await after_orchestrator()
+    assert (cleared["answer"], cleared["citations"], cleared["report"]) == ("", [], None)
+    assert (cleared["results"], cleared["approvals"], cleared["plan_history"]) == ({}, [], [])
+    assert [r["node"] for r in cleared["usage"]] == ["orchestrator"]
+    calls = [
+        {node: totals["calls"] for node, totals in final(run)["report"]["nodes"].items()}
+        for run in (first, second)
+    ]
+    assert calls[0] == calls[1]
+    assert calls[0]["orchestrator"] == 1
+
+
 async def test_compose_synthesis_keeps_every_part(
     graph: AgentGraph, thread_id: str, make_model: MakeModel, collect_events: CollectEvents
 ) -> None:
