@@ -305,6 +305,15 @@ class Database:
     saver: Saver
 
 
+_DROP_REDUNDANT_INDEXES = """
+    DROP INDEX IF EXISTS
+        checkpoints_thread_id_idx, checkpoint_blobs_thread_id_idx, checkpoint_writes_thread_id_idx
+"""
+"""The library's migrations index each checkpoint table on `thread_id`, the first column of
+its primary key: the primary key serves every lookup by thread, and each extra index only
+made every stored row one more index entry to write."""
+
+
 async def setup_saver(saver: AsyncPostgresSaver, pool: AsyncConnectionPool[Any]) -> None:
     """Create or migrate the checkpoint tables, one process at a time."""
     async with pool.connection() as conn:
@@ -320,6 +329,7 @@ async def setup_saver(saver: AsyncPostgresSaver, pool: AsyncConnectionPool[Any])
             await asyncio.sleep(0.05)
         try:
             await saver.setup()
+            await conn.execute(_DROP_REDUNDANT_INDEXES)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK_KEY,))
 

@@ -159,3 +159,38 @@ async def test_writes_of_one_step_are_committed_with_its_checkpoint(embedded_url
     assert latest.checkpoint["channel_values"]["count"] == 2
     assert parent is not None
     assert [(t, c, v) for t, c, v in parent.pending_writes or []] == [("task-a", "count", 2)]
+
+
+@pytest.mark.parametrize("database", ["embedded_url", "pg15_url"])
+async def test_each_table_is_found_by_thread_through_its_primary_key(
+    database: str, request: pytest.FixtureRequest
+) -> None:
+    """Set-up leaves no second index on `thread_id` (a stored row writes one index entry
+    fewer per table), twice in a row, and lookups by thread still use an index."""
+    pool = await open_pool(request.getfixturevalue(database), max_size=2)
+    tables = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+    try:
+        saver = Saver(pool)
+        await setup_saver(saver, pool)
+        await setup_saver(saver, pool)
+        thread_id = f"indexed-{uuid.uuid4().hex}"
+        await _write(saver, thread_id)
+        async with pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = ANY(%s)", (list(tables),)
+            )
+            indexes = {row["indexname"] for row in await cursor.fetchall()}
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            plans = {}
+            for table in tables:
+                cursor = await conn.execute(
+                    f"EXPLAIN SELECT * FROM {table} WHERE thread_id = %s", (thread_id,)
+                )
+                plans[table] = " ".join(row["QUERY PLAN"] for row in await cursor.fetchall())
+        await saver.adelete_thread(thread_id)
+        assert await saver.aget_tuple(_config(thread_id)) is None
+    finally:
+        await pool.close()
+    assert not {f"{table}_thread_id_idx" for table in tables} & indexes
+    for table in tables:
+        assert f"{table}_pkey" in plans[table], plans[table]
