@@ -1,7 +1,9 @@
 """Start, resume, inspect and fork runs: the one run API under the CLI, the server and notebooks."""
 
 import asyncio
+import contextlib
 import logging
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -24,6 +26,7 @@ from app.models import get_chat_model, is_loaded
 from graphs.agent import AgentGraph
 from nodes.approval import parse_decision
 from nodes.context import Context
+from nodes.events import EventSink, event_sink
 from nodes.finalize import build_report
 from nodes.schemas import ApprovalDecision, Citation, Plan, PlanRevision
 from nodes.state import InputState, RunReport, State
@@ -87,23 +90,27 @@ def _interrupt_event(snapshot: StateSnapshot, thread_id: str) -> RunEvent | None
     }
 
 
-async def stream_events(
+async def run_events(
     graph: AgentGraph,
     *,
+    sink: EventSink,
     thread_id: str,
     context: Context,
     request: str | None = None,
     resume: ApprovalDecision | None = None,
     proceed: bool = False,
     new_thread: bool = False,
-) -> AsyncIterator[RunEvent]:
-    """Run (or resume, or continue) a thread and yield its events: plan_update, handoff,
-    delta, step_result, interrupt, final, and error when the run fails.
+) -> None:
+    """Run (or resume, or continue) a thread to its end or its next interrupt, handing each
+    event to `sink` as it happens: plan_update, handoff, delta, step_result, interrupt,
+    final, and error when the run fails.
 
     Exactly one of `request`, `resume` and `proceed` is given. `proceed` runs on from the
     thread's latest checkpoint with no new input: what a run cut off by a stop or a crash
     left to do. Tasks that finished before the stop are not run again. `new_thread` says
     the caller just made the thread id up, so the run does not look for its checkpoint.
+    `sink` is called in the event loop's thread, also for events of code that runs in a
+    worker thread.
     """
     payload: InputState | Command[Any] | None
     if sum((request is not None, resume is not None, proceed)) != 1:
@@ -114,28 +121,83 @@ async def stream_events(
         payload = InputState(request=request)
     else:
         payload = None
+    loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
+    finished = False
+
+    def put(event: RunEvent) -> None:
+        nonlocal finished
+        finished = finished or event["event"] == "final"
+        if threading.get_ident() == loop_thread:
+            sink(event)
+        else:
+            loop.call_soon_threadsafe(sink, event)
+
+    token = event_sink.set(put)
     try:
-        finished = False
-        # Only the nodes' own events: LangGraph's "updates" mode would show the interrupt
-        # as it happens, but building an update for every node cost a fifth of the server's
-        # throughput. A run that stopped without its final event is asked for its interrupt.
+        # The nodes' events reach `put` directly (`nodes.events`), and LangGraph streams only
+        # the state's values, its cheapest mode. Streaming `custom` made a server run take
+        # about a fifth more CPU, `updates` more still. A run that stopped without its final
+        # event is asked for its interrupt.
         config = thread_config(thread_id)
         if new_thread:
             config["configurable"][NEW_THREAD] = True
-        async for chunk in graph.astream(payload, config, context=context, stream_mode="custom"):
-            if isinstance(chunk, dict) and "event" in chunk:
-                finished = finished or chunk["event"] == "final"
-                yield chunk
+        async for _ in graph.astream(payload, config, context=context, stream_mode="values"):
+            pass
         if not finished:
             event = _interrupt_event(await graph.aget_state(thread_config(thread_id)), thread_id)
             if event is not None:
-                yield event
+                put(event)
     except AgentGraphError as exc:
-        yield {"event": "error", "type": type(exc).__name__, "message": str(exc)}
+        put({"event": "error", "type": type(exc).__name__, "message": str(exc)})
     except Exception as exc:
         # The checkpoint keeps everything up to the failing node; report and keep going.
         logger.exception("run %s failed", thread_id)
-        yield {"event": "error", "type": type(exc).__name__, "message": str(exc)}
+        put({"event": "error", "type": type(exc).__name__, "message": str(exc)})
+    finally:
+        event_sink.reset(token)
+
+
+async def stream_events(
+    graph: AgentGraph,
+    *,
+    thread_id: str,
+    context: Context,
+    request: str | None = None,
+    resume: ApprovalDecision | None = None,
+    proceed: bool = False,
+    new_thread: bool = False,
+) -> AsyncIterator[RunEvent]:
+    """Run (or resume, or continue) a thread and yield its events, as `run_events` hands
+    them over; the arguments are `run_events`'. Closing the iterator early stops the run.
+    """
+    events: asyncio.Queue[RunEvent | None] = asyncio.Queue()
+
+    async def run() -> None:
+        try:
+            await run_events(
+                graph,
+                sink=events.put_nowait,
+                thread_id=thread_id,
+                context=context,
+                request=request,
+                resume=resume,
+                proceed=proceed,
+                new_thread=new_thread,
+            )
+        finally:
+            events.put_nowait(None)
+
+    task = asyncio.create_task(run(), name=f"run-{thread_id}")
+    try:
+        while (event := await events.get()) is not None:
+            yield event
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _status(snapshot: StateSnapshot) -> ThreadStatus:

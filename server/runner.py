@@ -30,8 +30,8 @@ from graphs.runs import (
     continue_check,
     get_snapshot,
     pending_decision_check,
+    run_events,
     stored_context,
-    stream_events,
 )
 from graphs.service import Agent
 from nodes.context import Context
@@ -235,21 +235,21 @@ class RunManager:
     ) -> None:
         try:
             async with self.slots:
-                async for event in stream_events(
+                await run_events(
                     self.agent.graph,
+                    sink=lambda event: self._record(handle, event),
                     thread_id=handle.thread_id,
                     context=context,
                     request=request,
                     resume=resume,
                     proceed=proceed,
                     new_thread=new_thread,
-                ):
-                    self._record(handle, event)
+                )
         except asyncio.CancelledError:
             handle.error = STOPPING_MESSAGE
             raise
         except Exception as exc:
-            # stream_events reports failures of the graph as events; this is the bookkeeping.
+            # run_events reports failures of the graph as events; this is the bookkeeping.
             logger.exception("run %s of thread %s failed", handle.run_id, handle.thread_id)
             handle.error = str(exc)
             handle.queue.put_nowait(
