@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +80,16 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[SseEvent]:
             name = line[len("event:") :].strip()
         elif line.startswith("data:"):
             data.append(line[len("data:") :].strip())
+
+
+RUN_STREAM = "/api/v1/agent/run.stream"
+
+
+def open_run_stream(
+    client: httpx.AsyncClient, body: dict[str, Any]
+) -> AbstractAsyncContextManager[httpx.Response]:
+    """Start a run and open its event stream (read it with `sse_events`)."""
+    return client.stream("POST", RUN_STREAM, json=body)
 
 
 async def stream_run(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> list[SseEvent]:

@@ -11,6 +11,7 @@ from app.settings import Settings
 from tests.fakes import MakeModel
 from tests.integration.server_harness import (
     RunningServer,
+    open_run_stream,
     running_server,
     sse_events,
     stream_run,
@@ -112,10 +113,8 @@ async def test_a_client_that_disconnects_does_not_stop_the_run(
 ) -> None:
     spec, model = make_model(reply="Finished without a listener.", delay_s=0.5)
     async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as client:
-        async with client.stream(
-            "POST",
-            "/api/v1/agent/run.stream",
-            json={"question": QUESTION, "model": spec, "approval": "never", "mode": "plan"},
+        async with open_run_stream(
+            client, {"question": QUESTION, "model": spec, "approval": "never", "mode": "plan"}
         ) as response:
             async for event in sse_events(response):
                 if event.event == "metadata":
@@ -161,10 +160,8 @@ async def test_stopping_the_server_ends_streams_with_an_error_event(
     with running_server(settings, embedded_url) as server:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
             events: list[Any] = []
-            async with client.stream(
-                "POST",
-                "/api/v1/agent/run.stream",
-                json={"question": QUESTION, "model": spec, "approval": "never", "mode": "plan"},
+            async with open_run_stream(
+                client, {"question": QUESTION, "model": spec, "approval": "never", "mode": "plan"}
             ) as response:
                 async for event in sse_events(response):
                     events.append(event)

@@ -8,7 +8,7 @@ import subprocess
 import httpx
 
 from tests.integration.conftest import Cli, _free_port, wait_ready
-from tests.integration.server_harness import SseEvent, sse_events
+from tests.integration.server_harness import SseEvent, open_run_stream, sse_events
 
 
 def _serve(cli: Cli, port: int, *options: str) -> "subprocess.Popen[str]":
@@ -76,7 +76,7 @@ async def test_agentgraph_serve_workers_share_the_port_and_end_streams_on_sigter
             assert {r.json()["status"] for r in results} == {"interrupted"}
             # A real local-model run, stopped while its first step writes.
             body = {"question": "Explain how a B-tree stays balanced.", "approval": "never"}
-            async with client.stream("POST", "/api/v1/agent/run.stream", json=body) as response:
+            async with open_run_stream(client, body) as response:
                 async for event in sse_events(response):
                     events.append(event)
                     if event.event == "delta" and proc.poll() is None:

@@ -19,6 +19,7 @@ from tests.integration.conftest import Cli, _free_port, wait_ready
 from tests.integration.server_harness import (
     RunningServer,
     SseEvent,
+    open_run_stream,
     running_server,
     sse_events,
     stream_run,
@@ -61,10 +62,8 @@ async def _cut_off(base: str, spec: str, stop: Callable[[], object]) -> str:
     events: list[SseEvent] = []
     async with (
         httpx.AsyncClient(base_url=base, timeout=60) as client,
-        client.stream(
-            "POST",
-            "/api/v1/agent/run.stream",
-            json={"question": QUESTION, "model": spec, "approval": "never", "mode": "plan"},
+        open_run_stream(
+            client, {"question": QUESTION, "model": spec, "approval": "never", "mode": "plan"}
         ) as response,
     ):
         async for event in sse_events(response):
@@ -154,7 +153,7 @@ async def test_continue_refuses_unknown_waiting_and_running_threads(
         gate = tmp_path / "gate"
         spec = scripted_spec(reply="Held.", gate_file=str(gate))
         body = {"question": QUESTION, "model": spec, "approval": "never", "mode": "plan"}
-        async with client.stream("POST", "/api/v1/agent/run.stream", json=body) as response:
+        async with open_run_stream(client, body) as response:
             async for event in sse_events(response):
                 if event.event == "metadata":
                     running_id = event.data["thread_id"]

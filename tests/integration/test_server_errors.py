@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.fakes import MakeModel
-from tests.integration.server_harness import RunningServer
+from tests.integration.server_harness import RunningServer, open_run_stream
 
 UNKNOWN = "no-such-thread-0000"
 
@@ -181,7 +181,7 @@ async def test_a_run_on_a_running_thread_is_409(
 ) -> None:
     spec, _ = make_model(reply="Slow.", delay_s=1.0)
     body = {"question": "What is A?", "model": spec, "approval": "never"}
-    async with client.stream("POST", "/api/v1/agent/run.stream", json=body) as response:
+    async with open_run_stream(client, body) as response:
         lines = response.aiter_lines()
         async for line in lines:
             if line.startswith("data:") and "thread_id" in line:

@@ -12,6 +12,7 @@ from app.settings import Settings
 from tests.fakes import MakeModel
 from tests.integration.server_harness import (
     RunningServer,
+    open_run_stream,
     running_server,
     sse_events,
     stream_run,
@@ -160,10 +161,8 @@ async def test_an_idle_stream_gets_keep_alive_comments(
     with running_server(settings, embedded_url, keepalive_s=0.2) as server:
         async with (
             httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
-            client.stream(
-                "POST",
-                "/api/v1/agent/run.stream",
-                json={"question": "What is A?", "model": spec, "approval": "never"},
+            open_run_stream(
+                client, {"question": "What is A?", "model": spec, "approval": "never"}
             ) as response,
         ):
             lines = [line async for line in response.aiter_lines()]
@@ -183,20 +182,16 @@ async def test_runs_beyond_the_process_limit_wait_their_turn(
     with running_server(one_at_a_time, embedded_url) as server:
         async with (
             httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
-            client.stream(
-                "POST",
-                "/api/v1/agent/run.stream",
-                json={"question": "What is A?", "model": held, "approval": "never"},
+            open_run_stream(
+                client, {"question": "What is A?", "model": held, "approval": "never"}
             ) as first,
         ):
             first_events = sse_events(first)
             async for event in first_events:
                 if event.event == "handoff":
                     break  # the first run now waits in the model, at the closed gate
-            async with client.stream(
-                "POST",
-                "/api/v1/agent/run.stream",
-                json={"question": "What is B?", "model": quick, "approval": "never"},
+            async with open_run_stream(
+                client, {"question": "What is B?", "model": quick, "approval": "never"}
             ) as second:
                 events = sse_events(second)
                 metadata = await anext(events)

@@ -12,7 +12,7 @@ import httpx
 
 from tests.fakes import register_fakes, scripted_spec
 from tests.integration.conftest import REPO, Cli
-from tests.integration.server_harness import RunningServer, sse_events, wait_for
+from tests.integration.server_harness import RunningServer, open_run_stream, sse_events, wait_for
 
 QUESTION = "What is A? What is B?"
 
@@ -26,7 +26,7 @@ async def test_the_cli_refuses_a_thread_the_server_is_running(
     body = {"question": QUESTION, "model": spec, "approval": "never", "mode": "plan"}
     async with (
         httpx.AsyncClient(base_url=api.base_url, timeout=60) as client,
-        client.stream("POST", "/api/v1/agent/run.stream", json=body) as response,
+        open_run_stream(client, body) as response,
     ):
         async for event in sse_events(response):
             if event.event == "metadata":

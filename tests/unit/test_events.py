@@ -23,6 +23,15 @@ class TinyState(TypedDict):
     request: str
 
 
+def one_node_graph(node: Any) -> AgentGraph:
+    """A graph of `node` alone, run by the same run API as the agent."""
+    builder = StateGraph(TinyState, context_schema=Context)
+    builder.add_node("node", node)
+    builder.add_edge(START, "node")
+    builder.add_edge("node", END)
+    return cast(AgentGraph, builder.compile(checkpointer=InMemorySaver()))
+
+
 async def test_without_a_sink_the_nodes_events_reach_the_custom_stream(
     graph: AgentGraph, make_model: MakeModel
 ) -> None:
@@ -56,11 +65,7 @@ async def test_an_event_from_a_worker_thread_reaches_the_sink_in_the_loop_thread
         emit(runtime.stream_writer, "final", status="done")
         return {}
 
-    builder = StateGraph(TinyState, context_schema=Context)
-    builder.add_node("sync_node", sync_node)
-    builder.add_edge(START, "sync_node")
-    builder.add_edge("sync_node", END)
-    tiny = cast(AgentGraph, builder.compile(checkpointer=InMemorySaver()))
+    tiny = one_node_graph(sync_node)
     received: list[tuple[str, int]] = []
     events: list[RunEvent] = []
 
@@ -87,11 +92,7 @@ async def test_leaving_stream_events_early_stops_the_run() -> None:
             raise
         return {}
 
-    builder = StateGraph(TinyState, context_schema=Context)
-    builder.add_node("slow_node", slow_node)
-    builder.add_edge(START, "slow_node")
-    builder.add_edge("slow_node", END)
-    tiny = cast(AgentGraph, builder.compile(checkpointer=InMemorySaver()))
+    tiny = one_node_graph(slow_node)
 
     events = stream_events(tiny, thread_id="tiny", context=Context(), request="hello")
     first = await anext(events)
