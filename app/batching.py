@@ -81,14 +81,25 @@ class GroupCommit:
         self._stall_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def store(self, key: str, statement: Statement, *, deferrable: bool = False) -> None:
-        """Commit `statement` with the other writes of `key` that are ready; return when it
-        is committed, or raise what committing it raised."""
+    def enqueue(
+        self, key: str, statement: Statement, *, deferrable: bool = False
+    ) -> asyncio.Future[None]:
+        """Queue `statement` to be committed with the other writes of `key` that are ready.
+
+        Returns:
+            A future that ends when the statement is committed, or fails with what
+            committing it raised.
+        """
         thread = self._threads.setdefault(key, _Thread())
         write = _Write(statement, deferrable, asyncio.get_running_loop().create_future())
         thread.queued.append(write)
         self._schedule(key, thread)
-        await write.stored
+        return write.stored
+
+    async def store(self, key: str, statement: Statement, *, deferrable: bool = False) -> None:
+        """Commit `statement` with the other writes of `key` that are ready; return when it
+        is committed, or raise what committing it raised."""
+        await self.enqueue(key, statement, deferrable=deferrable)
 
     def _schedule(self, key: str, thread: _Thread) -> None:
         if thread.sending or not thread.queued:

@@ -154,6 +154,9 @@ def _rows(count: int, width: int, *, start: int = 0) -> str:
 
 NEW_THREAD = "__agentgraph_new_thread"
 """A `configurable` key: the run's thread id was just made up, so it has no checkpoint yet."""
+UNFLUSHED_WRITES = "__agentgraph_unflushed_writes"
+"""A `configurable` key: the saver may return before a write of this run is committed, and
+whoever set it calls `Saver.flush(thread_id)` before the run counts as ended."""
 
 
 class Saver(AsyncPostgresSaver):
@@ -169,7 +172,10 @@ class Saver(AsyncPostgresSaver):
 
     Writes are committed in groups (`app.batching.GroupCommit`): a task's writes together
     with the checkpoint that follows them, and the writes of every thread that came while
-    the previous transaction was under way together in the next one.
+    the previous transaction was under way together in the next one. A run marked with
+    `UNFLUSHED_WRITES` is not held up by its commits at all: LangGraph sends a step's
+    checkpoint only once the one before returned, which would make one run's checkpoints one
+    commit each, one after another; marked, they queue in order and `flush` waits for them.
 
     The tables, rows and conflict rules are the library's, so its reads see the same thing.
     """
@@ -179,6 +185,33 @@ class Saver(AsyncPostgresSaver):
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         super().__init__(pool)
         self._commits = GroupCommit(self._execute)
+        self._unflushed: dict[str, list[asyncio.Future[None]]] = {}
+
+    async def _store(
+        self, configurable: dict[str, Any], statement: Statement, *, deferrable: bool = False
+    ) -> None:
+        """Commit a write of the addressed thread; return at once for a run that flushes."""
+        thread_id = configurable["thread_id"]
+        stored = self._commits.enqueue(thread_id, statement, deferrable=deferrable)
+        if configurable.get(UNFLUSHED_WRITES):
+            self._unflushed.setdefault(thread_id, []).append(stored)
+        else:
+            await stored
+
+    async def flush(self, thread_id: str) -> None:
+        """Wait until every write of the thread that was stored without waiting
+        (`UNFLUSHED_WRITES`) is committed.
+
+        Raises:
+            Exception: what committing the first of them that failed raised.
+        """
+        pending = self._unflushed.pop(thread_id, [])
+        if not pending:
+            return
+        outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _execute(self, statements: Sequence[Statement]) -> None:
         """Commit `statements` in one transaction: one round trip for all of them."""
@@ -253,7 +286,7 @@ class Saver(AsyncPostgresSaver):
             Jsonb({**checkpoint, "channel_values": inline}, dumps=orjson.dumps),
             Jsonb(get_serializable_checkpoint_metadata(config, metadata), dumps=orjson.dumps),
         )
-        await self._commits.store(thread_id, (_put_checkpoint_sql(len(rows)), params))
+        await self._store(configurable, (_put_checkpoint_sql(len(rows)), params))
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -289,10 +322,8 @@ class Saver(AsyncPostgresSaver):
         if not by_idx:
             return
         values = [value for row in by_idx.values() for value in row]
-        await self._commits.store(
-            configurable["thread_id"],
-            (_put_writes_sql(len(by_idx), upsert), values),
-            deferrable=True,
+        await self._store(
+            configurable, (_put_writes_sql(len(by_idx), upsert), values), deferrable=True
         )
 
 

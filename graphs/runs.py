@@ -12,7 +12,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, StateSnapshot
 from typing_extensions import TypedDict
 
-from app.db import NEW_THREAD
+from app.db import NEW_THREAD, UNFLUSHED_WRITES, Saver
 from app.errors import (
     AgentGraphError,
     ConfigError,
@@ -142,8 +142,18 @@ async def run_events(
         config = thread_config(thread_id)
         if new_thread:
             config["configurable"][NEW_THREAD] = True
-        async for _ in graph.astream(payload, config, context=context, stream_mode="values"):
-            pass
+        # The Postgres saver need not hold a super-step up until its checkpoint is committed
+        # (LangGraph waits for each checkpoint before it sends the next): the checkpoints
+        # queue, in order, and the run waits for all of them at its end.
+        saver = graph.checkpointer if isinstance(graph.checkpointer, Saver) else None
+        if saver is not None:
+            config["configurable"][UNFLUSHED_WRITES] = True
+        try:
+            async for _ in graph.astream(payload, config, context=context, stream_mode="values"):
+                pass
+        finally:
+            if saver is not None:
+                await saver.flush(thread_id)
         if not finished:
             event = _interrupt_event(await graph.aget_state(thread_config(thread_id)), thread_id)
             if event is not None:

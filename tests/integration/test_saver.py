@@ -17,7 +17,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
-from app.db import NEW_THREAD, Saver, open_pool, setup_saver
+from app.db import NEW_THREAD, UNFLUSHED_WRITES, Saver, open_pool, setup_saver
 
 
 def _checkpoint(values: dict[str, Any], versions: dict[str, str]) -> Checkpoint:
@@ -153,6 +153,59 @@ async def test_writes_of_one_step_are_committed_with_its_checkpoint(embedded_url
         assert "NUL" in str(outcomes[1])
         latest = await saver.aget_tuple(_config(thread_id))
         parent = await saver.aget_tuple(config)
+    finally:
+        await pool.close()
+    assert latest is not None
+    assert latest.checkpoint["channel_values"]["count"] == 2
+    assert parent is not None
+    assert [(t, c, v) for t, c, v in parent.pending_writes or []] == [("task-a", "count", 2)]
+
+
+async def test_a_run_that_flushes_is_not_held_up_by_its_commits(embedded_url: str) -> None:
+    """With `UNFLUSHED_WRITES`, a write returns before it is committed, in order with the
+    thread's other writes, and `flush` waits for all of them and raises what one raised.
+    Without it, a write returns once committed."""
+    pool = await open_pool(embedded_url, max_size=4)
+    try:
+        saver = Saver(pool)
+        await setup_saver(saver, pool)
+        thread_id = f"unflushed-{uuid.uuid4().hex}"
+        metadata: CheckpointMetadata = {"source": "loop", "step": 0, "parents": {}}
+        marked = _config(thread_id)
+        marked["configurable"][UNFLUSHED_WRITES] = True
+        async with pool.connection() as blocker, blocker.transaction():
+            # Every write to the checkpoint tables now waits for this transaction.
+            await blocker.execute("LOCK TABLE checkpoints, checkpoint_writes IN EXCLUSIVE MODE")
+            first = _checkpoint({"count": 1}, {"count": "1"})
+            config = await asyncio.wait_for(
+                saver.aput(marked, first, metadata, {"count": "1"}), timeout=5
+            )
+            config["configurable"][UNFLUSHED_WRITES] = True
+            await asyncio.wait_for(saver.aput_writes(config, [("count", 2)], "task-a"), 5)
+            second = _checkpoint({"count": 2}, {"count": "2"})
+            await asyncio.wait_for(
+                saver.aput(config, second, {**metadata, "step": 1}, {"count": "2"}), 5
+            )
+            unmarked = asyncio.create_task(
+                saver.aput(_config(f"waits-{uuid.uuid4().hex}"), first, metadata, {"count": "1"})
+            )
+            flushing = asyncio.create_task(saver.flush(thread_id))
+            await asyncio.sleep(0.3)
+            assert not flushing.done()
+            assert not unmarked.done()
+        await asyncio.wait_for(flushing, timeout=10)
+        await asyncio.wait_for(unmarked, timeout=10)
+        latest = await saver.aget_tuple(_config(thread_id))
+        parent = await saver.aget_tuple(config)
+
+        refused = _config(thread_id)
+        refused["configurable"].update(checkpoint_id=latest.checkpoint["id"] if latest else "")
+        refused["configurable"][UNFLUSHED_WRITES] = True
+        # Text cannot hold a NUL byte: this write is refused, at the flush.
+        await saver.aput_writes(refused, [("bad\x00channel", 1)], "task-b")
+        with pytest.raises(Exception, match="NUL"):
+            await saver.flush(thread_id)
+        await saver.flush(thread_id)  # nothing left to wait for
     finally:
         await pool.close()
     assert latest is not None
