@@ -3,7 +3,9 @@ channel values and pending writes read back, on the embedded PostgreSQL 18 and o
 machine's PostgreSQL 15."""
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,8 +18,23 @@ from langgraph.checkpoint.base import (
     empty_checkpoint,
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg_pool import AsyncConnectionPool
 
 from app.db import NEW_THREAD, UNFLUSHED_WRITES, Saver, open_pool, setup_saver
+
+
+@contextlib.asynccontextmanager
+async def _saver_on(
+    url: str, max_size: int = 2
+) -> AsyncIterator[tuple[Saver, AsyncConnectionPool[Any]]]:
+    """A set-up saver on a pool of its own, closed on leaving."""
+    pool = await open_pool(url, max_size=max_size)
+    try:
+        saver = Saver(pool)
+        await setup_saver(saver, pool)
+        yield saver, pool
+    finally:
+        await pool.close()
 
 
 def _checkpoint(values: dict[str, Any], versions: dict[str, str]) -> Checkpoint:
@@ -78,14 +95,9 @@ def _comparable(found: CheckpointTuple) -> dict[str, Any]:
 async def test_saver_reads_back_as_the_library_writes(
     database: str, request: pytest.FixtureRequest
 ) -> None:
-    pool = await open_pool(request.getfixturevalue(database), max_size=4)
-    try:
-        ours, library = Saver(pool), AsyncPostgresSaver(pool)
-        await setup_saver(ours, pool)
+    async with _saver_on(request.getfixturevalue(database), max_size=4) as (ours, pool):
         mine = await _write(ours, f"saver-{uuid.uuid4().hex}")
-        theirs = await _write(library, f"library-{uuid.uuid4().hex}")
-    finally:
-        await pool.close()
+        theirs = await _write(AsyncPostgresSaver(pool), f"library-{uuid.uuid4().hex}")
     assert _comparable(mine) == _comparable(theirs)
     assert mine.checkpoint["channel_values"]["plan"] == {"steps": [{"id": "s1"}, {"id": "s2"}]}
     assert mine.checkpoint["channel_values"]["count"] == 4
@@ -96,14 +108,9 @@ async def test_saver_reads_back_as_the_library_writes(
 
 async def test_saver_writes_concurrently_on_its_pool(embedded_url: str) -> None:
     """Many threads' checkpoints at once on one saver: each reads back its own."""
-    pool = await open_pool(embedded_url, max_size=4)
-    try:
-        saver = Saver(pool)
-        await setup_saver(saver, pool)
+    async with _saver_on(embedded_url, max_size=4) as (saver, _):
         threads = [f"concurrent-{uuid.uuid4().hex}" for _ in range(20)]
         found = await asyncio.gather(*(_write(saver, t) for t in threads))
-    finally:
-        await pool.close()
     for thread_id, tuple_ in zip(threads, found, strict=True):
         assert tuple_.config["configurable"]["thread_id"] == thread_id
         assert tuple_.checkpoint["channel_values"]["count"] == 4
@@ -113,10 +120,7 @@ async def test_saver_writes_concurrently_on_its_pool(embedded_url: str) -> None:
 async def test_a_run_on_a_thread_it_named_reads_no_checkpoint(embedded_url: str) -> None:
     """`NEW_THREAD` in the config: the saver answers "no checkpoint" without asking
     Postgres, even where one exists; an addressed checkpoint is still read."""
-    pool = await open_pool(embedded_url, max_size=2)
-    try:
-        saver = Saver(pool)
-        await setup_saver(saver, pool)
+    async with _saver_on(embedded_url) as (saver, _):
         thread_id = f"new-{uuid.uuid4().hex}"
         stored = await _write(saver, thread_id)
         marked = _config(thread_id)
@@ -125,17 +129,12 @@ async def test_a_run_on_a_thread_it_named_reads_no_checkpoint(embedded_url: str)
         assert await saver.aget_tuple(_config(thread_id)) is not None
         addressed = {"configurable": {**stored.config["configurable"], NEW_THREAD: True}}
         assert await saver.aget_tuple(addressed) is not None
-    finally:
-        await pool.close()
 
 
 async def test_writes_of_one_step_are_committed_with_its_checkpoint(embedded_url: str) -> None:
     """Two tasks' writes and the next checkpoint go as one batch. A write Postgres refuses
     fails its own caller only: the batch is sent again one write at a time."""
-    pool = await open_pool(embedded_url, max_size=2)
-    try:
-        saver = Saver(pool)
-        await setup_saver(saver, pool)
+    async with _saver_on(embedded_url) as (saver, _):
         thread_id = f"batch-{uuid.uuid4().hex}"
         metadata: CheckpointMetadata = {"source": "loop", "step": 0, "parents": {}}
         first = _checkpoint({"count": 1}, {"count": "1"})
@@ -153,8 +152,6 @@ async def test_writes_of_one_step_are_committed_with_its_checkpoint(embedded_url
         assert "NUL" in str(outcomes[1])
         latest = await saver.aget_tuple(_config(thread_id))
         parent = await saver.aget_tuple(config)
-    finally:
-        await pool.close()
     assert latest is not None
     assert latest.checkpoint["channel_values"]["count"] == 2
     assert parent is not None
@@ -165,10 +162,7 @@ async def test_a_run_that_flushes_is_not_held_up_by_its_commits(embedded_url: st
     """With `UNFLUSHED_WRITES`, a write returns before it is committed, in order with the
     thread's other writes, and `flush` waits for all of them and raises what one raised.
     Without it, a write returns once committed."""
-    pool = await open_pool(embedded_url, max_size=4)
-    try:
-        saver = Saver(pool)
-        await setup_saver(saver, pool)
+    async with _saver_on(embedded_url, max_size=4) as (saver, pool):
         thread_id = f"unflushed-{uuid.uuid4().hex}"
         metadata: CheckpointMetadata = {"source": "loop", "step": 0, "parents": {}}
         marked = _config(thread_id)
@@ -206,8 +200,6 @@ async def test_a_run_that_flushes_is_not_held_up_by_its_commits(embedded_url: st
         with pytest.raises(Exception, match="NUL"):
             await saver.flush(thread_id)
         await saver.flush(thread_id)  # nothing left to wait for
-    finally:
-        await pool.close()
     assert latest is not None
     assert latest.checkpoint["channel_values"]["count"] == 2
     assert parent is not None
@@ -220,11 +212,8 @@ async def test_each_table_is_found_by_thread_through_its_primary_key(
 ) -> None:
     """Set-up leaves no second index on `thread_id` (a stored row writes one index entry
     fewer per table), twice in a row, and lookups by thread still use an index."""
-    pool = await open_pool(request.getfixturevalue(database), max_size=2)
     tables = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
-    try:
-        saver = Saver(pool)
-        await setup_saver(saver, pool)
+    async with _saver_on(request.getfixturevalue(database)) as (saver, pool):
         await setup_saver(saver, pool)
         thread_id = f"indexed-{uuid.uuid4().hex}"
         await _write(saver, thread_id)
@@ -242,8 +231,6 @@ async def test_each_table_is_found_by_thread_through_its_primary_key(
                 plans[table] = " ".join(row["QUERY PLAN"] for row in await cursor.fetchall())
         await saver.adelete_thread(thread_id)
         assert await saver.aget_tuple(_config(thread_id)) is None
-    finally:
-        await pool.close()
     assert not {f"{table}_thread_id_idx" for table in tables} & indexes
     for table in tables:
         assert f"{table}_pkey" in plans[table], plans[table]
