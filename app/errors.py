@@ -72,5 +72,9 @@ class ServerStoppingError(AgentGraphError):
     """The server is shutting down and takes no new runs."""
 
 
+class WorkerStartError(AgentGraphError):
+    """A server worker process could not start its app (its log says why)."""
+
+
 class RetrievalError(AgentGraphError):
     """The document store cannot be used as asked (unknown collection, wrong dimension)."""

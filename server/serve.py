@@ -1,48 +1,114 @@
 """Run the app under uvicorn, in one process or several, ending in-flight streams cleanly
 when asked to stop."""
 
+import asyncio
 import logging
 import socket
+import sys
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.importer import import_from_string
-from uvicorn.supervisors import Multiprocess
 
 logger = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN_S = 10
 APP_FACTORY = "server.app:create_app"
 """What each worker process serves: the app factory, reading its settings from the environment."""
+HANDOFF_BATCH = 64
+"""Connections a worker takes from the parent per wake-up."""
+READY = b"r"
+"""What a worker tells the parent (`server.workers`) once its app has started."""
 
 
-def _config(
-    app: FastAPI | str, *, host: str, port: int, log_level: str, workers: int = 1
-) -> uvicorn.Config:
+def _config(app: FastAPI, *, host: str, port: int, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(
         app,
-        factory=isinstance(app, str),
         host=host,
         port=port,
         log_level=log_level,
-        workers=workers,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         lifespan="on",
     )
 
 
 class AgentServer(uvicorn.Server):
-    """uvicorn that first ends every run's stream with an `error` event, then stops."""
+    """uvicorn that first ends every run's stream with an `error` event, then stops.
 
-    def __init__(self, app: FastAPI, *, host: str, port: int, log_level: str = "info") -> None:
+    It listens on its host and port, or, as a worker of `server.workers.Supervisor`, serves
+    the connections its parent hands over on `handoff`.
+    """
+
+    def __init__(
+        self,
+        app: FastAPI,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        log_level: str = "info",
+        handoff: socket.socket | None = None,
+    ) -> None:
         super().__init__(_config(app, host=host, port=port, log_level=log_level))
         self.app = app
+        self.handoff = handoff
+        self._opening: set[asyncio.Task[object]] = set()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start the app, then listen, or take connections from the parent."""
+        if self.handoff is None:
+            await super().startup(sockets)
+            return
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(STARTUP_FAILURE)
+        self.servers = []
+        self.handoff.setblocking(False)
+        asyncio.get_running_loop().add_reader(self.handoff.fileno(), self._take_connections)
+        self.started = True
+        self.handoff.send(READY)
+
+    def _protocol(self) -> asyncio.Protocol:
+        # What uvicorn's own `startup` builds for each connection it accepts.
+        return self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+        )
+
+    def _take_connections(self) -> None:
+        assert self.handoff is not None
+        loop = asyncio.get_running_loop()
+        for _ in range(HANDOFF_BATCH):
+            try:
+                message, fds, _, _ = socket.recv_fds(self.handoff, 1, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not message and not fds:
+                # The parent is gone: nobody will hand this worker anything any more.
+                logger.error("the supervising process closed the connection: stopping")
+                loop.remove_reader(self.handoff.fileno())
+                self.should_exit = True
+                return
+            for fd in fds:
+                connection = socket.socket(fileno=fd)
+                connection.setblocking(False)
+                task = loop.create_task(loop.connect_accepted_socket(self._protocol, connection))
+                self._opening.add(task)
+                task.add_done_callback(self._opened)
+
+    def _opened(self, task: "asyncio.Task[object]") -> None:
+        self._opening.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.warning("a connection from the parent could not be served: %s", exc)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """End every run's stream with an `error` event, then shut down as uvicorn does.
 
         The runs' checkpoints keep every finished step; any server can resume them later.
         """
+        if self.handoff is not None and self.handoff.fileno() != -1:
+            # Take no more connections; closing the socket tells the parent so.
+            asyncio.get_running_loop().remove_reader(self.handoff.fileno())
+            self.handoff.close()
         services = getattr(self.app.state, "services", None)
         if services is not None:
             await services.runs.stop()
@@ -60,13 +126,19 @@ def serve(
     """Serve the API until interrupted, in `workers` processes sharing one port.
 
     Each process calls `app_factory` with no arguments, so it reads its settings from the
-    environment. Several processes are started and watched by uvicorn's supervisor.
+    environment. With several, a parent process accepts the connections and deals them out
+    in turn (`server.workers`).
+
+    Raises:
+        ConfigError: with several workers, the address cannot be listened on.
+        WorkerStartError: a worker process could not start its app.
     """
     if workers == 1:
         factory = import_from_string(app_factory)
         AgentServer(factory(), host=host, port=port, log_level=log_level).run()
         return
-    # uvicorn's supervisor runs its own server class in each worker: there the app's
-    # lifespan (`stopping_runs_on_exit_signals`) ends the streams when the signal comes.
-    config = _config(app_factory, host=host, port=port, log_level=log_level, workers=workers)
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    from server.workers import Supervisor
+
+    Supervisor(
+        app_factory=app_factory, host=host, port=port, workers=workers, log_level=log_level
+    ).run()

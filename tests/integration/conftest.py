@@ -113,12 +113,15 @@ class Cli:
             stdin=subprocess.DEVNULL,
         )
 
-    def start(self, *args: str, stdout: Any = subprocess.PIPE) -> "subprocess.Popen[str]":
-        """Start `agentgraph ARGS` without waiting for it; its stderr goes to `stdout` too."""
+    def start(
+        self, *args: str, stdout: Any = subprocess.PIPE, env: dict[str, str] | None = None
+    ) -> "subprocess.Popen[str]":
+        """Start `agentgraph ARGS` without waiting for it; its stderr goes to `stdout` too.
+        `env` is laid over the CLI's environment."""
         return subprocess.Popen(
             [sys.executable, "-m", self.module, *args],
             cwd=REPO,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=stdout,
             stderr=subprocess.STDOUT,
             text=True,

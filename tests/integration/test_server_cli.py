@@ -3,9 +3,12 @@ stopping cleanly on SIGTERM."""
 
 import asyncio
 import signal
+import socket
 import subprocess
+import time
 
 import httpx
+import psutil
 
 from tests.integration.conftest import Cli, _free_port, wait_ready
 from tests.integration.server_harness import SseEvent, open_run_stream, sse_events
@@ -14,6 +17,28 @@ from tests.integration.server_harness import SseEvent, open_run_stream, sse_even
 def _serve(cli: Cli, port: int, *options: str) -> "subprocess.Popen[str]":
     """`agentgraph serve` on 127.0.0.1:`port` in a process of its own."""
     return cli.start("serve", "--host", "127.0.0.1", "--port", str(port), *options)
+
+
+def _connections_by_process(supervisor: int, port: int) -> dict[int, int]:
+    """How many open connections to `port` the supervisor and each of its children hold."""
+    parent = psutil.Process(supervisor)
+    return {
+        process.pid: sum(
+            1
+            for c in process.net_connections(kind="tcp")
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        )
+        for process in (parent, *parent.children())
+    }
+
+
+def _workers(supervisor: int) -> set[int]:
+    """The supervisor's worker processes (not multiprocessing's resource tracker)."""
+    return {
+        p.pid
+        for p in psutil.Process(supervisor).children()
+        if "resource_tracker" not in " ".join(p.cmdline())
+    }
 
 
 def test_agentgraph_serve_runs_and_stops_on_sigterm(cli: Cli) -> None:
@@ -62,6 +87,17 @@ async def test_agentgraph_serve_workers_share_the_port_and_end_streams_on_sigter
             name="the server",
             output=lambda: proc.communicate()[0],
         )
+        # Four clients that connect at once: the parent deals the connections out in turn,
+        # two to each worker, and keeps none itself.
+        clients = [httpx.AsyncClient(base_url=base, timeout=30) for _ in range(4)]
+        try:
+            answers = await asyncio.gather(*(c.get("/healthz") for c in clients))
+            assert {a.status_code for a in answers} == {200}
+            held = _connections_by_process(proc.pid, port)
+        finally:
+            await asyncio.gather(*(c.aclose() for c in clients))
+        assert held.pop(proc.pid) == 0, held
+        assert sorted(n for n in held.values() if n) == [2, 2], held
         async with httpx.AsyncClient(base_url=base, timeout=120) as client:
             # Quick runs on both workers: each answers with the approval interrupt.
             results = await asyncio.gather(
@@ -90,3 +126,70 @@ async def test_agentgraph_serve_workers_share_the_port_and_end_streams_on_sigter
     assert "server is stopping" in events[-1].data["message"]
     assert proc.returncode in (0, -signal.SIGTERM), output
     assert output.count("Application shutdown complete") == 2, output
+
+
+def test_a_worker_that_dies_is_replaced_and_the_port_keeps_serving(cli: Cli) -> None:
+    port = _free_port()
+    proc = _serve(cli, port, "--workers", "2")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(
+            proc,
+            f"{base}/readyz",
+            timeout=120,
+            name="the server",
+            output=lambda: proc.communicate()[0],
+        )
+        first = _workers(proc.pid)
+        assert len(first) == 2
+        killed = min(first)
+        psutil.Process(killed).kill()
+        # Connections keep being served (by the other worker meanwhile), and once the new
+        # worker has started, it holds some of them.
+        clients: list[httpx.Client] = []
+        deadline = time.monotonic() + 90
+        try:
+            while time.monotonic() < deadline:
+                clients.append(httpx.Client(base_url=base, timeout=60))
+                assert clients[-1].get("/healthz").status_code == 200
+                serving = {pid for pid, n in _connections_by_process(proc.pid, port).items() if n}
+                if serving - first:
+                    break
+                time.sleep(0.2)
+        finally:
+            for client in clients:
+                client.close()
+        assert serving - first, serving
+        assert killed not in _workers(proc.pid)
+        assert len(_workers(proc.pid)) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert f"worker {killed} exited" in output
+    assert output.count("Application shutdown complete") == 2, output
+
+
+def test_workers_that_cannot_start_stop_the_server_with_an_error(cli: Cli) -> None:
+    """A worker whose app cannot start is not started again and again: the server exits."""
+    nothing_listens = f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres"
+    proc = cli.start(
+        "serve",
+        "--port",
+        str(_free_port()),
+        "--workers",
+        "2",
+        env={"DATABASE_URL": nothing_listens},
+    )
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, output
+    assert "error: a server worker process could not start its app" in output
+    assert "cannot reach Postgres" in output
+
+
+def test_workers_on_a_port_in_use_say_so(cli: Cli) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = cli.run("serve", "--port", str(port), "--workers", "2", timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr

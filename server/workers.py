@@ -1,0 +1,229 @@
+"""Several server processes on one port: the parent accepts, and deals the connections out.
+
+With uvicorn's own workers every process listens on the shared socket, and the first to wake
+accepts every connection waiting: ten keep-alive clients that connect at once often all land
+on one worker, which then does the work of two while the other idles. Here only the parent
+listens. It hands each connection it accepts to the next worker in turn, over a Unix socket
+(as Node's cluster module does), and each worker serves the connections it is handed with the
+same app, limits and shutdown as a single process (`server.serve.AgentServer`).
+
+The parent deals only once every worker it started is ready, restarts a worker that dies,
+and on SIGINT or SIGTERM stops accepting and asks each worker to stop, which ends every
+stream in flight with its `error` event.
+"""
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.importer import import_from_string
+
+from app.errors import ConfigError, WorkerStartError
+from server.serve import READY, AgentServer
+
+logger = logging.getLogger(__name__)
+
+CONNECTION = b"c"
+"""The byte each handed-over connection travels with."""
+BACKLOG = 2048
+"""Connections the kernel queues before the parent accepts them (uvicorn's default)."""
+ACCEPT_BATCH = 64
+"""Connections accepted at most per wake-up, before the parent looks at its workers again."""
+STOP_WAIT_S = 30.0
+"""How long the parent waits for its workers to finish their graceful shutdown."""
+
+
+@dataclass
+class Worker:
+    """One worker process and the parent's end of the socket that carries its connections."""
+
+    process: BaseProcess
+    channel: socket.socket
+    ready: bool = False
+
+
+def worker_main(app_factory: str, channel: socket.socket, log_level: str) -> None:
+    """Serve the connections the parent hands over on `channel` (a worker process's job)."""
+    app = import_from_string(app_factory)()
+    AgentServer(app, log_level=log_level, handoff=channel).run()
+
+
+def _start_worker(app_factory: str, log_level: str) -> Worker:
+    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    process = multiprocessing.get_context("spawn").Process(
+        target=worker_main, args=(app_factory, child_end, log_level), name="agentgraph-worker"
+    )
+    process.start()
+    child_end.close()
+    parent_end.setblocking(False)
+    return Worker(process=process, channel=parent_end)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Listen on `host`:`port`.
+
+    Raises:
+        ConfigError: the address cannot be listened on (in use, or not this machine's).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        listener = socket.create_server((host, port), family=family, backlog=BACKLOG)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    listener.setblocking(False)
+    return listener
+
+
+class Supervisor:
+    """The parent process: one listening socket, `workers` processes serving from it."""
+
+    def __init__(self, *, app_factory: str, host: str, port: int, workers: int, log_level: str):
+        self.app_factory = app_factory
+        self.log_level = log_level
+        self.listener = _listen(host, port)
+        shown = f"[{host}]" if ":" in host else host
+        self.address = f"http://{shown}:{self.listener.getsockname()[1]}"
+        self.size = workers
+        self.workers: list[Worker] = []
+        self.selector = selectors.DefaultSelector()
+        self.turn = 0
+        self.dealing = False
+        self.stopping = False
+        # Signals only mark the stop; the wake-up socket makes the select loop notice at once.
+        self._wake_read, self._wake_write = socket.socketpair()
+        for end in (self._wake_read, self._wake_write):
+            end.setblocking(False)
+
+    def run(self) -> None:
+        """Serve until SIGINT or SIGTERM, then stop every worker.
+
+        Raises:
+            WorkerStartError: a worker exited while its app was starting.
+        """
+        previous_wakeup = signal.set_wakeup_fd(self._wake_write.fileno())
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        self.selector.register(self._wake_read, selectors.EVENT_READ, None)
+        try:
+            for _ in range(self.size):
+                self._add(_start_worker(self.app_factory, self.log_level))
+            logger.info("starting %d workers on %s", self.size, self.address)
+            while not self.stopping:
+                for key, _ in self.selector.select():
+                    self._handle(key.fileobj, key.data)
+        finally:
+            self._stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(previous_wakeup)
+            self.selector.close()
+            for end in (self._wake_read, self._wake_write, self.listener):
+                end.close()
+
+    def _on_signal(self, sig: int, frame: object) -> None:
+        logger.info("%s: stopping the workers", signal.Signals(sig).name)
+        self.stopping = True
+
+    def _add(self, worker: Worker) -> None:
+        self.workers.append(worker)
+        self.selector.register(worker.channel, selectors.EVENT_READ, worker)
+        self.selector.register(worker.process.sentinel, selectors.EVENT_READ, worker)
+
+    def _handle(self, source: object, worker: Worker | None) -> None:
+        if worker is not None and worker not in self.workers:
+            return  # the other event of a worker replaced earlier in this round
+        if source is self._wake_read:
+            self._wake_read.recv(64)
+        elif source is self.listener:
+            self._accept()
+        elif worker is not None and source is worker.channel:
+            self._hear(worker)
+        elif worker is not None:
+            self._replace(worker)
+
+    def _hear(self, worker: Worker) -> None:
+        """A worker said it is ready, or closed its end (it is shutting down)."""
+        try:
+            message = worker.channel.recv(16)
+        except OSError:
+            message = b""
+        if message == READY:
+            worker.ready = True
+            if not self.dealing and all(w.ready for w in self.workers):
+                # From now on connections go to whoever is ready; none are dealt before every
+                # first worker is, so that the first clients are not all on the first worker.
+                self.dealing = True
+                self.selector.register(self.listener, selectors.EVENT_READ, None)
+                logger.info("serving on %s with %d workers", self.address, self.size)
+        elif not message:
+            worker.ready = False
+            self.selector.unregister(worker.channel)
+
+    def _replace(self, worker: Worker) -> None:
+        """A worker exited: start another, unless it could not start its app at all."""
+        worker.process.join()
+        self.selector.unregister(worker.process.sentinel)
+        with contextlib.suppress(KeyError):  # unless it closed its end first
+            self.selector.unregister(worker.channel)
+        worker.channel.close()
+        self.workers.remove(worker)
+        if worker.process.exitcode == STARTUP_FAILURE:
+            self.stopping = True
+            raise WorkerStartError(
+                "a server worker process could not start its app (its log above says why)"
+            )
+        logger.warning(
+            "worker %s exited (code %s): starting another",
+            worker.process.pid,
+            worker.process.exitcode,
+        )
+        self._add(_start_worker(self.app_factory, self.log_level))
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                connection, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            with connection:
+                self._deal(connection)
+
+    def _deal(self, connection: socket.socket) -> None:
+        """Hand the connection to the next ready worker; close it when none can take it."""
+        for _ in range(len(self.workers)):
+            worker = self.workers[self.turn % len(self.workers)]
+            self.turn += 1
+            if not worker.ready:
+                continue
+            try:
+                socket.send_fds(worker.channel, [CONNECTION], [connection.fileno()])
+                return
+            except OSError as exc:
+                # A worker that is stopping, or so stuck that its queue is full: try the next.
+                logger.warning("worker %s did not take a connection: %s", worker.process.pid, exc)
+                worker.ready = False
+        logger.error("no worker could take a connection: closing it")
+
+    def _stop(self) -> None:
+        """Ask every worker to stop (they end their streams), and wait for them."""
+        self.stopping = True
+        for worker in self.workers:
+            if worker.process.is_alive() and worker.process.pid is not None:
+                os.kill(worker.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for worker in self.workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                logger.error("worker %s did not stop in time: killing it", worker.process.pid)
+                worker.process.kill()
+                worker.process.join()
+            worker.channel.close()
