@@ -14,9 +14,19 @@ from tests.integration.conftest import Cli, _free_port, wait_ready
 from tests.integration.server_harness import SseEvent, open_run_stream, sse_events
 
 
-def _serve(cli: Cli, port: int, *options: str) -> "subprocess.Popen[str]":
-    """`agentgraph serve` on 127.0.0.1:`port` in a process of its own."""
-    return cli.start("serve", "--host", "127.0.0.1", "--port", str(port), *options)
+def _serve(cli: Cli, port: int, *options: str) -> tuple["subprocess.Popen[str]", str]:
+    """`agentgraph serve` on 127.0.0.1:`port` in a process of its own, once it is ready;
+    return the process and its base URL."""
+    proc = cli.start("serve", "--host", "127.0.0.1", "--port", str(port), *options)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(
+        proc,
+        f"{base}/readyz",
+        timeout=120,
+        name="the server",
+        output=lambda: proc.communicate()[0],
+    )
+    return proc, base
 
 
 def _connections_by_process(supervisor: int, port: int) -> dict[int, int]:
@@ -43,16 +53,8 @@ def _workers(supervisor: int) -> set[int]:
 
 def test_agentgraph_serve_runs_and_stops_on_sigterm(cli: Cli) -> None:
     port = _free_port()
-    proc = _serve(cli, port)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = _serve(cli, port)
     try:
-        wait_ready(
-            proc,
-            f"{base}/readyz",
-            timeout=90,
-            name="the server",
-            output=lambda: proc.communicate()[0],
-        )
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
         # The rule planner and the approval gate need no model call: a quick real run.
         result = httpx.post(
@@ -76,17 +78,9 @@ async def test_agentgraph_serve_workers_share_the_port_and_end_streams_on_sigter
     """Two worker processes serve one port; SIGTERM to the supervisor ends an in-flight
     stream with the stopping `error` event, and both workers shut down cleanly."""
     port = _free_port()
-    proc = _serve(cli, port, "--workers", "2")
-    base = f"http://127.0.0.1:{port}"
+    proc, base = _serve(cli, port, "--workers", "2")
     events: list[SseEvent] = []
     try:
-        wait_ready(
-            proc,
-            f"{base}/readyz",
-            timeout=120,
-            name="the server",
-            output=lambda: proc.communicate()[0],
-        )
         # Four clients that connect at once: the parent deals the connections out in turn,
         # two to each worker, and keeps none itself.
         clients = [httpx.AsyncClient(base_url=base, timeout=30) for _ in range(4)]
@@ -130,16 +124,8 @@ async def test_agentgraph_serve_workers_share_the_port_and_end_streams_on_sigter
 
 def test_a_worker_that_dies_is_replaced_and_the_port_keeps_serving(cli: Cli) -> None:
     port = _free_port()
-    proc = _serve(cli, port, "--workers", "2")
-    base = f"http://127.0.0.1:{port}"
+    proc, base = _serve(cli, port, "--workers", "2")
     try:
-        wait_ready(
-            proc,
-            f"{base}/readyz",
-            timeout=120,
-            name="the server",
-            output=lambda: proc.communicate()[0],
-        )
         first = _workers(proc.pid)
         assert len(first) == 2
         killed = min(first)
