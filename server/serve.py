@@ -2,6 +2,7 @@
 when asked to stop."""
 
 import asyncio
+import contextlib
 import logging
 import socket
 import sys
@@ -20,6 +21,8 @@ HANDOFF_BATCH = 64
 """Connections a worker takes from the parent per wake-up."""
 READY = b"r"
 """What a worker tells the parent (`server.workers`) once its app has started."""
+TAKEN = b"t"
+"""What a worker tells the parent for each connection it has taken."""
 
 
 def _config(app: FastAPI, *, host: str, port: int, log_level: str) -> uvicorn.Config:
@@ -77,11 +80,12 @@ class AgentServer(uvicorn.Server):
     def _take_connections(self) -> None:
         assert self.handoff is not None
         loop = asyncio.get_running_loop()
+        taken = 0
         for _ in range(HANDOFF_BATCH):
             try:
                 message, fds, _, _ = socket.recv_fds(self.handoff, 1, 1)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             if not message and not fds:
                 # The parent is gone: nobody will hand this worker anything any more.
                 logger.error("the supervising process closed the connection: stopping")
@@ -94,6 +98,11 @@ class AgentServer(uvicorn.Server):
                 task = loop.create_task(loop.connect_accepted_socket(self._protocol, connection))
                 self._opening.add(task)
                 task.add_done_callback(self._opened)
+                taken += 1
+        if taken:
+            # The parent deals no more to a worker that has not taken what it was handed.
+            with contextlib.suppress(OSError):
+                self.handoff.send(TAKEN * taken)
 
     def _opened(self, task: "asyncio.Task[object]") -> None:
         self._opening.discard(task)

@@ -5,7 +5,9 @@ accepts every connection waiting: ten keep-alive clients that connect at once of
 on one worker, which then does the work of two while the other idles. Here only the parent
 listens. It hands each connection it accepts to the next worker in turn, over a Unix socket
 (as Node's cluster module does), and each worker serves the connections it is handed with the
-same app, limits and shutdown as a single process (`server.serve.AgentServer`).
+same app, limits and shutdown as a single process (`server.serve.AgentServer`). Each worker
+says when it has taken a connection; one that has not yet taken what it was handed (its
+event loop is held up) is passed over while another has taken all of its own.
 
 The parent deals only once every worker it started is ready, restarts a worker that dies,
 and on SIGINT or SIGTERM stops accepting and asks each worker to stop, which ends every
@@ -27,7 +29,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.importer import import_from_string
 
 from app.errors import ConfigError, WorkerStartError
-from server.serve import READY, AgentServer
+from server.serve import READY, TAKEN, AgentServer
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class Worker:
     process: BaseProcess
     channel: socket.socket
     ready: bool = False
+    handed: int = 0
+    """Connections handed to it that it has not yet said it took."""
 
 
 def worker_main(app_factory: str, channel: socket.socket, log_level: str) -> None:
@@ -151,22 +155,30 @@ class Supervisor:
             self._replace(worker)
 
     def _hear(self, worker: Worker) -> None:
-        """A worker said it is ready, or closed its end (it is shutting down)."""
-        try:
-            message = worker.channel.recv(16)
-        except OSError:
-            message = b""
-        if message == READY:
-            worker.ready = True
-            if not self.dealing and all(w.ready for w in self.workers):
-                # From now on connections go to whoever is ready; none are dealt before every
-                # first worker is, so that the first clients are not all on the first worker.
-                self.dealing = True
-                self.selector.register(self.listener, selectors.EVENT_READ, None)
-                logger.info("serving on %s with %d workers", self.address, self.size)
-        elif not message:
-            worker.ready = False
-            self.selector.unregister(worker.channel)
+        """A worker said it is ready or took connections, or closed its end (it is stopping)."""
+        while True:
+            try:
+                message = worker.channel.recv(256)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                message = b""
+            if not message:
+                worker.ready = False
+                self.selector.unregister(worker.channel)
+                return
+            worker.handed = max(0, worker.handed - message.count(TAKEN))
+            if READY in message:
+                self._ready(worker)
+
+    def _ready(self, worker: Worker) -> None:
+        worker.ready = True
+        if not self.dealing and all(w.ready for w in self.workers):
+            # From now on connections go to whoever is ready; none are dealt before every
+            # first worker is, so that the first clients are not all on the first worker.
+            self.dealing = True
+            self.selector.register(self.listener, selectors.EVENT_READ, None)
+            logger.info("serving on %s with %d workers", self.address, self.size)
 
     def _replace(self, worker: Worker) -> None:
         """A worker exited: start another, unless it could not start its app at all."""
@@ -197,20 +209,38 @@ class Supervisor:
             with connection:
                 self._deal(connection)
 
+    def _next(self, passed: list[Worker]) -> Worker | None:
+        """The next ready worker in turn (but those `passed`), among those with the fewest
+        connections not taken yet."""
+        count = len(self.workers)
+        ready = [
+            worker
+            for worker in (self.workers[(self.turn + i) % count] for i in range(count))
+            if worker.ready and worker not in passed
+        ]
+        if not ready:
+            return None
+        chosen = min(ready, key=lambda worker: worker.handed)
+        self.turn = self.workers.index(chosen) + 1
+        return chosen
+
     def _deal(self, connection: socket.socket) -> None:
-        """Hand the connection to the next ready worker; close it when none can take it."""
-        for _ in range(len(self.workers)):
-            worker = self.workers[self.turn % len(self.workers)]
-            self.turn += 1
-            if not worker.ready:
-                continue
+        """Hand the connection to the next worker; close it when none can take it."""
+        passed: list[Worker] = []
+        while (worker := self._next(passed)) is not None:
             try:
                 socket.send_fds(worker.channel, [CONNECTION], [connection.fileno()])
-                return
+            except BlockingIOError:
+                # Its queue is full: it has been held up for long. Try the next.
+                passed.append(worker)
+                continue
             except OSError as exc:
-                # A worker that is stopping, or so stuck that its queue is full: try the next.
-                logger.warning("worker %s did not take a connection: %s", worker.process.pid, exc)
+                # It closed its end: it is stopping.
+                logger.warning("worker %s takes no connections: %s", worker.process.pid, exc)
                 worker.ready = False
+                continue
+            worker.handed += 1
+            return
         logger.error("no worker could take a connection: closing it")
 
     def _stop(self) -> None:

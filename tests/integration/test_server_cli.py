@@ -2,6 +2,8 @@
 stopping cleanly on SIGTERM."""
 
 import asyncio
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -179,3 +181,23 @@ def test_workers_on_a_port_in_use_say_so(cli: Cli) -> None:
         done = cli.run("serve", "--port", str(port), "--workers", "2", timeout=60)
     assert done.returncode == 1, done.stderr
     assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+
+
+def test_a_stalled_worker_is_passed_over(cli: Cli) -> None:
+    """A worker that has not taken the connection it was handed gets no more of them."""
+    port = _free_port()
+    proc, base = _serve(cli, port, "--workers", "2")
+    stalled = min(_workers(proc.pid))
+    os.kill(stalled, signal.SIGSTOP)
+    try:
+        served = 0
+        for _ in range(6):  # a new connection each
+            with contextlib.suppress(httpx.TimeoutException):
+                served += httpx.get(f"{base}/healthz", timeout=3).status_code == 200
+    finally:
+        os.kill(stalled, signal.SIGCONT)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    # At most the one connection it was handed before waits; dealt in plain turn, three would.
+    assert served >= 5, output
+    assert proc.returncode == 0, output
