@@ -6,8 +6,8 @@ on one worker, which then does the work of two while the other idles. Here only 
 listens. It hands each connection it accepts to the next worker in turn, over a Unix socket
 (as Node's cluster module does), and each worker serves the connections it is handed with the
 same app, limits and shutdown as a single process (`server.serve.AgentServer`). Each worker
-says when it has taken a connection; one that has not yet taken what it was handed (its
-event loop is held up) is passed over while another has taken all of its own.
+says when it has taken connections; one that has left a connection untaken for half a second
+(its event loop is held up) is passed over while another is not.
 
 The parent deals only once every worker it started is ready, restarts a worker that dies,
 and on SIGINT or SIGTERM stops accepting and asks each worker to stop, which ends every
@@ -39,6 +39,9 @@ BACKLOG = 2048
 """Connections the kernel queues before the parent accepts them (uvicorn's default)."""
 ACCEPT_BATCH = 64
 """Connections accepted at most per wake-up, before the parent looks at its workers again."""
+HELD_UP_S = 0.5
+"""A worker that has not taken a connection handed to it this long ago gets no more until it
+does (its event loop is held up); a healthy one takes each within milliseconds."""
 STOP_WAIT_S = 30.0
 """How long the parent waits for its workers to finish their graceful shutdown."""
 
@@ -52,6 +55,12 @@ class Worker:
     ready: bool = False
     handed: int = 0
     """Connections handed to it that it has not yet said it took."""
+    waiting_since: float = 0.0
+    """When the oldest of those was handed over (`time.monotonic()`)."""
+
+    def held_up(self, now: float) -> bool:
+        """Whether it has left a connection untaken for longer than a healthy worker would."""
+        return self.handed > 0 and now - self.waiting_since > HELD_UP_S
 
 
 def worker_main(app_factory: str, channel: socket.socket, log_level: str) -> None:
@@ -167,7 +176,9 @@ class Supervisor:
                 worker.ready = False
                 self.selector.unregister(worker.channel)
                 return
-            worker.handed = max(0, worker.handed - message.count(TAKEN))
+            if taken := message.count(TAKEN):
+                worker.handed = max(0, worker.handed - taken)
+                worker.waiting_since = time.monotonic()
             if READY in message:
                 self._ready(worker)
 
@@ -210,8 +221,8 @@ class Supervisor:
                 self._deal(connection)
 
     def _next(self, passed: list[Worker]) -> Worker | None:
-        """The next ready worker in turn (but those `passed`), among those with the fewest
-        connections not taken yet."""
+        """The next ready worker in turn (but those `passed`), passing over one that is held up
+        while another is not."""
         count = len(self.workers)
         ready = [
             worker
@@ -220,7 +231,8 @@ class Supervisor:
         ]
         if not ready:
             return None
-        chosen = min(ready, key=lambda worker: worker.handed)
+        now = time.monotonic()
+        chosen = next((worker for worker in ready if not worker.held_up(now)), ready[0])
         self.turn = self.workers.index(chosen) + 1
         return chosen
 
@@ -239,6 +251,8 @@ class Supervisor:
                 logger.warning("worker %s takes no connections: %s", worker.process.pid, exc)
                 worker.ready = False
                 continue
+            if not worker.handed:
+                worker.waiting_since = time.monotonic()
             worker.handed += 1
             return
         logger.error("no worker could take a connection: closing it")
