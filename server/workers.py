@@ -9,9 +9,11 @@ same app, limits and shutdown as a single process (`server.serve.AgentServer`). 
 says when it has taken connections; one that has left a connection untaken for half a second
 (its event loop is held up) is passed over while another is not.
 
-The parent deals only once every worker it started is ready, restarts a worker that dies,
-and on SIGINT or SIGTERM stops accepting and asks each worker to stop, which ends every
-stream in flight with its `error` event.
+The parent deals only once every worker it started is ready, and restarts a worker that
+dies. On SIGHUP it replaces the workers one by one, each old one stopped once a new one is
+ready, so the port never stops serving (a new worker that cannot start its app ends the
+replacement, and the old workers stay). On SIGINT or SIGTERM it stops accepting and asks
+each worker to stop, which ends every stream in flight with its `error` event.
 """
 
 import contextlib
@@ -53,6 +55,12 @@ class Worker:
     process: BaseProcess
     channel: socket.socket
     ready: bool = False
+    started: bool = False
+    """It has been ready once."""
+    replacement: bool = False
+    """Started by SIGHUP to replace a running worker."""
+    retiring: bool = False
+    """Replaced (SIGHUP): asked to stop, and not started again when it exits."""
     handed: int = 0
     """Connections handed to it that it has not yet said it took."""
     waiting_since: float = 0.0
@@ -69,7 +77,7 @@ def worker_main(app_factory: str, channel: socket.socket, log_level: str) -> Non
     AgentServer(app, log_level=log_level, handoff=channel).run()
 
 
-def _start_worker(app_factory: str, log_level: str) -> Worker:
+def _start_worker(app_factory: str, log_level: str, *, replacement: bool = False) -> Worker:
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     process = multiprocessing.get_context("spawn").Process(
         target=worker_main, args=(app_factory, child_end, log_level), name="agentgraph-worker"
@@ -77,7 +85,7 @@ def _start_worker(app_factory: str, log_level: str) -> Worker:
     process.start()
     child_end.close()
     parent_end.setblocking(False)
-    return Worker(process=process, channel=parent_end)
+    return Worker(process=process, channel=parent_end, replacement=replacement)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -110,20 +118,24 @@ class Supervisor:
         self.turn = 0
         self.dealing = False
         self.stopping = False
+        self.reloading = False
+        self.to_retire: list[Worker] = []
+        """Workers to stop, one as each new worker is ready (SIGHUP)."""
         # Signals only mark the stop; the wake-up socket makes the select loop notice at once.
         self._wake_read, self._wake_write = socket.socketpair()
         for end in (self._wake_read, self._wake_write):
             end.setblocking(False)
 
     def run(self) -> None:
-        """Serve until SIGINT or SIGTERM, then stop every worker.
+        """Serve until SIGINT or SIGTERM, then stop every worker; on SIGHUP, replace them.
 
         Raises:
             WorkerStartError: a worker exited while its app was starting.
         """
         previous_wakeup = signal.set_wakeup_fd(self._wake_write.fileno())
         previous = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+            sig: signal.signal(sig, self._on_signal)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         }
         self.selector.register(self._wake_read, selectors.EVENT_READ, None)
         try:
@@ -133,6 +145,8 @@ class Supervisor:
             while not self.stopping:
                 for key, _ in self.selector.select():
                     self._handle(key.fileobj, key.data)
+                if self.reloading:
+                    self._reload()
         finally:
             self._stop()
             for sig, handler in previous.items():
@@ -143,8 +157,20 @@ class Supervisor:
                 end.close()
 
     def _on_signal(self, sig: int, frame: object) -> None:
+        if sig == signal.SIGHUP:
+            self.reloading = True
+            return
         logger.info("%s: stopping the workers", signal.Signals(sig).name)
         self.stopping = True
+
+    def _reload(self) -> None:
+        """Start a new worker for each running one; each new one, once ready, retires one."""
+        self.reloading = False
+        old = [w for w in self.workers if not w.retiring and w not in self.to_retire]
+        logger.info("SIGHUP: replacing %d workers", len(old))
+        self.to_retire.extend(old)
+        for _ in old:
+            self._add(_start_worker(self.app_factory, self.log_level, replacement=True))
 
     def _add(self, worker: Worker) -> None:
         self.workers.append(worker)
@@ -183,7 +209,13 @@ class Supervisor:
                 self._ready(worker)
 
     def _ready(self, worker: Worker) -> None:
-        worker.ready = True
+        worker.ready = worker.started = True
+        if self.to_retire:
+            old = self.to_retire.pop(0)
+            old.ready = False
+            old.retiring = True
+            if old.process.pid is not None and old.process.is_alive():
+                os.kill(old.process.pid, signal.SIGTERM)
         if not self.dealing and all(w.ready for w in self.workers):
             # From now on connections go to whoever is ready; none are dealt before every
             # first worker is, so that the first clients are not all on the first worker.
@@ -199,6 +231,21 @@ class Supervisor:
             self.selector.unregister(worker.channel)
         worker.channel.close()
         self.workers.remove(worker)
+        if worker.retiring:
+            logger.info("worker %s stopped: replaced", worker.process.pid)
+            return
+        if worker in self.to_retire:
+            # It died before its replacement (already starting) was ready.
+            self.to_retire.remove(worker)
+            return
+        if worker.replacement and not worker.started:
+            logger.error(
+                "a new worker exited while starting (code %s; its log above says why): "
+                "keeping the running ones",
+                worker.process.exitcode,
+            )
+            self.to_retire.clear()
+            return
         if worker.process.exitcode == STARTUP_FAILURE:
             self.stopping = True
             raise WorkerStartError(

@@ -7,13 +7,16 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import psutil
 
-from tests.integration.conftest import Cli, _free_port, wait_ready
+from tests.integration.conftest import REPO, Cli, _free_port, wait_ready
 from tests.integration.server_harness import SseEvent, open_run_stream, sse_events
+from tests.integration.startable_app import FAIL_START
 
 
 def _serve(cli: Cli, port: int, *options: str) -> tuple["subprocess.Popen[str]", str]:
@@ -201,3 +204,60 @@ def test_a_stalled_worker_is_passed_over(cli: Cli) -> None:
     # At most the one connection it was handed before waits; dealt in plain turn, three would.
     assert served >= 5, output
     assert proc.returncode == 0, output
+
+
+def test_sighup_replaces_the_workers_and_the_port_never_stops_serving(cli: Cli) -> None:
+    port = _free_port()
+    proc, base = _serve(cli, port, "--workers", "2")
+    failures: list[str] = []
+    try:
+        old = _workers(proc.pid)
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 120
+        while (now := _workers(proc.pid)) & old or len(now) != 2:
+            assert time.monotonic() < deadline, (old, now)
+            try:  # a new connection each time
+                answer = httpx.get(f"{base}/healthz", timeout=30)
+                if answer.status_code != 200:
+                    failures.append(f"status {answer.status_code}")
+            except httpx.TransportError as exc:
+                failures.append(repr(exc))
+            time.sleep(0.05)
+        assert httpx.get(f"{base}/healthz", timeout=30).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert failures == [], failures
+    assert proc.returncode == 0, output
+    assert output.count("stopped: replaced") == 2, output
+    assert output.count("Application shutdown complete") == 4, output
+
+
+def test_sighup_keeps_the_workers_when_the_new_ones_cannot_start(tmp_path: Path) -> None:
+    port, fail, log = _free_port(), tmp_path / "fail", tmp_path / "log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.startable_app", str(port), "2"],
+            cwd=REPO,
+            env={**os.environ, FAIL_START: str(fail)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, f"{base}/readyz", timeout=60, name="the server", output=log.read_text)
+        old = _workers(proc.pid)
+        fail.touch()
+        proc.send_signal(signal.SIGHUP)
+        # Both new workers fail to start and are not started again; the old ones serve on.
+        deadline = time.monotonic() + 60
+        while log.read_text().count("keeping the running ones") < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert _workers(proc.pid) == old
+        pids = {httpx.get(f"{base}/readyz", timeout=10).json()["pid"] for _ in range(4)}
+        assert pids == old
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, log.read_text()
