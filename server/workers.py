@@ -7,7 +7,8 @@ listens. It hands each connection it accepts to the next worker in turn, over a 
 (as Node's cluster module does), and each worker serves the connections it is handed with the
 same app, limits and shutdown as a single process (`server.serve.AgentServer`). Each worker
 says when it has taken connections; one that has left a connection untaken for half a second
-(its event loop is held up) is passed over while another is not.
+(its event loop is held up) is passed over while another is not, and the connections a
+worker never took before it exited are dealt to the others.
 
 The parent deals only once every worker it started is ready, and restarts a worker that
 dies. On SIGHUP it replaces the workers one by one, each old one stopped once a new one is
@@ -16,6 +17,7 @@ replacement, and the old workers stay). On SIGINT or SIGTERM it stops accepting 
 each worker to stop, which ends every stream in flight with its `error` event.
 """
 
+import collections
 import contextlib
 import logging
 import multiprocessing
@@ -24,7 +26,7 @@ import selectors
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 
 from uvicorn.config import STARTUP_FAILURE
@@ -61,14 +63,15 @@ class Worker:
     """Started by SIGHUP to replace a running worker."""
     retiring: bool = False
     """Replaced (SIGHUP): asked to stop, and not started again when it exits."""
-    handed: int = 0
-    """Connections handed to it that it has not yet said it took."""
+    handed: collections.deque[socket.socket] = field(default_factory=collections.deque)
+    """The parent's copies of the connections handed to it that it has not yet said it took:
+    dealt again to another worker if it exits first."""
     waiting_since: float = 0.0
     """When the oldest of those was handed over (`time.monotonic()`)."""
 
     def held_up(self, now: float) -> bool:
         """Whether it has left a connection untaken for longer than a healthy worker would."""
-        return self.handed > 0 and now - self.waiting_since > HELD_UP_S
+        return bool(self.handed) and now - self.waiting_since > HELD_UP_S
 
 
 def worker_main(app_factory: str, channel: socket.socket, log_level: str) -> None:
@@ -201,9 +204,11 @@ class Supervisor:
             if not message:
                 worker.ready = False
                 self.selector.unregister(worker.channel)
+                self._deal_again(worker)
                 return
             if taken := message.count(TAKEN):
-                worker.handed = max(0, worker.handed - taken)
+                for _ in range(min(taken, len(worker.handed))):
+                    worker.handed.popleft().close()
                 worker.waiting_since = time.monotonic()
             if READY in message:
                 self._ready(worker)
@@ -231,6 +236,7 @@ class Supervisor:
             self.selector.unregister(worker.channel)
         worker.channel.close()
         self.workers.remove(worker)
+        self._deal_again(worker)
         if worker.retiring:
             logger.info("worker %s stopped: replaced", worker.process.pid)
             return
@@ -264,8 +270,7 @@ class Supervisor:
                 connection, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            with connection:
-                self._deal(connection)
+            self._deal(connection)
 
     def _next(self, passed: list[Worker]) -> Worker | None:
         """The next ready worker in turn (but those `passed`), passing over one that is held up
@@ -283,8 +288,14 @@ class Supervisor:
         self.turn = self.workers.index(chosen) + 1
         return chosen
 
+    def _deal_again(self, worker: Worker) -> None:
+        """Deal the connections a worker that stopped never took to the others."""
+        while worker.handed:
+            self._deal(worker.handed.popleft())
+
     def _deal(self, connection: socket.socket) -> None:
-        """Hand the connection to the next worker; close it when none can take it."""
+        """Hand the connection to the next worker, keeping a copy until it says it took it;
+        close it when no worker can take it."""
         passed: list[Worker] = []
         while (worker := self._next(passed)) is not None:
             try:
@@ -300,9 +311,10 @@ class Supervisor:
                 continue
             if not worker.handed:
                 worker.waiting_since = time.monotonic()
-            worker.handed += 1
+            worker.handed.append(connection)
             return
         logger.error("no worker could take a connection: closing it")
+        connection.close()
 
     def _stop(self) -> None:
         """Ask every worker to stop (they end their streams), and wait for them."""
@@ -318,3 +330,5 @@ class Supervisor:
                 worker.process.kill()
                 worker.process.join()
             worker.channel.close()
+            while worker.handed:
+                worker.handed.popleft().close()

@@ -2,6 +2,7 @@
 stopping cleanly on SIGTERM."""
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -261,3 +262,22 @@ def test_sighup_keeps_the_workers_when_the_new_ones_cannot_start(tmp_path: Path)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     assert proc.returncode == 0, log.read_text()
+
+
+def test_a_connection_a_dead_worker_never_took_is_served_by_another(cli: Cli) -> None:
+    port = _free_port()
+    proc, base = _serve(cli, port, "--workers", "2")
+    stuck = min(_workers(proc.pid))
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        # Two new connections at once: one is dealt to each worker, the stopped one included.
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            answers = [pool.submit(httpx.get, f"{base}/healthz", timeout=60) for _ in range(2)]
+            time.sleep(1)
+            assert sum(a.done() for a in answers) == 1
+            os.kill(stuck, signal.SIGKILL)
+            statuses = [a.result().status_code for a in answers]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert statuses == [200, 200], output
