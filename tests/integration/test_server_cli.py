@@ -35,26 +35,38 @@ def _serve(cli: Cli, port: int, *options: str) -> tuple["subprocess.Popen[str]",
     return proc, base
 
 
+def _living(supervisor: int) -> list[psutil.Process]:
+    """The supervisor and its children, but a child that has exited and is not yet reaped."""
+    parent = psutil.Process(supervisor)
+    living = [parent]
+    for child in parent.children():
+        with contextlib.suppress(psutil.ZombieProcess, psutil.NoSuchProcess):
+            if child.status() != psutil.STATUS_ZOMBIE:
+                living.append(child)
+    return living
+
+
 def _connections_by_process(supervisor: int, port: int) -> dict[int, int]:
     """How many open connections to `port` the supervisor and each of its children hold."""
-    parent = psutil.Process(supervisor)
-    return {
-        process.pid: sum(
-            1
-            for c in process.net_connections(kind="tcp")
-            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
-        )
-        for process in (parent, *parent.children())
-    }
+    held: dict[int, int] = {}
+    for process in _living(supervisor):
+        with contextlib.suppress(psutil.ZombieProcess, psutil.NoSuchProcess):
+            held[process.pid] = sum(
+                1
+                for c in process.net_connections(kind="tcp")
+                if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+            )
+    return held
 
 
 def _workers(supervisor: int) -> set[int]:
     """The supervisor's worker processes (not multiprocessing's resource tracker)."""
-    return {
-        p.pid
-        for p in psutil.Process(supervisor).children()
-        if "resource_tracker" not in " ".join(p.cmdline())
-    }
+    workers = set()
+    for process in _living(supervisor)[1:]:
+        with contextlib.suppress(psutil.ZombieProcess, psutil.NoSuchProcess):
+            if "resource_tracker" not in " ".join(process.cmdline()):
+                workers.add(process.pid)
+    return workers
 
 
 def test_agentgraph_serve_runs_and_stops_on_sigterm(cli: Cli) -> None:
