@@ -11,10 +11,11 @@ says when it has taken connections; one that has left a connection untaken for h
 worker never took before it exited are dealt to the others.
 
 The parent deals only once every worker it started is ready, and restarts a worker that
-dies. On SIGHUP it replaces the workers one by one, each old one stopped once a new one is
-ready, so the port never stops serving (a new worker that cannot start its app ends the
-replacement, and the old workers stay). On SIGINT or SIGTERM it stops accepting and asks
-each worker to stop, which ends every stream in flight with its `error` event.
+dies. On SIGHUP it replaces the workers one by one: once a new one is ready, an old one is
+dealt no more connections and is asked to stop a second later, so the port never stops
+serving (a new worker that cannot start its app ends the replacement, and the old workers
+stay). On SIGINT or SIGTERM it stops accepting and asks each worker to stop, which ends every
+stream in flight with its `error` event.
 """
 
 import collections
@@ -46,6 +47,9 @@ ACCEPT_BATCH = 64
 HELD_UP_S = 0.5
 """A worker that has not taken a connection handed to it this long ago gets no more until it
 does (its event loop is held up); a healthy one takes each within milliseconds."""
+RETIRE_GRACE_S = 1.0
+"""How long a replaced worker (SIGHUP) goes on serving after its last new connection before
+it is asked to stop: long enough to read the requests on the connections it just took."""
 STOP_WAIT_S = 30.0
 """How long the parent waits for its workers to finish their graceful shutdown."""
 
@@ -124,6 +128,8 @@ class Supervisor:
         self.reloading = False
         self.to_retire: list[Worker] = []
         """Workers to stop, one as each new worker is ready (SIGHUP)."""
+        self.retire_at: list[tuple[float, Worker]] = []
+        """Replaced workers, each with when to ask it to stop."""
         # Signals only mark the stop; the wake-up socket makes the select loop notice at once.
         self._wake_read, self._wake_write = socket.socketpair()
         for end in (self._wake_read, self._wake_write):
@@ -146,10 +152,15 @@ class Supervisor:
                 self._add(_start_worker(self.app_factory, self.log_level))
             logger.info("starting %d workers on %s", self.size, self.address)
             while not self.stopping:
-                for key, _ in self.selector.select():
+                due = self.retire_at[0][0] - time.monotonic() if self.retire_at else None
+                for key, _ in self.selector.select(None if due is None else max(0.0, due)):
                     self._handle(key.fileobj, key.data)
                 if self.reloading:
                     self._reload()
+                while self.retire_at and self.retire_at[0][0] <= time.monotonic():
+                    _, old = self.retire_at.pop(0)
+                    if old.process.pid is not None and old.process.is_alive():
+                        os.kill(old.process.pid, signal.SIGTERM)
         finally:
             self._stop()
             for sig, handler in previous.items():
@@ -219,8 +230,7 @@ class Supervisor:
             old = self.to_retire.pop(0)
             old.ready = False
             old.retiring = True
-            if old.process.pid is not None and old.process.is_alive():
-                os.kill(old.process.pid, signal.SIGTERM)
+            self.retire_at.append((time.monotonic() + RETIRE_GRACE_S, old))
         if not self.dealing and all(w.ready for w in self.workers):
             # From now on connections go to whoever is ready; none are dealt before every
             # first worker is, so that the first clients are not all on the first worker.
