@@ -69,6 +69,15 @@ def _workers(supervisor: int) -> set[int]:
     return workers
 
 
+def _serve_with_a_stopped_worker(cli: Cli) -> tuple["subprocess.Popen[str]", str, int]:
+    """Two workers, one of them stopped (SIGSTOP): the process, its base URL and the
+    stopped worker's pid."""
+    proc, base = _serve(cli, _free_port(), "--workers", "2")
+    stopped = min(_workers(proc.pid))
+    os.kill(stopped, signal.SIGSTOP)
+    return proc, base, stopped
+
+
 def test_agentgraph_serve_runs_and_stops_on_sigterm(cli: Cli) -> None:
     port = _free_port()
     proc, base = _serve(cli, port)
@@ -201,10 +210,7 @@ def test_workers_on_a_port_in_use_say_so(cli: Cli) -> None:
 
 def test_a_stalled_worker_is_passed_over(cli: Cli) -> None:
     """A worker that has not taken the connection it was handed gets no more of them."""
-    port = _free_port()
-    proc, base = _serve(cli, port, "--workers", "2")
-    stalled = min(_workers(proc.pid))
-    os.kill(stalled, signal.SIGSTOP)
+    proc, base, stalled = _serve_with_a_stopped_worker(cli)
     try:
         served = 0
         for _ in range(6):  # a new connection each
@@ -277,10 +283,7 @@ def test_sighup_keeps_the_workers_when_the_new_ones_cannot_start(tmp_path: Path)
 
 
 def test_a_connection_a_dead_worker_never_took_is_served_by_another(cli: Cli) -> None:
-    port = _free_port()
-    proc, base = _serve(cli, port, "--workers", "2")
-    stuck = min(_workers(proc.pid))
-    os.kill(stuck, signal.SIGSTOP)
+    proc, base, stuck = _serve_with_a_stopped_worker(cli)
     try:
         # Two new connections at once: one is dealt to each worker, the stopped one included.
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
