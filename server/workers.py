@@ -22,7 +22,6 @@ import collections
 import contextlib
 import logging
 import multiprocessing
-import os
 import selectors
 import signal
 import socket
@@ -158,9 +157,7 @@ class Supervisor:
                 if self.reloading:
                     self._reload()
                 while self.retire_at and self.retire_at[0][0] <= time.monotonic():
-                    _, old = self.retire_at.pop(0)
-                    if old.process.pid is not None and old.process.is_alive():
-                        os.kill(old.process.pid, signal.SIGTERM)
+                    self.retire_at.pop(0)[1].process.terminate()
         finally:
             self._stop()
             for sig, handler in previous.items():
@@ -330,8 +327,7 @@ class Supervisor:
         """Ask every worker to stop (they end their streams), and wait for them."""
         self.stopping = True
         for worker in self.workers:
-            if worker.process.is_alive() and worker.process.pid is not None:
-                os.kill(worker.process.pid, signal.SIGTERM)
+            worker.process.terminate()  # SIGTERM, unless it has exited
         deadline = time.monotonic() + STOP_WAIT_S
         for worker in self.workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
