@@ -218,10 +218,11 @@ async def one_run(client: httpx.AsyncClient, threads: list[str]) -> float:
     return elapsed
 
 
-async def level(
+async def timed_runs(
     client: Any, *, clients: int, runs: int, threads: list[str], run: Any = None
-) -> Level:
-    """Run `runs` runs with `clients` concurrent clients, each running one after another."""
+) -> tuple[list[float], float]:
+    """Run `runs` runs with `clients` concurrent clients, each running one after another;
+    return each run's ms and the wall time in seconds."""
     samples: list[float] = []
     queue = iter(range(runs))
 
@@ -233,14 +234,25 @@ async def level(
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
-    wall = time.perf_counter() - started
+    return samples, time.perf_counter() - started
+
+
+def _level(clients: int, samples: list[float], wall_s: float) -> Level:
     return Level(
         clients=clients,
-        runs=runs,
+        runs=len(samples),
         p50_ms=_quantile(samples, 50),
         p95_ms=_quantile(samples, 95),
-        runs_per_s=runs / wall,
+        runs_per_s=len(samples) / wall_s,
     )
+
+
+async def level(
+    client: Any, *, clients: int, runs: int, threads: list[str], run: Any = None
+) -> Level:
+    """Run `runs` runs with `clients` concurrent clients, each running one after another."""
+    samples, wall_s = await timed_runs(client, clients=clients, runs=runs, threads=threads, run=run)
+    return _level(clients, samples, wall_s)
 
 
 async def resume_latency(
@@ -295,14 +307,42 @@ def _version(package: str) -> str | None:
         return None
 
 
+async def _paired_level(
+    client: httpx.AsyncClient, dev: Any, *, clients: int, runs: int, first: int, threads: list[str]
+) -> tuple[Level, Level]:
+    """Measure one level on both servers in two halves each, in the order ABBA (BAAB when
+    `first` is 1), so that a machine that speeds up or slows down steadily during the level
+    touches both alike; return our figures and `langgraph dev`'s."""
+    half = (runs + 1) // 2
+    shares = (half, runs - half)
+    samples: tuple[list[float], list[float]] = ([], [])
+    walls = [0.0, 0.0]
+    for turn, server in enumerate((first, 1 - first, 1 - first, first)):
+        count = shares[turn // 2]
+        if count == 0:
+            continue
+        name = "langgraph dev" if server else "agentgraph"
+        logger.info("%s: measuring %d runs at %d clients", name, count, clients)
+        taken, wall_s = await timed_runs(
+            dev if server else client,
+            clients=clients,
+            runs=count,
+            threads=[] if server else threads,
+            run=dev_one_run if server else one_run,
+        )
+        samples[server].extend(taken)
+        walls[server] += wall_s
+    return _level(clients, samples[0], walls[0]), _level(clients, samples[1], walls[1])
+
+
 async def measure(
     args: argparse.Namespace, base: str, url: str, dev_base: str | None = None
 ) -> dict[str, Any]:
     """Warm up, measure every concurrency level and the resumes; return the figures.
 
     With `dev_base` (`langgraph dev`, already running), each level is measured on both
-    servers back to back, so a change in the machine's speed between levels touches both
-    alike; the first server of each pair alternates from one level to the next.
+    servers in turn, half the runs each, then the other halves in the opposite order
+    (`_paired_level`), so a change in the machine's speed touches both alike.
     """
     threads: list[str] = []
     limits = httpx.Limits(max_connections=max(args.clients) + 5)
@@ -318,28 +358,19 @@ async def measure(
                 logger.info("langgraph dev: warming up: %d runs", args.warmup)
                 for _ in range(args.warmup):
                     await dev_one_run(dev, unused)
-            levels = []
+            levels: list[Level] = []
             for i, clients in enumerate(args.clients):
-
-                async def ours(clients: int = clients) -> None:
+                if dev is None:
                     logger.info("measuring: %d runs at %d clients", args.runs, clients)
                     levels.append(
                         await level(client, clients=clients, runs=args.runs, threads=threads)
                     )
-
-                async def theirs(dev: Any = dev, clients: int = clients) -> None:
-                    logger.info(
-                        "langgraph dev: measuring %d runs at %d clients", args.runs, clients
-                    )
-                    dev_levels.append(
-                        await level(
-                            dev, clients=clients, runs=args.runs, threads=unused, run=dev_one_run
-                        )
-                    )
-
-                pair = (ours, theirs) if i % 2 == 0 else (theirs, ours)
-                for measure_one in pair if dev is not None else (ours,):
-                    await measure_one()
+                    continue
+                ours, theirs = await _paired_level(
+                    client, dev, clients=clients, runs=args.runs, first=i % 2, threads=threads
+                )
+                levels.append(ours)
+                dev_levels.append(theirs)
             logger.info("measuring: %d resumes", args.resumes)
             to_metadata, to_graph = await resume_latency(
                 client, resumes=args.resumes, threads=threads
