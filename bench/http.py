@@ -495,7 +495,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--database-url", default=None, help="Postgres URL or conninfo")
     parser.add_argument("--data-dir", type=Path, default=None, help="embedded cluster's home")
-    parser.add_argument("--workers", type=int, default=1, help="server processes (uvicorn workers)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes, as `agentgraph serve --workers`"
+    )
     parser.add_argument(
         "--langgraph-dev",
         action="store_true",
