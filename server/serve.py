@@ -23,6 +23,12 @@ READY = b"r"
 """What a worker tells the parent (`server.workers`) once its app has started."""
 TAKEN = b"t"
 """What a worker tells the parent for each connection it has taken."""
+WORKER_TIMEOUT_S = 60.0
+"""How long a ready worker may go without a word to the parent before it is killed and
+started again."""
+ALIVE = b"a"
+"""What a worker tells the parent about once a second, from its event loop: a worker whose
+loop is stuck stops saying it."""
 
 
 def _config(app: FastAPI, *, host: str, port: int, log_level: str) -> uvicorn.Config:
@@ -104,6 +110,13 @@ class AgentServer(uvicorn.Server):
             with contextlib.suppress(OSError):
                 self.handoff.send(TAKEN * taken)
 
+    async def on_tick(self, counter: int) -> bool:
+        """Tell the parent, once a second, that this worker's event loop is running."""
+        if counter % 10 == 0 and self.handoff is not None and self.handoff.fileno() != -1:
+            with contextlib.suppress(OSError):  # full or closed: the parent will know
+                self.handoff.send(ALIVE)
+        return await super().on_tick(counter)
+
     def _opened(self, task: "asyncio.Task[object]") -> None:
         self._opening.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
@@ -131,12 +144,14 @@ def serve(
     workers: int = 1,
     app_factory: str = APP_FACTORY,
     log_level: str = "info",
+    worker_timeout_s: float = WORKER_TIMEOUT_S,
 ) -> None:
     """Serve the API until interrupted, in `workers` processes sharing one port.
 
     Each process calls `app_factory` with no arguments, so it reads its settings from the
     environment. With several, a parent process accepts the connections and deals them out
-    in turn (`server.workers`).
+    in turn (`server.workers`), and kills and restarts a worker whose event loop has said
+    nothing for `worker_timeout_s` (0: never).
 
     Raises:
         ConfigError: with several workers, the address cannot be listened on.
@@ -149,5 +164,10 @@ def serve(
     from server.workers import Supervisor
 
     Supervisor(
-        app_factory=app_factory, host=host, port=port, workers=workers, log_level=log_level
+        app_factory=app_factory,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        timeout_s=worker_timeout_s,
     ).run()

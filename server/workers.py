@@ -11,29 +11,28 @@ says when it has taken connections; one that has left a connection untaken for h
 worker never took before it exited are dealt to the others.
 
 The parent deals only once every worker it started is ready, and restarts a worker that
-dies. On SIGHUP it replaces the workers one by one: once a new one is ready, an old one is
-dealt no more connections and is asked to stop a second later, so the port never stops
-serving (a new worker that cannot start its app ends the replacement, and the old workers
-stay). On SIGINT or SIGTERM it stops accepting and asks each worker to stop, which ends every
-stream in flight with its `error` event.
+dies. Each worker says from its event loop, about once a second, that the loop is running;
+a worker silent for longer than the timeout (its loop is stuck: a blocking call, a loop
+that never yields) is killed and started again, and the connections it had not taken go
+to the others. On SIGHUP it replaces the workers one by one: once a new one is ready, an
+old one is dealt no more connections and is asked to stop a second later, so the port never
+stops serving (a new worker that cannot start its app ends the replacement, and the old
+workers stay). On SIGINT or SIGTERM it stops accepting and asks each worker to stop, which
+ends every stream in flight with its `error` event.
 """
 
-import collections
 import contextlib
 import logging
-import multiprocessing
 import selectors
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
-from multiprocessing.process import BaseProcess
 
 from uvicorn.config import STARTUP_FAILURE
-from uvicorn.importer import import_from_string
 
 from app.errors import ConfigError, WorkerStartError
-from server.serve import READY, TAKEN, AgentServer
+from server.serve import READY, TAKEN, WORKER_TIMEOUT_S
+from server.worker_process import Worker, start_worker
 
 logger = logging.getLogger(__name__)
 
@@ -43,55 +42,11 @@ BACKLOG = 2048
 """Connections the kernel queues before the parent accepts them (uvicorn's default)."""
 ACCEPT_BATCH = 64
 """Connections accepted at most per wake-up, before the parent looks at its workers again."""
-HELD_UP_S = 0.5
-"""A worker that has not taken a connection handed to it this long ago gets no more until it
-does (its event loop is held up); a healthy one takes each within milliseconds."""
 RETIRE_GRACE_S = 1.0
 """How long a replaced worker (SIGHUP) goes on serving after its last new connection before
 it is asked to stop: long enough to read the requests on the connections it just took."""
 STOP_WAIT_S = 30.0
 """How long the parent waits for its workers to finish their graceful shutdown."""
-
-
-@dataclass
-class Worker:
-    """One worker process and the parent's end of the socket that carries its connections."""
-
-    process: BaseProcess
-    channel: socket.socket
-    ready: bool = False
-    started: bool = False
-    """It has been ready once."""
-    replacement: bool = False
-    """Started by SIGHUP to replace a running worker."""
-    retiring: bool = False
-    """Replaced (SIGHUP): asked to stop, and not started again when it exits."""
-    handed: collections.deque[socket.socket] = field(default_factory=collections.deque)
-    """The parent's copies of the connections handed to it that it has not yet said it took:
-    dealt again to another worker if it exits first."""
-    waiting_since: float = 0.0
-    """When the oldest of those was handed over (`time.monotonic()`)."""
-
-    def held_up(self, now: float) -> bool:
-        """Whether it has left a connection untaken for longer than a healthy worker would."""
-        return bool(self.handed) and now - self.waiting_since > HELD_UP_S
-
-
-def worker_main(app_factory: str, channel: socket.socket, log_level: str) -> None:
-    """Serve the connections the parent hands over on `channel` (a worker process's job)."""
-    app = import_from_string(app_factory)()
-    AgentServer(app, log_level=log_level, handoff=channel).run()
-
-
-def _start_worker(app_factory: str, log_level: str, *, replacement: bool = False) -> Worker:
-    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    process = multiprocessing.get_context("spawn").Process(
-        target=worker_main, args=(app_factory, child_end, log_level), name="agentgraph-worker"
-    )
-    process.start()
-    child_end.close()
-    parent_end.setblocking(False)
-    return Worker(process=process, channel=parent_end, replacement=replacement)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -112,8 +67,19 @@ def _listen(host: str, port: int) -> socket.socket:
 class Supervisor:
     """The parent process: one listening socket, `workers` processes serving from it."""
 
-    def __init__(self, *, app_factory: str, host: str, port: int, workers: int, log_level: str):
+    def __init__(
+        self,
+        *,
+        app_factory: str,
+        host: str,
+        port: int,
+        workers: int,
+        log_level: str,
+        timeout_s: float = WORKER_TIMEOUT_S,
+    ):
         self.app_factory = app_factory
+        self.timeout_s = timeout_s
+        """0: a silent worker is never killed."""
         self.log_level = log_level
         self.listener = _listen(host, port)
         shown = f"[{host}]" if ":" in host else host
@@ -148,16 +114,16 @@ class Supervisor:
         self.selector.register(self._wake_read, selectors.EVENT_READ, None)
         try:
             for _ in range(self.size):
-                self._add(_start_worker(self.app_factory, self.log_level))
+                self._add(start_worker(self.app_factory, self.log_level))
             logger.info("starting %d workers on %s", self.size, self.address)
             while not self.stopping:
-                due = self.retire_at[0][0] - time.monotonic() if self.retire_at else None
-                for key, _ in self.selector.select(None if due is None else max(0.0, due)):
+                for key, _ in self.selector.select(self._until_due()):
                     self._handle(key.fileobj, key.data)
                 if self.reloading:
                     self._reload()
                 while self.retire_at and self.retire_at[0][0] <= time.monotonic():
                     self.retire_at.pop(0)[1].process.terminate()
+                self._kill_silent()
         finally:
             self._stop()
             for sig, handler in previous.items():
@@ -166,6 +132,30 @@ class Supervisor:
             self.selector.close()
             for end in (self._wake_read, self._wake_write, self.listener):
                 end.close()
+
+    def _until_due(self) -> float | None:
+        """Seconds until a replaced worker is to be stopped or a silent one killed."""
+        now = time.monotonic()
+        due = [when - now for when, _ in self.retire_at[:1]]
+        if self.timeout_s:
+            due += [w.heard + self.timeout_s - now for w in self.workers if w.ready]
+        return max(0.0, min(due)) if due else None
+
+    def _kill_silent(self) -> None:
+        """Kill every ready worker that has been silent for longer than the timeout: it is
+        started again when it exits, as any worker that dies."""
+        if not self.timeout_s:
+            return
+        now = time.monotonic()
+        for worker in self.workers:
+            if worker.ready and now - worker.heard > self.timeout_s:
+                logger.error(
+                    "worker %s has been silent for %.0f s (its event loop is stuck): killing it",
+                    worker.process.pid,
+                    now - worker.heard,
+                )
+                worker.ready = False
+                worker.process.kill()
 
     def _on_signal(self, sig: int, frame: object) -> None:
         if sig == signal.SIGHUP:
@@ -181,7 +171,7 @@ class Supervisor:
         logger.info("SIGHUP: replacing %d workers", len(old))
         self.to_retire.extend(old)
         for _ in old:
-            self._add(_start_worker(self.app_factory, self.log_level, replacement=True))
+            self._add(start_worker(self.app_factory, self.log_level, replacement=True))
 
     def _add(self, worker: Worker) -> None:
         self.workers.append(worker)
@@ -214,6 +204,7 @@ class Supervisor:
                 self.selector.unregister(worker.channel)
                 self._deal_again(worker)
                 return
+            worker.heard = time.monotonic()
             if taken := message.count(TAKEN):
                 for _ in range(min(taken, len(worker.handed))):
                     worker.handed.popleft().close()
@@ -269,7 +260,7 @@ class Supervisor:
             worker.process.pid,
             worker.process.exitcode,
         )
-        self._add(_start_worker(self.app_factory, self.log_level))
+        self._add(start_worker(self.app_factory, self.log_level))
 
     def _accept(self) -> None:
         for _ in range(ACCEPT_BATCH):

@@ -463,14 +463,29 @@ def serve(
         int,
         typer.Option(min=1, max=64, help="Server processes sharing the port (about one per core)."),
     ] = 1,
+    worker_timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="With --workers above 1: seconds a worker's event loop may stay silent "
+            "before the worker is killed and started again (default 60; 0: never).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (SSE runs, threads, approvals, LangServe) until interrupted."""
+    from server.serve import WORKER_TIMEOUT_S
     from server.serve import serve as run_server
 
     logging.getLogger().setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
     try:
         get_settings()  # a bad setting fails here, in one line, before any process starts
-        run_server(host=host, port=port, workers=workers)
+        run_server(
+            host=host,
+            port=port,
+            workers=workers,
+            worker_timeout_s=WORKER_TIMEOUT_S if worker_timeout is None else worker_timeout,
+        )
     except AgentGraphError as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None

@@ -69,11 +69,16 @@ def _workers(supervisor: int) -> set[int]:
     return workers
 
 
-def _serve_with_a_stopped_worker(cli: Cli) -> tuple["subprocess.Popen[str]", str, int]:
-    """Two workers, one of them stopped (SIGSTOP): the process, its base URL and the
-    stopped worker's pid."""
-    proc, base = _serve(cli, _free_port(), "--workers", "2")
-    stopped = min(_workers(proc.pid))
+def _serve_with_a_stopped_worker(
+    cli: Cli, *options: str, idle_s: float = 0.0
+) -> tuple["subprocess.Popen[str]", str, int]:
+    """Two workers, one of them stopped (SIGSTOP) after `idle_s`: the process, its base URL
+    and the stopped worker's pid."""
+    proc, base = _serve(cli, _free_port(), "--workers", "2", *options)
+    workers = _workers(proc.pid)
+    time.sleep(idle_s)
+    assert _workers(proc.pid) == workers  # none was restarted meanwhile
+    stopped = min(workers)
     os.kill(stopped, signal.SIGSTOP)
     return proc, base, stopped
 
@@ -296,3 +301,30 @@ def test_a_connection_a_dead_worker_never_took_is_served_by_another(cli: Cli) ->
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     assert statuses == [200, 200], output
+
+
+def test_a_worker_whose_event_loop_is_stuck_is_killed_and_replaced(cli: Cli) -> None:
+    # Idle workers that say nothing else keep saying their loop runs: none is restarted in
+    # twice the timeout. Then one is stopped, as a stuck event loop would be.
+    proc, base, stuck = _serve_with_a_stopped_worker(cli, "--worker-timeout", "2", idle_s=4)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            # One new connection is dealt to each worker; the stuck one's is served by the
+            # other once the parent has killed the stuck worker.
+            answers = [pool.submit(httpx.get, f"{base}/healthz", timeout=60) for _ in range(2)]
+            statuses = [a.result().status_code for a in answers]
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and (
+            stuck in _workers(proc.pid) or len(_workers(proc.pid)) < 2
+        ):
+            time.sleep(0.2)
+        workers = _workers(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert statuses == [200, 200], output
+    assert stuck not in workers, output
+    assert len(workers) == 2, output
+    assert f"worker {stuck} has been silent" in output
+    assert f"worker {stuck} exited" in output
+    assert proc.returncode == 0, output
