@@ -28,6 +28,8 @@ class Worker:
     """It has been ready once."""
     replacement: bool = False
     """Started by SIGHUP to replace a running worker."""
+    added: bool = False
+    """Started by SIGTTIN, beside the running workers."""
     retiring: bool = False
     """Replaced (SIGHUP): asked to stop, and not started again when it exits."""
     handed: collections.deque[socket.socket] = field(default_factory=collections.deque)
@@ -49,7 +51,9 @@ def worker_main(app_factory: str, channel: socket.socket, log_level: str) -> Non
     AgentServer(app, log_level=log_level, handoff=channel).run()
 
 
-def start_worker(app_factory: str, log_level: str, *, replacement: bool = False) -> Worker:
+def start_worker(
+    app_factory: str, log_level: str, *, replacement: bool = False, added: bool = False
+) -> Worker:
     """Start a worker process serving `app_factory`'s app, with a socket to hand it
     connections on."""
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -59,4 +63,4 @@ def start_worker(app_factory: str, log_level: str, *, replacement: bool = False)
     process.start()
     child_end.close()
     parent_end.setblocking(False)
-    return Worker(process=process, channel=parent_end, replacement=replacement)
+    return Worker(process=process, channel=parent_end, replacement=replacement, added=added)

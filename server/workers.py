@@ -17,7 +17,8 @@ that never yields) is killed and started again, and the connections it had not t
 to the others. On SIGHUP it replaces the workers one by one: once a new one is ready, an
 old one is dealt no more connections and is asked to stop a second later, so the port never
 stops serving (a new worker that cannot start its app ends the replacement, and the old
-workers stay). On SIGINT or SIGTERM it stops accepting and asks each worker to stop, which
+workers stay). SIGTTIN starts one more worker, SIGTTOU retires one as SIGHUP does (never
+the last). On SIGINT or SIGTERM it stops accepting and asks each worker to stop, which
 ends every stream in flight with its `error` event.
 """
 
@@ -91,6 +92,8 @@ class Supervisor:
         self.dealing = False
         self.stopping = False
         self.reloading = False
+        self.resizes: list[int] = []
+        """+1 for each SIGTTIN (add a worker), -1 for each SIGTTOU (remove one), not yet done."""
         self.to_retire: list[Worker] = []
         """Workers to stop, one as each new worker is ready (SIGHUP)."""
         self.retire_at: list[tuple[float, Worker]] = []
@@ -101,7 +104,8 @@ class Supervisor:
             end.setblocking(False)
 
     def run(self) -> None:
-        """Serve until SIGINT or SIGTERM, then stop every worker; on SIGHUP, replace them.
+        """Serve until SIGINT or SIGTERM, then stop every worker; on SIGHUP, replace them;
+        on SIGTTIN add one, on SIGTTOU remove one.
 
         Raises:
             WorkerStartError: a worker exited while its app was starting.
@@ -109,7 +113,13 @@ class Supervisor:
         previous_wakeup = signal.set_wakeup_fd(self._wake_write.fileno())
         previous = {
             sig: signal.signal(sig, self._on_signal)
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+            for sig in (
+                signal.SIGINT,
+                signal.SIGTERM,
+                signal.SIGHUP,
+                signal.SIGTTIN,
+                signal.SIGTTOU,
+            )
         }
         self.selector.register(self._wake_read, selectors.EVENT_READ, None)
         try:
@@ -121,6 +131,8 @@ class Supervisor:
                     self._handle(key.fileobj, key.data)
                 if self.reloading:
                     self._reload()
+                while self.resizes:
+                    self._resize(self.resizes.pop(0))
                 while self.retire_at and self.retire_at[0][0] <= time.monotonic():
                     self.retire_at.pop(0)[1].process.terminate()
                 self._kill_silent()
@@ -161,6 +173,9 @@ class Supervisor:
         if sig == signal.SIGHUP:
             self.reloading = True
             return
+        if sig in (signal.SIGTTIN, signal.SIGTTOU):
+            self.resizes.append(1 if sig == signal.SIGTTIN else -1)
+            return
         logger.info("%s: stopping the workers", signal.Signals(sig).name)
         self.stopping = True
 
@@ -172,6 +187,24 @@ class Supervisor:
         self.to_retire.extend(old)
         for _ in old:
             self._add(start_worker(self.app_factory, self.log_level, replacement=True))
+
+    def _resize(self, change: int) -> None:
+        """Start one more worker, or retire one (but never the last)."""
+        serving = [w for w in self.workers if not w.retiring and w not in self.to_retire]
+        if change > 0:
+            logger.info("SIGTTIN: adding a worker (%d in all)", len(serving) + 1)
+            self._add(start_worker(self.app_factory, self.log_level, added=True))
+        elif len(serving) > 1:
+            logger.info("SIGTTOU: removing a worker (%d in all)", len(serving) - 1)
+            self._retire(serving[-1])
+        else:
+            logger.warning("SIGTTOU: keeping the last worker")
+
+    def _retire(self, worker: Worker) -> None:
+        """Deal the worker no more connections, and ask it to stop a moment later."""
+        worker.ready = False
+        worker.retiring = True
+        self.retire_at.append((time.monotonic() + RETIRE_GRACE_S, worker))
 
     def _add(self, worker: Worker) -> None:
         self.workers.append(worker)
@@ -215,10 +248,7 @@ class Supervisor:
     def _ready(self, worker: Worker) -> None:
         worker.ready = worker.started = True
         if self.to_retire:
-            old = self.to_retire.pop(0)
-            old.ready = False
-            old.retiring = True
-            self.retire_at.append((time.monotonic() + RETIRE_GRACE_S, old))
+            self._retire(self.to_retire.pop(0))
         if not self.dealing and all(w.ready for w in self.workers):
             # From now on connections go to whoever is ready; none are dealt before every
             # first worker is, so that the first clients are not all on the first worker.
@@ -236,7 +266,7 @@ class Supervisor:
         self.workers.remove(worker)
         self._deal_again(worker)
         if worker.retiring:
-            logger.info("worker %s stopped: replaced", worker.process.pid)
+            logger.info("worker %s stopped: retired", worker.process.pid)
             return
         if worker in self.to_retire:
             # It died before its replacement (already starting) was ready.
@@ -249,6 +279,12 @@ class Supervisor:
                 worker.process.exitcode,
             )
             self.to_retire.clear()
+            return
+        if worker.added and not worker.started:
+            logger.error(
+                "an added worker exited while starting (code %s; its log above says why)",
+                worker.process.exitcode,
+            )
             return
         if worker.process.exitcode == STARTUP_FAILURE:
             self.stopping = True

@@ -69,6 +69,24 @@ def _workers(supervisor: int) -> set[int]:
     return workers
 
 
+def _connect_until_a_new_worker_serves(supervisor: int, port: int, known: set[int]) -> None:
+    """Open new connections, each served, until a worker not in `known` holds one."""
+    clients: list[httpx.Client] = []
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline:
+            clients.append(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60))
+            assert clients[-1].get("/healthz").status_code == 200
+            held = _connections_by_process(supervisor, port)
+            if {pid for pid, n in held.items() if n} - known:
+                return
+            time.sleep(0.2)
+    finally:
+        for client in clients:
+            client.close()
+    raise AssertionError(f"no new worker served a connection: {held}")
+
+
 def _serve_with_a_stopped_worker(
     cli: Cli, *options: str, idle_s: float = 0.0
 ) -> tuple["subprocess.Popen[str]", str, int]:
@@ -156,7 +174,7 @@ async def test_agentgraph_serve_workers_share_the_port_and_end_streams_on_sigter
 
 def test_a_worker_that_dies_is_replaced_and_the_port_keeps_serving(cli: Cli) -> None:
     port = _free_port()
-    proc, base = _serve(cli, port, "--workers", "2")
+    proc, _ = _serve(cli, port, "--workers", "2")
     try:
         first = _workers(proc.pid)
         assert len(first) == 2
@@ -164,20 +182,7 @@ def test_a_worker_that_dies_is_replaced_and_the_port_keeps_serving(cli: Cli) -> 
         psutil.Process(killed).kill()
         # Connections keep being served (by the other worker meanwhile), and once the new
         # worker has started, it holds some of them.
-        clients: list[httpx.Client] = []
-        deadline = time.monotonic() + 90
-        try:
-            while time.monotonic() < deadline:
-                clients.append(httpx.Client(base_url=base, timeout=60))
-                assert clients[-1].get("/healthz").status_code == 200
-                serving = {pid for pid, n in _connections_by_process(proc.pid, port).items() if n}
-                if serving - first:
-                    break
-                time.sleep(0.2)
-        finally:
-            for client in clients:
-                client.close()
-        assert serving - first, serving
+        _connect_until_a_new_worker_serves(proc.pid, port, first)
         assert killed not in _workers(proc.pid)
         assert len(_workers(proc.pid)) == 2
     finally:
@@ -253,11 +258,11 @@ def test_sighup_replaces_the_workers_and_the_port_never_stops_serving(cli: Cli) 
         output, _ = proc.communicate(timeout=60)
     assert failures == [], failures
     assert proc.returncode == 0, output
-    assert output.count("stopped: replaced") == 2, output
+    assert output.count("stopped: retired") == 2, output
     assert output.count("Application shutdown complete") == 4, output
 
 
-def test_sighup_keeps_the_workers_when_the_new_ones_cannot_start(tmp_path: Path) -> None:
+def test_sighup_and_sigttin_keep_the_workers_when_new_ones_cannot_start(tmp_path: Path) -> None:
     port, fail, log = _free_port(), tmp_path / "fail", tmp_path / "log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -276,6 +281,12 @@ def test_sighup_keeps_the_workers_when_the_new_ones_cannot_start(tmp_path: Path)
         # Both new workers fail to start and are not started again; the old ones serve on.
         deadline = time.monotonic() + 60
         while log.read_text().count("keeping the running ones") < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert _workers(proc.pid) == old
+        # Nor is a worker added by SIGTTIN, and the server does not stop for it.
+        proc.send_signal(signal.SIGTTIN)
+        while "an added worker exited while starting" not in log.read_text():
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
         assert _workers(proc.pid) == old
@@ -328,3 +339,29 @@ def test_a_worker_whose_event_loop_is_stuck_is_killed_and_replaced(cli: Cli) -> 
     assert f"worker {stuck} has been silent" in output
     assert f"worker {stuck} exited" in output
     assert proc.returncode == 0, output
+
+
+def test_sigttin_adds_a_worker_and_sigttou_removes_one_but_never_the_last(cli: Cli) -> None:
+    port = _free_port()
+    proc, base = _serve(cli, port, "--workers", "2")
+    try:
+        first = _workers(proc.pid)
+        proc.send_signal(signal.SIGTTIN)
+        _connect_until_a_new_worker_serves(proc.pid, port, first)
+        assert len(_workers(proc.pid)) == 3
+        for _ in range(3):  # the third finds one worker left, and keeps it
+            proc.send_signal(signal.SIGTTOU)
+            time.sleep(0.2)
+        deadline = time.monotonic() + 60
+        while len(_workers(proc.pid)) > 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)  # past the retired workers' grace: the last would be gone by now
+        assert len(_workers(proc.pid)) == 1
+        assert httpx.get(f"{base}/healthz", timeout=30).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "SIGTTOU: keeping the last worker" in output
+    assert output.count("stopped: retired") == 2, output
+    assert output.count("Application shutdown complete") == 3, output
