@@ -31,7 +31,7 @@ class Worker:
     added: bool = False
     """Started by SIGTTIN, beside the running workers."""
     retiring: bool = False
-    """Replaced (SIGHUP): asked to stop, and not started again when it exits."""
+    """Retired (SIGHUP, SIGTTOU): asked to stop, and not started again when it exits."""
     handed: collections.deque[socket.socket] = field(default_factory=collections.deque)
     """The parent's copies of the connections handed to it that it has not yet said it took:
     dealt again to another worker if it exits first."""

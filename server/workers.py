@@ -44,7 +44,7 @@ BACKLOG = 2048
 ACCEPT_BATCH = 64
 """Connections accepted at most per wake-up, before the parent looks at its workers again."""
 RETIRE_GRACE_S = 1.0
-"""How long a replaced worker (SIGHUP) goes on serving after its last new connection before
+"""How long a retired worker (SIGHUP, SIGTTOU) goes on serving after its last new connection before
 it is asked to stop: long enough to read the requests on the connections it just took."""
 STOP_WAIT_S = 30.0
 """How long the parent waits for its workers to finish their graceful shutdown."""
@@ -97,7 +97,7 @@ class Supervisor:
         self.to_retire: list[Worker] = []
         """Workers to stop, one as each new worker is ready (SIGHUP)."""
         self.retire_at: list[tuple[float, Worker]] = []
-        """Replaced workers, each with when to ask it to stop."""
+        """Retired workers, each with when to ask it to stop."""
         # Signals only mark the stop; the wake-up socket makes the select loop notice at once.
         self._wake_read, self._wake_write = socket.socketpair()
         for end in (self._wake_read, self._wake_write):
@@ -146,7 +146,7 @@ class Supervisor:
                 end.close()
 
     def _until_due(self) -> float | None:
-        """Seconds until a replaced worker is to be stopped or a silent one killed."""
+        """Seconds until a retired worker is to be stopped or a silent one killed."""
         now = time.monotonic()
         due = [when - now for when, _ in self.retire_at[:1]]
         if self.timeout_s:
@@ -179,10 +179,14 @@ class Supervisor:
         logger.info("%s: stopping the workers", signal.Signals(sig).name)
         self.stopping = True
 
+    def _serving(self) -> list[Worker]:
+        """The workers that are neither retired nor due to be (SIGHUP), starting ones included."""
+        return [w for w in self.workers if not w.retiring and w not in self.to_retire]
+
     def _reload(self) -> None:
         """Start a new worker for each running one; each new one, once ready, retires one."""
         self.reloading = False
-        old = [w for w in self.workers if not w.retiring and w not in self.to_retire]
+        old = self._serving()
         logger.info("SIGHUP: replacing %d workers", len(old))
         self.to_retire.extend(old)
         for _ in old:
@@ -190,7 +194,7 @@ class Supervisor:
 
     def _resize(self, change: int) -> None:
         """Start one more worker, or retire one (but never the last)."""
-        serving = [w for w in self.workers if not w.retiring and w not in self.to_retire]
+        serving = self._serving()
         if change > 0:
             logger.info("SIGTTIN: adding a worker (%d in all)", len(serving) + 1)
             self._add(start_worker(self.app_factory, self.log_level, added=True))
