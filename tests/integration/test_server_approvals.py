@@ -71,6 +71,38 @@ async def test_inbox_lists_waiting_runs_and_approves_or_rejects_them(
         assert again.status_code == 409
 
 
+async def test_a_resume_with_an_edited_plan_runs_that_plan(
+    api: RunningServer, make_model: MakeModel
+) -> None:
+    spec, _ = make_model(reply="Paris.")
+    edited = {
+        "goal": "What is the capital of France?",
+        "steps": [
+            {
+                "id": "capital",
+                "kind": "reasoning",
+                "instruction": "What is the capital of France?",
+                "depends_on": [],
+                "requires_approval": False,
+            }
+        ],
+    }
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as client:
+        thread_id = await _interrupted(client, spec)
+        resumed = await client.post(
+            f"/api/v1/threads/{thread_id}/resume",
+            json={"decision": "edit", "plan": edited, "reason": "one question is enough"},
+        )
+        assert resumed.status_code == 200, resumed.text
+        result = resumed.json()
+        assert result["status"] == "done", result
+        assert result["plan"] == edited
+        assert [s["step_id"] for s in result["report"]["steps"]] == ["capital"]
+        thread = (await client.get(f"/api/v1/threads/{thread_id}")).json()
+    assert [r["source"] for r in thread["plan_history"]] == ["rules", "edit"]
+    assert "one question is enough" in thread["plan_history"][1]["reason"]
+
+
 async def test_two_simultaneous_resumes_exactly_one_wins(
     api: RunningServer, make_model: MakeModel, tmp_path: Path
 ) -> None:
