@@ -54,18 +54,24 @@ def smollm2_path() -> Path:
     return path
 
 
-_llamas: dict[tuple[str, int, int], tuple[Any, threading.Lock]] = {}
+_llamas: dict[tuple[str, int, int, bool], tuple[Any, threading.Lock]] = {}
 _llamas_lock = threading.Lock()
 
 
-def _shared_llama(path: str, n_ctx: int, n_threads: int) -> tuple[Any, threading.Lock]:
-    """Load a GGUF once per process and hand out the instance with its lock."""
-    key = (path, n_ctx, n_threads)
+def shared_llama(
+    path: str, *, n_ctx: int, n_threads: int, extra_buffers: bool
+) -> tuple[Any, threading.Lock]:
+    """Load a GGUF once per process and hand out the instance with its lock.
+
+    Raises:
+        ModelError: llama-cpp-python could not load it as asked (see `app.llama_loader`).
+    """
+    key = (path, n_ctx, n_threads, extra_buffers)
     with _llamas_lock:
         if key not in _llamas:
-            from llama_cpp import Llama
+            from app.llama_loader import load_llama
 
-            llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0)
+            llama = load_llama(path, n_ctx=n_ctx, n_threads=n_threads, extra_buffers=extra_buffers)
             _llamas[key] = (llama, threading.Lock())
         return _llamas[key]
 
@@ -99,6 +105,9 @@ class ChatLocalLlama(BaseChatModel):
     n_threads: int = 2
     max_tokens: int = 256
     temperature: float = 0.2
+    extra_buffers: bool = False
+    """Let llama.cpp use its extra CPU buffer types (AMX, repacked weights): faster on some
+    CPUs, a segfault in decoding on Intel CPUs with AMX. Off unless asked for."""
 
     _stop_events: set[threading.Event] = PrivateAttr(default_factory=set)
 
@@ -110,6 +119,7 @@ class ChatLocalLlama(BaseChatModel):
             n_ctx=settings.local_context_tokens,
             n_threads=settings.local_threads or os.cpu_count() or 1,
             max_tokens=settings.max_output_tokens,
+            extra_buffers=settings.local_extra_buffers,
         )
 
     @property
@@ -120,6 +130,15 @@ class ChatLocalLlama(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "n_ctx": self.n_ctx}
 
+    def llama(self) -> tuple[Any, threading.Lock]:
+        """Return the process's llama.cpp instance of this model, loading it once, and its lock."""
+        return shared_llama(
+            self.model_path,
+            n_ctx=self.n_ctx,
+            n_threads=self.n_threads,
+            extra_buffers=self.extra_buffers,
+        )
+
     def _run(
         self,
         messages: list[BaseMessage],
@@ -127,7 +146,7 @@ class ChatLocalLlama(BaseChatModel):
         cancel: threading.Event,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        llama, lock = _shared_llama(self.model_path, self.n_ctx, self.n_threads)
+        llama, lock = self.llama()
         payload = [{"role": _role(m), "content": m.text} for m in messages]
         max_tokens = int(kwargs.get("max_tokens") or self.max_tokens)
         with lock:

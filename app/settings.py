@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     max_output_tokens: int = Field(default=256, ge=16, le=8192)
     local_context_tokens: int = Field(default=4096, ge=512)
     local_threads: int | None = Field(default=None, ge=1)
+    local_extra_buffers: bool = Field(
+        default=False,
+        description="Let llama.cpp put the local model's weights in its extra CPU buffer types "
+        "(AMX, repacked layouts): faster on some CPUs, but decoding through them segfaults on "
+        "Intel CPUs with AMX, so off by default.",
+    )
     chunk_size: int = Field(default=1000, ge=100, le=20_000, description="Characters a chunk.")
     chunk_overlap: int = Field(default=150, ge=0, le=5_000, description="Characters shared.")
     collection: str = Field(default="default", description="Document collection by default.")

@@ -205,7 +205,8 @@ def serving(
 
 @pytest.fixture(scope="session")
 def openai_compatible_server(data_dir: Path) -> Iterator[str]:
-    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving SmolLM2 as 'smollm2'."""
+    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving SmolLM2 as 'smollm2'
+    (loaded without extra buffer types, as the local model is: `llama_server`)."""
     from app.local_llm import smollm2_path
 
     port = _free_port()
@@ -213,7 +214,7 @@ def openai_compatible_server(data_dir: Path) -> Iterator[str]:
     command = [
         sys.executable,
         "-m",
-        "llama_cpp.server",
+        "tests.integration.llama_server",
         "--model",
         str(smollm2_path()),
         "--model_alias",
@@ -225,7 +226,9 @@ def openai_compatible_server(data_dir: Path) -> Iterator[str]:
         "--n_ctx",
         "4096",
     ]
-    with serving(command, ready_url=f"{base}/models", log_path=data_dir / "llama-server.log"):
+    with serving(
+        command, ready_url=f"{base}/models", log_path=data_dir / "llama-server.log", cwd=REPO
+    ):
         yield base
 
 

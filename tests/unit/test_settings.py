@@ -35,6 +35,17 @@ class TestLoadSettings:
         assert settings.database_url is None
         assert settings.model == "local"
         assert settings.max_replans == 2
+        assert settings.local_extra_buffers is False  # segfaults on AMX CPUs: opt in only
+
+    def test_extra_buffers_are_turned_on_by_their_variable(
+        self, clean_env: pytest.MonkeyPatch
+    ) -> None:
+        clean_env.setenv("AGENTGRAPH_LOCAL_EXTRA_BUFFERS", "1")
+        assert load_settings().local_extra_buffers is True
+        clean_env.setenv("AGENTGRAPH_LOCAL_EXTRA_BUFFERS", "perhaps")
+        with pytest.raises(ConfigError) as caught:
+            load_settings()
+        assert named(caught.value) == ["AGENTGRAPH_LOCAL_EXTRA_BUFFERS"]
 
     def test_reads_prefixed_variables(self, clean_env: pytest.MonkeyPatch) -> None:
         clean_env.setenv("AGENTGRAPH_MAX_REPLANS", "4")
