@@ -4,6 +4,7 @@ Never a stand-in for the database or the checkpointer: those are always real.
 """
 
 import asyncio
+import faulthandler
 import json
 import re
 import uuid
@@ -33,7 +34,8 @@ class ScriptedChatModel(BaseChatModel):
     the start of every call. With `gate_file`, streamed calls from number `gate_from_call` on
     wait until that file exists: a test (or another process) decides when they go on.
     `structured` is what `with_structured_output` returns as parsed; those calls are counted
-    apart, in `structured_calls`, and never fail.
+    apart, in `structured_calls`, and never fail. Streamed call number `crash_on_call` makes
+    the process die of a segmentation fault, as a crash in native model code (llama.cpp) does.
     """
 
     reply: str = "A fake answer from the scripted model."
@@ -41,6 +43,7 @@ class ScriptedChatModel(BaseChatModel):
     gate_file: str | None = None
     gate_from_call: int = 1
     fail_first: int = 0
+    crash_on_call: int = 0
     structured: Any = None
     input_tokens: int = 11
     calls: int = 0
@@ -90,6 +93,8 @@ class ScriptedChatModel(BaseChatModel):
             await asyncio.sleep(self.delay_s)
         if self.gate_file and call >= self.gate_from_call:
             await _wait_for_file(self.gate_file)
+        if call == self.crash_on_call:
+            faulthandler._sigsegv()  # a real SIGSEGV, from a bad read in C
         self._check_failure(call)
         tokens = re.findall(r"\S+\s*", self.reply.replace("{n}", str(call)))
         for index, token in enumerate(tokens):

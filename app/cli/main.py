@@ -1,8 +1,10 @@
 """`agentgraph`: ask, resume, and inspect threads, on the embedded defaults or your own."""
 
 import asyncio
+import faulthandler
 import json
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable, Coroutine
@@ -496,4 +498,8 @@ register_document_commands(app, _run)
 
 def main() -> None:
     """Entry point of the `agentgraph` command."""
+    # A crash in native code (llama.cpp, say) prints the Python stack it happened under
+    # instead of ending the process without a word; child processes inherit it.
+    faulthandler.enable()
+    os.environ.setdefault("PYTHONFAULTHANDLER", "1")
     app()
