@@ -10,6 +10,7 @@ WORKDIR /app
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY pyproject.toml constraints.txt README.md ./
 COPY app app
+COPY cli cli
 COPY graphs graphs
 COPY nodes nodes
 COPY retrievers retrievers

@@ -91,7 +91,7 @@ def thread_id() -> str:
 class Cli:
     """Runs `agentgraph` as its own process, as a user would."""
 
-    def __init__(self, data_dir: Path, database_url: str, *, module: str = "app.cli") -> None:
+    def __init__(self, data_dir: Path, database_url: str, *, module: str = "cli") -> None:
         self.module = module
         self.env = {
             **os.environ,

@@ -2,7 +2,7 @@
 for tests that need a model they control in a process of their own, e.g.
 `python -m tests.integration.scripted_agentgraph serve --port 8000`."""
 
-from app.cli.main import main
+from cli.main import main
 from tests.fakes import register_fakes
 
 if __name__ == "__main__":

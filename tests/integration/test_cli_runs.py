@@ -179,7 +179,7 @@ def test_two_processes_share_one_embedded_cluster(data_dir: Path, cli: Cli) -> N
     command = [
         sys.executable,
         "-m",
-        "app.cli",
+        "cli",
         "ask",
         "What is the capital of France?",
         "--approval",
@@ -200,7 +200,7 @@ def test_two_processes_share_one_embedded_cluster(data_dir: Path, cli: Cli) -> N
     # Both threads are in the one cluster, readable by a third process.
     for d in docs:
         shown = subprocess.run(
-            [sys.executable, "-m", "app.cli", "threads", "show", d["thread_id"], "--json"],
+            [sys.executable, "-m", "cli", "threads", "show", d["thread_id"], "--json"],
             cwd=REPO,
             env=env,
             capture_output=True,

@@ -30,7 +30,7 @@ def _read_until(fd: int, pattern: str, buffer: list[str], timeout: float = 240) 
 def test_terminal_user_approves_at_the_prompt(cli: Cli) -> None:
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "ask", "What is A? What is B?", "--approval", "always"],
+        [sys.executable, "-m", "cli", "ask", "What is A? What is B?", "--approval", "always"],
         cwd=REPO,
         env={**cli.env, "COLUMNS": "200"},
         stdin=follower,

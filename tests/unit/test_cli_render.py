@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.cli.render import Progress
+from cli.render import Progress
 
 
 def test_progress_prints_brackets_literally(capsys: pytest.CaptureFixture[str]) -> None:

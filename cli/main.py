@@ -14,10 +14,10 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from app.cli.documents import register as register_document_commands
-from app.cli.render import Progress, err, out, plan_table, print_json, report_table
 from app.errors import AgentGraphError, InvalidDecisionError
 from app.settings import ApprovalPolicy, PlannerKind, Settings, get_settings
+from cli.documents import register as register_document_commands
+from cli.render import Progress, err, out, plan_table, print_json, report_table
 from nodes.context import Mode, Synthesis
 
 app = typer.Typer(

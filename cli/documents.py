@@ -12,8 +12,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from app.cli.render import err, out, print_json
 from app.settings import Settings
+from cli.render import err, out, print_json
 
 if TYPE_CHECKING:
     from app.embeddings import Embedder
