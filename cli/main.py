@@ -9,7 +9,7 @@ import shlex
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -19,6 +19,9 @@ from app.settings import ApprovalPolicy, PlannerKind, Settings, get_settings
 from cli.documents import register as register_document_commands
 from cli.render import Progress, err, out, plan_table, print_json, report_table
 from nodes.context import Mode, Synthesis
+
+if TYPE_CHECKING:
+    from graphs.driver import RunOrder
 
 app = typer.Typer(
     help="Plan-and-execute agents on LangGraph, checkpointed to Postgres.",
@@ -122,68 +125,38 @@ def _read_plan(path: Path) -> dict[str, Any]:
 
 async def _drive(
     settings: Settings,
+    order: "RunOrder",
     *,
-    thread_id: str,
-    overrides: dict[str, Any],
-    request: str | None,
-    decision: dict[str, Any] | None,
-    proceed: bool = False,
     as_json: bool,
     interactive: bool,
 ) -> int:
-    from graphs.locks import holding_thread
-    from graphs.runs import (
-        continue_check,
-        pending_decision_check,
-        stored_context,
-        stream_events,
-        view_thread,
-    )
+    from graphs.driver import RunOrder, claim_run
+    from graphs.locks import OwnConnectionLocks
     from graphs.service import open_agent
-    from nodes.context import Context
+    from graphs.threads import view_thread
 
     if not as_json:
         err.print("[dim]opening database…[/dim]")
     async with open_agent(settings) as agent:
-        graph = agent.graph
-        if request is None:
-            previous = await stored_context(graph, thread_id)
-            base = previous or Context.from_settings(settings)
-            context = Context.from_settings(settings, **{**base.__dict__, **overrides})
-        else:
-            context = Context.from_settings(settings, **overrides)
+        # The thread's lock, as the server takes it, while the graph runs (not while a person
+        # decides): no other process runs the thread meanwhile, and a server can tell that it
+        # is running rather than cut off.
+        locks = OwnConnectionLocks(agent.db.url)
         progress = Progress()
         failure: str | None = None
         while True:
-            # The thread's lock, as the server takes it, while the graph runs (not while a
-            # person decides): no other process runs the thread meanwhile, and a server can
-            # tell that it is running rather than cut off.
-            async with holding_thread(agent.db.url, thread_id):
-                resume = None
-                if decision is not None:
-                    resume = await pending_decision_check(
-                        graph, thread_id, decision, context=context
-                    )
-                elif proceed:
-                    await continue_check(graph, thread_id)
-                async for event in stream_events(
-                    graph,
-                    thread_id=thread_id,
-                    context=context,
-                    request=request,
-                    resume=resume,
-                    proceed=proceed,
-                ):
+            async with claim_run(agent.graph, locks, settings, order) as run:
+                async for event in run.stream():
                     if event["event"] == "error":
                         failure = event["message"]
                     if not as_json:
                         progress.show(event)
             progress.close()
-            view = await view_thread(graph, thread_id, context=context)
+            view = await view_thread(agent.graph, order.thread_id, context=run.context)
             if view["status"] != "interrupted" or not interactive or failure:
                 break
             decision = _ask_person(view["pending_approval"] or {})
-            request, proceed = None, False
+            order = RunOrder(thread_id=order.thread_id, decision=decision)
     if failure and view["status"] not in ("done", "rejected"):
         view["status"] = "failed"
     document = _document(dict(view))
@@ -265,6 +238,7 @@ def ask(
     ] = True,
 ) -> None:
     """Ask a question: plan, execute, critique and answer, with a run report."""
+    from graphs.driver import RunOrder
     from graphs.runs import new_thread_id
 
     if not question.strip():
@@ -281,19 +255,14 @@ def ask(
         "collection": collection,
         "documents": None if documents else False,
     }
-    thread_id = thread or new_thread_id()
     interactive = not no_input and not as_json and sys.stdin.isatty()
-    _run(
-        lambda s: _drive(
-            s,
-            thread_id=thread_id,
-            overrides=overrides,
-            request=question,
-            decision=None,
-            as_json=as_json,
-            interactive=interactive,
-        )
+    order = RunOrder(
+        thread_id=thread or new_thread_id(),
+        request=question,
+        options={k: v for k, v in overrides.items() if v is not None},
+        new_thread=thread is None,
     )
+    _run(lambda s: _drive(s, order, as_json=as_json, interactive=interactive))
 
 
 @app.command()
@@ -343,19 +312,11 @@ def resume(
         decision = {"decision": "reject", "reason": reject}
     elif approve:
         decision = {"decision": "approve"}
+    from graphs.driver import RunOrder
+
     interactive = not no_input and not as_json and sys.stdin.isatty()
-    _run(
-        lambda s: _drive(
-            s,
-            thread_id=thread_id,
-            overrides={},
-            request=None,
-            decision=decision,
-            proceed=proceed,
-            as_json=as_json,
-            interactive=interactive,
-        )
-    )
+    order = RunOrder(thread_id=thread_id, decision=decision, proceed=proceed)
+    _run(lambda s: _drive(s, order, as_json=as_json, interactive=interactive))
 
 
 @threads_app.command("show")
@@ -364,8 +325,8 @@ def threads_show(thread_id: str, as_json: Json = False) -> None:
 
     async def show(settings: Settings) -> int:
         from graphs.locks import locked_threads
-        from graphs.runs import run_state, view_thread
         from graphs.service import open_agent
+        from graphs.threads import run_state, view_thread
 
         async with open_agent(settings) as agent:
             found = await view_thread(agent.graph, thread_id)
@@ -410,8 +371,8 @@ def threads_history(thread_id: str, as_json: Json = False) -> None:
     async def show(settings: Settings) -> int:
         from rich.table import Table
 
-        from graphs.runs import history
         from graphs.service import open_agent
+        from graphs.threads import history
 
         async with open_agent(settings) as agent:
             items = await history(agent.graph, thread_id)

@@ -7,12 +7,13 @@ steps left is being run right now or was cut off (a stop, a crash) and can be co
 """
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from app.db import redact
 from app.errors import DatabaseError, ThreadBusyError
@@ -78,3 +79,56 @@ async def holding_thread(url: str, thread_id: str) -> AsyncIterator[None]:
         if not await try_lock_thread(conn, thread_id):
             raise ThreadBusyError(thread_id, BUSY)
         yield
+
+
+class ThreadLocks(Protocol):
+    """Where a process takes its thread locks from."""
+
+    def holding(self, thread_id: str) -> AbstractAsyncContextManager[None]:
+        """Hold the thread's lock for the length of the block.
+
+        Raises:
+            ThreadBusyError: another run (in any process) holds the thread.
+            DatabaseError: no connection to hold it on.
+        """
+        ...
+
+
+class OwnConnectionLocks:
+    """Each lock on a connection of its own, opened for it: for a process with few runs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def holding(self, thread_id: str) -> AbstractAsyncContextManager[None]:
+        """Hold the thread's lock on a new connection (see `ThreadLocks`)."""
+        return holding_thread(self.url, thread_id)
+
+
+class PooledLocks:
+    """Locks on the connections of a pool (autocommit, dict rows) kept for them: one per run
+    in flight, so the pool's size is how many runs a process holds at once."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], *, wait_s: float) -> None:
+        self.pool = pool
+        self.wait_s = wait_s
+
+    @asynccontextmanager
+    async def holding(self, thread_id: str) -> AsyncIterator[None]:
+        """Hold the thread's lock on a pooled connection (see `ThreadLocks`), waiting up to
+        `wait_s` for a connection when every one holds a run."""
+        try:
+            conn: AsyncConnection[Any] = await self.pool.getconn(timeout=self.wait_s)
+        except PoolTimeout:
+            raise DatabaseError(
+                f"{self.pool.max_size} runs are in flight, the most this process takes: retry later"
+            ) from None
+        try:
+            if not await try_lock_thread(conn, thread_id):
+                raise ThreadBusyError(thread_id, BUSY)
+            try:
+                yield
+            finally:
+                await unlock_threads(conn)
+        finally:
+            await self.pool.putconn(conn)

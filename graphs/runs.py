@@ -1,4 +1,8 @@
-"""Start, resume, inspect and fork runs: the one run API under the CLI, the server and notebooks."""
+"""Run a thread: its events as they happen, to the run's end or its next interrupt.
+
+What may run, and under which lock, is `graphs.driver`'s; what a thread holds afterwards is
+`graphs.threads`'.
+"""
 
 import asyncio
 import contextlib
@@ -6,63 +10,22 @@ import logging
 import threading
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, StateSnapshot
-from typing_extensions import TypedDict
 
 from app.db import NEW_THREAD, UNFLUSHED_WRITES, Saver
-from app.errors import (
-    AgentGraphError,
-    ConfigError,
-    ModelError,
-    NothingToContinueError,
-    NothingToResumeError,
-    ThreadBusyError,
-    ThreadNotFoundError,
-)
-from app.models import get_chat_model, is_loaded
+from app.errors import AgentGraphError
 from graphs.agent import AgentGraph
-from nodes.approval import parse_decision
 from nodes.context import Context
 from nodes.events import EventSink, event_sink
-from nodes.finalize import build_report
-from nodes.schemas import ApprovalDecision, Citation, Plan, PlanRevision
-from nodes.state import InputState, RunReport, State
+from nodes.schemas import ApprovalDecision
+from nodes.state import InputState
 
 logger = logging.getLogger(__name__)
 
-ThreadStatus = Literal["running", "interrupted", "done", "rejected", "failed"]
 RunEvent = dict[str, Any]
-
-
-class ThreadView(TypedDict):
-    """Where a thread stands, as every surface shows it."""
-
-    thread_id: str
-    status: ThreadStatus
-    request: str | None
-    answer: str | None
-    citations: list[Citation]
-    plan: Plan | None
-    plan_history: list[PlanRevision]
-    pending_approval: dict[str, Any] | None
-    report: RunReport | None
-    checkpoint_id: str | None
-    next: list[str]
-
-
-class CheckpointInfo(TypedDict):
-    """One checkpoint of a thread, for history listings and forks."""
-
-    checkpoint_id: str
-    parent_id: str | None
-    created_at: str | None
-    step: int | None
-    source: str | None
-    next: list[str]
-    writes: list[str]
 
 
 def new_thread_id() -> str:
@@ -208,178 +171,3 @@ async def stream_events(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-def _status(snapshot: StateSnapshot) -> ThreadStatus:
-    if snapshot.interrupts:
-        return "interrupted"
-    if snapshot.next:
-        return "running"
-    status = snapshot.values.get("status")
-    return status if status in ("done", "rejected", "failed") else "failed"
-
-
-async def get_snapshot(graph: AgentGraph, thread_id: str) -> StateSnapshot:
-    """Return the latest snapshot of a thread.
-
-    Raises:
-        ThreadNotFoundError: no checkpoint exists for the thread.
-    """
-    snapshot = await graph.aget_state(thread_config(thread_id))
-    if snapshot.created_at is None and not snapshot.values:
-        raise ThreadNotFoundError(thread_id)
-    return snapshot
-
-
-async def view_thread(
-    graph: AgentGraph, thread_id: str, *, context: Context | None = None
-) -> ThreadView:
-    """Describe a thread: status, plan and its history, pending approval, answer, report.
-
-    Raises:
-        ThreadNotFoundError: no checkpoint exists for the thread.
-    """
-    snapshot = await get_snapshot(graph, thread_id)
-    values: State = snapshot.values  # type: ignore[assignment]
-    status = _status(snapshot)
-    report = values.get("report")
-    if report is None and values.get("usage"):
-        partial = status if status in ("done", "rejected", "failed") else "done"
-        report = build_report(values, context or Context(), partial)
-    pending = snapshot.interrupts[0].value if snapshot.interrupts else None
-    return ThreadView(
-        thread_id=thread_id,
-        status=status,
-        request=values.get("request"),
-        answer=values.get("answer") if status in ("done", "rejected", "failed") else None,
-        citations=values.get("citations", []),
-        plan=values.get("plan"),
-        plan_history=values.get("plan_history", []),
-        pending_approval=pending,
-        report=report,
-        checkpoint_id=snapshot.config["configurable"].get("checkpoint_id"),
-        next=list(snapshot.next),
-    )
-
-
-async def pending_decision_check(
-    graph: AgentGraph, thread_id: str, raw: object, *, context: Context
-) -> ApprovalDecision:
-    """Validate a resume value against a thread that must be waiting for one.
-
-    Raises:
-        ThreadNotFoundError: unknown thread.
-        NothingToResumeError: the thread is not waiting for a decision.
-        InvalidDecisionError: the decision or its edited plan is invalid.
-    """
-    snapshot = await get_snapshot(graph, thread_id)
-    if not snapshot.interrupts:
-        raise NothingToResumeError(thread_id, _status(snapshot))
-    return parse_decision(raw, max_steps=context.max_steps)
-
-
-async def check_model(spec: str) -> None:
-    """Load a run's chat model now (it is cached), so a model that cannot be used fails the
-    request that names it instead of every step of its run.
-
-    Raises:
-        ConfigError: the model cannot be loaded.
-    """
-    if is_loaded(spec):
-        return
-    try:
-        await asyncio.to_thread(get_chat_model, spec)
-    except ModelError as exc:
-        raise ConfigError(f"bad run option: model {spec!r} cannot be used: {exc}") from None
-
-
-async def continue_check(graph: AgentGraph, thread_id: str) -> None:
-    """Check that a thread has steps left to run and waits for no decision.
-
-    Whether a run holds the thread right now is the thread lock's business (`graphs.locks`).
-
-    Raises:
-        ThreadNotFoundError: unknown thread.
-        ThreadBusyError: the thread waits for a decision: resume it instead.
-        NothingToContinueError: the thread has nothing left to run.
-    """
-    snapshot = await get_snapshot(graph, thread_id)
-    if snapshot.interrupts:
-        raise ThreadBusyError(thread_id, "waits for approval: resume it instead of continuing")
-    if not snapshot.next:
-        raise NothingToContinueError(thread_id, _status(snapshot))
-
-
-def run_state(view: ThreadView, *, running: bool) -> tuple[ThreadStatus, bool]:
-    """Return a thread's status and whether it can be continued, knowing whether a run holds
-    it now (`graphs.locks`).
-
-    A thread that a run holds is running, whatever its latest checkpoint says (between a
-    task's end and its step's checkpoint it can read as finished). A thread with steps left
-    that no run holds and that awaits no decision was cut off: it can be continued.
-    """
-    if running:
-        return "running", False
-    return view["status"], bool(view["next"]) and view["pending_approval"] is None
-
-
-def _writes(metadata: Any) -> list[str]:
-    writes = metadata.get("writes")
-    return [str(k) for k in writes] if isinstance(writes, dict) else []
-
-
-async def history(
-    graph: AgentGraph, thread_id: str, *, limit: int | None = None
-) -> list[CheckpointInfo]:
-    """List a thread's checkpoints, newest first.
-
-    Raises:
-        ThreadNotFoundError: no checkpoint exists for the thread.
-    """
-    items: list[CheckpointInfo] = []
-    async for snap in graph.aget_state_history(thread_config(thread_id), limit=limit):
-        metadata = snap.metadata or {}
-        parent = (snap.parent_config or {}).get("configurable", {}).get("checkpoint_id")
-        items.append(
-            CheckpointInfo(
-                checkpoint_id=snap.config["configurable"]["checkpoint_id"],
-                parent_id=parent,
-                created_at=snap.created_at,
-                step=metadata.get("step"),
-                source=metadata.get("source"),
-                next=list(snap.next),
-                writes=sorted(_writes(metadata)),
-            )
-        )
-    if not items:
-        raise ThreadNotFoundError(thread_id)
-    return items
-
-
-async def fork(
-    graph: AgentGraph,
-    thread_id: str,
-    checkpoint_id: str,
-    values: dict[str, Any] | None = None,
-    *,
-    as_node: str | None = None,
-) -> str:
-    """Branch a thread at a checkpoint, applying `values`; return the new checkpoint id.
-
-    The old branch stays as it was; running the thread next continues from the new one.
-    """
-    config = await graph.aupdate_state(
-        thread_config(thread_id, checkpoint_id), values or {}, as_node=as_node
-    )
-    new_id: str = config["configurable"]["checkpoint_id"]
-    return new_id
-
-
-async def stored_context(graph: AgentGraph, thread_id: str) -> Context | None:
-    """Return the options the thread was last run with, if they were recorded."""
-    snapshot = await get_snapshot(graph, thread_id)
-    raw = snapshot.values.get("options")
-    if not isinstance(raw, dict):
-        return None
-    known = set(Context.__dataclass_fields__)
-    return Context(**{k: v for k, v in raw.items() if k in known})

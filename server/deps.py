@@ -6,8 +6,8 @@ from fastapi import Request
 
 from app.settings import Settings
 from graphs.agent import AgentGraph
-from graphs.runs import view_thread
 from graphs.service import Agent
+from graphs.threads import view_thread
 from server.runner import RunHandle, RunManager
 from server.schemas import RunResult
 

@@ -28,6 +28,7 @@ from langserve import add_routes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.errors import AgentGraphError
+from graphs.driver import RunOrder
 from graphs.runs import RunEvent, new_thread_id
 from nodes.context import Context
 from server.deps import Services
@@ -158,13 +159,11 @@ async def start_run(svc: Services, item: AgentInput, configurable: dict[str, Any
     thread_id = str(configurable.get("thread_id") or new_thread_id())
     overrides = {k: configurable[k] for k in OPTION_NAMES if configurable.get(k) is not None}
     if item.question is not None:
-        context = Context.from_settings(svc.settings, **overrides)
-        return await svc.runs.start(thread_id=thread_id, context=context, request=item.question)
-    assert item.resume is not None
-    context = await svc.runs.context_for(thread_id, overrides)
-    return await svc.runs.start(
-        thread_id=thread_id, context=context, decision=item.resume.model_dump()
-    )
+        order = RunOrder(thread_id=thread_id, request=item.question, options=overrides)
+    else:
+        assert item.resume is not None
+        order = RunOrder(thread_id=thread_id, decision=item.resume.model_dump(), options=overrides)
+    return await svc.runs.start(order)
 
 
 async def _config_modifier(config: dict[str, Any], request: Request) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query
 
+from graphs.driver import RunOrder
 from graphs.inbox import list_pending
 from server.deps import result_of
 from server.routes_runs import ERRORS, Svc, ThreadId
@@ -38,7 +39,7 @@ async def list_approvals(
 @router.post("/{thread_id}/approve", responses=ERRORS)
 async def approve(thread_id: ThreadId, svc: Svc) -> RunResult:
     """Approve and wait for the run's end or its next interrupt."""
-    handle = await svc.runs.start(thread_id=thread_id, decision={"decision": "approve"})
+    handle = await svc.runs.start(RunOrder(thread_id=thread_id, decision={"decision": "approve"}))
     return await result_of(svc, handle)
 
 
@@ -49,6 +50,6 @@ async def reject(
     """Reject (with a reason) and wait for the thread to close."""
     reason = body.reason if body else None
     handle = await svc.runs.start(
-        thread_id=thread_id, decision={"decision": "reject", "reason": reason}
+        RunOrder(thread_id=thread_id, decision={"decision": "reject", "reason": reason})
     )
     return await result_of(svc, handle)

@@ -5,8 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import StreamingResponse
 
+from graphs.driver import RunOrder
 from graphs.runs import new_thread_id
-from nodes.context import Context
 from server.deps import Services, result_of, services
 from server.runner import RunHandle
 from server.schemas import Decision, ErrorBody, RunRequest, RunResult
@@ -29,12 +29,13 @@ SSE_DOC: dict[int | str, dict[str, object]] = {
 
 
 async def _start(svc: Services, body: RunRequest) -> RunHandle:
-    context = Context.from_settings(svc.settings, **body.overrides())
     return await svc.runs.start(
-        thread_id=body.thread_id or new_thread_id(),
-        context=context,
-        request=body.question,
-        new_thread=body.thread_id is None,
+        RunOrder(
+            thread_id=body.thread_id or new_thread_id(),
+            request=body.question,
+            options=body.overrides(),
+            new_thread=body.thread_id is None,
+        )
     )
 
 
@@ -55,14 +56,14 @@ async def run_wait(body: RunRequest, svc: Svc) -> RunResult:
 )
 async def resume_stream(thread_id: ThreadId, body: Decision, svc: Svc) -> StreamingResponse:
     """Answer a pending approval (approve, reject with a reason, edit with a plan) and stream."""
-    handle = await svc.runs.start(thread_id=thread_id, decision=body.model_dump())
+    handle = await svc.runs.start(RunOrder(thread_id=thread_id, decision=body.model_dump()))
     return event_stream(handle, keepalive_s=svc.keepalive_s)
 
 
 @router.post("/threads/{thread_id}/resume", responses=ERRORS)
 async def resume_wait(thread_id: ThreadId, body: Decision, svc: Svc) -> RunResult:
     """Answer a pending approval and wait for the run's end or its next interrupt."""
-    handle = await svc.runs.start(thread_id=thread_id, decision=body.model_dump())
+    handle = await svc.runs.start(RunOrder(thread_id=thread_id, decision=body.model_dump()))
     return await result_of(svc, handle)
 
 
@@ -72,12 +73,12 @@ async def resume_wait(thread_id: ThreadId, body: Decision, svc: Svc) -> RunResul
 async def continue_stream(thread_id: ThreadId, svc: Svc) -> StreamingResponse:
     """Continue a run that a server stop or a crash cut off, from its last checkpoint, and
     stream. Steps that finished before the stop are not run again."""
-    handle = await svc.runs.start(thread_id=thread_id, proceed=True)
+    handle = await svc.runs.start(RunOrder(thread_id=thread_id, proceed=True))
     return event_stream(handle, keepalive_s=svc.keepalive_s)
 
 
 @router.post("/threads/{thread_id}/continue", responses=ERRORS)
 async def continue_wait(thread_id: ThreadId, svc: Svc) -> RunResult:
     """Continue a run that was cut off and wait for its end or its next interrupt."""
-    handle = await svc.runs.start(thread_id=thread_id, proceed=True)
+    handle = await svc.runs.start(RunOrder(thread_id=thread_id, proceed=True))
     return await result_of(svc, handle)

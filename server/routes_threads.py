@@ -6,15 +6,8 @@ from fastapi import APIRouter, Query
 from langgraph.errors import InvalidUpdateError
 
 from app.errors import InvalidDecisionError, ThreadNotFoundError
-from graphs.runs import (
-    CheckpointInfo,
-    fork,
-    get_snapshot,
-    history,
-    run_state,
-    thread_config,
-    view_thread,
-)
+from graphs.runs import thread_config
+from graphs.threads import CheckpointInfo, fork, get_snapshot, history, run_state, view_thread
 from server.routes_runs import ERRORS, Svc, ThreadId
 from server.schemas import ForkRequest, ThreadDocument
 

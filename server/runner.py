@@ -7,6 +7,7 @@ go into a queue that the streaming response reads; nobody has to read it for the
 """
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import signal
@@ -18,23 +19,14 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
-from app.errors import DatabaseError, ServerStoppingError, ThreadBusyError, ThreadNotFoundError
+from app.errors import ServerStoppingError
 from app.settings import Settings
-from graphs.locks import BUSY, locked_threads, try_lock_thread, unlock_threads
-from graphs.runs import (
-    RunEvent,
-    check_model,
-    continue_check,
-    get_snapshot,
-    pending_decision_check,
-    run_events,
-    stored_context,
-)
+from graphs.driver import ClaimedRun, RunOrder, claim_run
+from graphs.locks import PooledLocks, locked_threads
+from graphs.runs import RunEvent
 from graphs.service import Agent
-from nodes.context import Context
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +97,7 @@ class RunManager:
     ) -> None:
         self.agent = agent
         self.settings = settings
-        self.lock_pool = lock_pool
+        self.locks = PooledLocks(lock_pool, wait_s=LOCK_WAIT_S)
         self.runs: dict[str, RunHandle] = {}
         self.stopping = False
         self.slots = asyncio.Semaphore(settings.max_concurrent_runs)
@@ -113,157 +105,64 @@ class RunManager:
         takes longer, and all of them together no fewer); a run waiting for a slot already
         holds its thread, so it answers 409 to a second start as a running one does."""
 
-    async def _lock(self, thread_id: str) -> AsyncConnection[Any]:
+    def _check_running(self) -> None:
         if self.stopping:
             raise ServerStoppingError("the server is stopping; retry on another replica")
-        try:
-            conn: AsyncConnection[Any] = await self.lock_pool.getconn(timeout=LOCK_WAIT_S)
-        except PoolTimeout:
-            raise DatabaseError(
-                f"{len(self.runs)} runs are in flight, the most this server takes: retry later"
-            ) from None
-        try:
-            got = await try_lock_thread(conn, thread_id)
-        except BaseException:
-            await self.lock_pool.putconn(conn)
-            raise
-        if not got:
-            await self.lock_pool.putconn(conn)
-            raise ThreadBusyError(thread_id, BUSY)
-        return conn
-
-    async def _unlock(self, conn: AsyncConnection[Any]) -> None:
-        try:
-            await unlock_threads(conn)
-        finally:
-            await self.lock_pool.putconn(conn)
 
     async def is_running(self, thread_id: str) -> bool:
         """Whether a run, of any process on this database, holds the thread now."""
         async with self.agent.db.pool.connection() as conn:
             return thread_id in await locked_threads(conn, [thread_id])
 
-    async def context_for(self, thread_id: str, overrides: dict[str, Any]) -> Context:
-        """Return the thread's stored options with `overrides` applied."""
-        base = await stored_context(self.agent.graph, thread_id)
-        options = {**(base.__dict__ if base else {}), **overrides}
-        return Context.from_settings(self.settings, **options)
-
-    async def start(
-        self,
-        *,
-        thread_id: str,
-        context: Context | None = None,
-        request: str | None = None,
-        decision: object = None,
-        proceed: bool = False,
-        new_thread: bool = False,
-    ) -> RunHandle:
-        """Lock the thread, check it can take this run, and start the run in the background.
-
-        Exactly one of `request` (a new run), `decision` (the answer to the pending approval)
-        and `proceed` (continue a run that a stop or a crash cut off) is given. `new_thread`
-        says that the caller just made the thread id up: it has no checkpoint to look at.
+    async def start(self, order: RunOrder) -> RunHandle:
+        """Claim the run `order` asks for (`graphs.driver.claim_run`: lock, checks) and start
+        it in the background; the lock is held until the run ends.
 
         Raises:
-            ThreadBusyError: another run holds the thread, or it waits for a decision.
-            ThreadNotFoundError: a resume or continue of an unknown thread.
-            NothingToResumeError: a resume of a thread that waits for nothing.
-            NothingToContinueError: a continue of a thread with nothing left to run.
-            InvalidDecisionError: a bad decision.
-            ConfigError: a new run's model cannot be loaded.
             ServerStoppingError: the server is shutting down.
+            AgentGraphError: the thread cannot take the run (see `claim_run`).
         """
-        if sum((request is not None, decision is not None, proceed)) != 1:
-            raise ValueError("give exactly one of a request, a decision and proceed=True")
-        if request is not None:
-            await check_model((context or Context.from_settings(self.settings)).model)
-        graph = self.agent.graph
-        conn = await self._lock(thread_id)
-        try:
-            resume = None
-            if request is not None:
-                try:
-                    snapshot = None if new_thread else await get_snapshot(graph, thread_id)
-                except ThreadNotFoundError:
-                    snapshot = None
-                if snapshot is not None and snapshot.interrupts:
-                    raise ThreadBusyError(
-                        thread_id, "waits for approval: resume it instead of starting a run"
-                    )
-                run_context = context or Context.from_settings(self.settings)
-            elif proceed:
-                run_context = context or await self.context_for(thread_id, {})
-                await continue_check(graph, thread_id)
-            else:
-                run_context = context or await self.context_for(thread_id, {})
-                resume = await pending_decision_check(
-                    graph, thread_id, decision, context=run_context
-                )
-        except BaseException:
-            await self._unlock(conn)
-            raise
-        handle = RunHandle(thread_id=thread_id, run_id=uuid.uuid4().hex)
+        self._check_running()
+        claim = contextlib.AsyncExitStack()
+        run = await claim.enter_async_context(
+            claim_run(self.agent.graph, self.locks, self.settings, order)
+        )
+        handle = RunHandle(thread_id=order.thread_id, run_id=uuid.uuid4().hex)
         self.runs[handle.run_id] = handle
         # A fresh context: the run outlives the request that started it, and must not report
         # to the request's callbacks (LangServe's stream_events would try to serialise them).
         handle.task = asyncio.create_task(
-            self._run(
-                handle,
-                conn,
-                run_context,
-                request=request,
-                resume=resume,
-                proceed=proceed,
-                new_thread=new_thread,
-            ),
+            self._run(handle, claim, run),
             name=f"run-{handle.run_id}",
             context=contextvars.Context(),
         )
         return handle
 
     async def _run(
-        self,
-        handle: RunHandle,
-        conn: AsyncConnection[Any],
-        context: Context,
-        *,
-        request: str | None,
-        resume: Any,
-        proceed: bool,
-        new_thread: bool,
+        self, handle: RunHandle, claim: contextlib.AsyncExitStack, run: ClaimedRun
     ) -> None:
         try:
-            async with self.slots:
-                await run_events(
-                    self.agent.graph,
-                    sink=lambda event: self._record(handle, event),
-                    thread_id=handle.thread_id,
-                    context=context,
-                    request=request,
-                    resume=resume,
-                    proceed=proceed,
-                    new_thread=new_thread,
-                )
-        except asyncio.CancelledError:
-            handle.error = STOPPING_MESSAGE
-            raise
-        except Exception as exc:
-            # run_events reports failures of the graph as events; this is the bookkeeping.
-            logger.exception("run %s of thread %s failed", handle.run_id, handle.thread_id)
-            handle.error = str(exc)
-            handle.queue.put_nowait(
-                {"event": "error", "type": type(exc).__name__, "message": str(exc)}
-            )
+            # Leaving the claim unlocks the thread before anyone is told the run ended: a
+            # client that resumes as soon as it sees the interrupt must find the thread free.
+            async with claim:
+                try:
+                    async with self.slots:
+                        await run.run(lambda event: self._record(handle, event))
+                except asyncio.CancelledError:
+                    handle.error = STOPPING_MESSAGE
+                    raise
+                except Exception as exc:
+                    # run_events reports failures of the graph as events; this is the
+                    # bookkeeping.
+                    logger.exception("run %s of thread %s failed", handle.run_id, run.thread_id)
+                    handle.error = str(exc)
+                    handle.queue.put_nowait(
+                        {"event": "error", "type": type(exc).__name__, "message": str(exc)}
+                    )
         finally:
-            # Unlock before telling anyone the run ended: a client that resumes as soon as
-            # it sees the interrupt must find the thread free.
-            try:
-                await self._unlock(conn)
-            finally:
-                handle.queue.put_nowait(None)
-                handle.done.set()
-                self.runs.pop(handle.run_id, None)
+            handle.queue.put_nowait(None)
+            handle.done.set()
+            self.runs.pop(handle.run_id, None)
 
     @staticmethod
     def _record(handle: RunHandle, event: RunEvent) -> None:
@@ -303,9 +202,8 @@ class RunManager:
 
         Raises:
             ThreadBusyError: a run holds the thread.
+            ServerStoppingError: the server is shutting down.
         """
-        conn = await self._lock(thread_id)
-        try:
+        self._check_running()
+        async with self.locks.holding(thread_id):
             yield
-        finally:
-            await self._unlock(conn)

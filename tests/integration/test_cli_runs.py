@@ -54,6 +54,24 @@ def test_approval_pauses_in_one_process_and_resumes_in_another(cli: Cli) -> None
     assert shown["answer"] == second["answer"]
 
 
+def test_a_new_question_on_a_thread_waiting_for_approval_is_refused(cli: Cli) -> None:
+    first = cli.json("ask", TWO_PARTS, "--approval", "always", "--no-input")
+    assert first["status"] == "interrupted"
+    thread_id = first["thread_id"]
+
+    again = cli.run("ask", "What is C?", "--thread", thread_id, "--no-input")
+
+    # The server answers the same case 409 with the same reason (test_server_runs.py).
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines()[-1] == (
+        f"error: thread {thread_id!r} waits for approval: resume it instead of starting a run"
+    )
+    shown = cli.json("threads", "show", thread_id)
+    assert shown["status"] == "interrupted"
+    assert shown["request"] == TWO_PARTS  # nothing of the refused question was written
+    assert shown["pending_approval"] == first["pending_approval"]
+
+
 def test_reject_ends_the_run_as_rejected(cli: Cli) -> None:
     first = cli.json("ask", TWO_PARTS, "--approval", "always", "--no-input")
     doc = cli.json("resume", first["thread_id"], "--reject", "not today")

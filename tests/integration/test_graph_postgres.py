@@ -9,8 +9,9 @@ from typing import Any
 import psycopg
 
 from app.settings import Settings
-from graphs.runs import RunEvent, fork, history, stream_events, thread_config, view_thread
+from graphs.runs import RunEvent, stream_events, thread_config
 from graphs.service import Agent, open_agent
+from graphs.threads import fork, history, view_thread
 from nodes.context import Context
 from tests.fakes import MakeModel
 

@@ -5,8 +5,9 @@ from pathlib import Path
 
 from app.settings import Settings
 from graphs.agent import compile_graph
-from graphs.runs import RunEvent, stream_events, view_thread
+from graphs.runs import RunEvent, stream_events
 from graphs.service import Agent
+from graphs.threads import view_thread
 from nodes.context import Context
 from retrievers.ingest import ingest
 from retrievers.service import Library, open_collection

@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 
-from tests.fakes import MakeModel, scripted_spec
+from app.models import get_chat_model
+from tests.fakes import ScriptedChatModel, register_fakes, scripted_spec
 from tests.integration.conftest import Cli
 from tests.integration.server_harness import RunningServer
 
@@ -24,13 +25,15 @@ async def _pending(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
 
 
 async def test_a_thread_the_cli_stopped_is_listed_and_approved_over_http(
-    api: RunningServer, cli: Cli, make_model: MakeModel
+    api: RunningServer, scripted_cli: Cli
 ) -> None:
-    # The model is only called after the approval, by the server, where it is registered.
-    spec, model = make_model(reply="Approved over HTTP.")
+    # The CLI loads the model (to refuse one that cannot be used), but only the server calls
+    # it, after the approval: the server runs in this process, whose instance is counted.
+    register_fakes()
+    spec = scripted_spec(reply="Approved over HTTP.")
     thread_id = f"cli-inbox-{uuid.uuid4().hex}"
     before = datetime.now(UTC)
-    document = cli.json(
+    document = scripted_cli.json(
         "ask", QUESTION, "--thread", thread_id, "--model", spec, "--mode", "plan",
         "--approval", "always", "--no-input",
     )  # fmt: skip
@@ -53,8 +56,10 @@ async def test_a_thread_the_cli_stopped_is_listed_and_approved_over_http(
 
         approved = await client.post(f"/api/v1/approvals/{thread_id}/approve")
         assert approved.status_code == 200, approved.text
-        assert approved.json()["status"] == "done"
+        assert approved.json()["status"] == "done", approved.text
         assert "Approved over HTTP." in approved.json()["answer"]
+        model = get_chat_model(spec)
+        assert isinstance(model, ScriptedChatModel)
         assert model.calls >= 2  # the two steps ran here, after the approval
         assert thread_id not in await _pending(client)
         thread = (await client.get(f"/api/v1/threads/{thread_id}")).json()

@@ -6,7 +6,8 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from graphs.agent import AgentGraph, compile_graph
-from graphs.runs import RunEvent, stored_context, thread_config, view_thread
+from graphs.runs import RunEvent, thread_config
+from graphs.threads import stored_context, view_thread
 from nodes.context import Context
 from nodes.plans import rule_plan
 from tests.fakes import MakeModel

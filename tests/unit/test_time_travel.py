@@ -7,7 +7,8 @@ import pytest
 
 from app.errors import ThreadNotFoundError
 from graphs.agent import AgentGraph
-from graphs.runs import fork, history, thread_config, view_thread
+from graphs.runs import thread_config
+from graphs.threads import fork, history, view_thread
 from nodes.context import Context
 from tests.fakes import MakeModel
 
