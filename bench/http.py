@@ -34,8 +34,9 @@ from typing import Any, TextIO
 import httpx
 from fastapi import FastAPI
 
-from app.db import open_database, redact, resolve_database_url
+from app.db import open_database
 from app.errors import AgentGraphError
+from app.pg import redact, resolve_database_url
 from app.settings import get_settings
 
 logger = logging.getLogger("bench.http")

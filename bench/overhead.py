@@ -37,9 +37,10 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langgraph.checkpoint.memory import InMemorySaver
 
-from app.db import open_database, redact
+from app.db import open_database
 from app.errors import AgentGraphError
 from app.models import register_chat_model
+from app.pg import redact
 from app.settings import Settings, get_settings
 from graphs.agent import AgentGraph, compile_graph
 from graphs.runs import RunEvent, new_thread_id, stream_events, thread_config

@@ -15,8 +15,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from app.db import redact
 from app.errors import DatabaseError, ThreadBusyError
+from app.pg import redact
 
 BUSY = "is running: wait for its run to end"
 """Why a thread that another run holds cannot be run."""

@@ -15,7 +15,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, StateSnapshot
 
-from app.db import NEW_THREAD, UNFLUSHED_WRITES, Saver
+from app.checkpoint.saver import NEW_THREAD, UNFLUSHED_WRITES, Saver
 from app.errors import AgentGraphError
 from graphs.agent import AgentGraph
 from nodes.context import Context

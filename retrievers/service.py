@@ -8,8 +8,8 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from app.db import resolve_database_url
 from app.embeddings import Embedder, embedder_name, get_embedder
+from app.pg import resolve_database_url
 from app.settings import Settings
 from retrievers.fusion import RRF_K
 from retrievers.store import Hit, SearchMode, Store, list_collections, open_store

@@ -18,8 +18,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from app.db import redact
 from app.errors import DatabaseError, RetrievalError
+from app.pg import redact
 from retrievers.fusion import RRF_K, rrf
 
 logger = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from app.db import open_pool
 from app.embeddings import get_embedder
 from app.errors import AgentGraphError
+from app.pg import open_pool
 from app.settings import Settings, get_settings
 from graphs.inbox import setup_inbox
 from graphs.service import Agent, open_agent

@@ -18,7 +18,7 @@ import httpx
 import psycopg
 import pytest
 
-from app.db import resolve_database_url
+from app.pg import resolve_database_url
 from app.settings import Settings
 from graphs.service import Agent, open_agent
 

@@ -1,6 +1,6 @@
-"""`app.db.Saver` writes what the library's `AsyncPostgresSaver` writes: the same checkpoint,
-channel values and pending writes read back, on the embedded PostgreSQL 18 and on the
-machine's PostgreSQL 15."""
+"""`app.checkpoint.saver.Saver` writes what the library's `AsyncPostgresSaver` writes: the
+same checkpoint, channel values and pending writes read back, on the embedded PostgreSQL 18
+and on the machine's PostgreSQL 15."""
 
 import asyncio
 import contextlib
@@ -20,7 +20,8 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg_pool import AsyncConnectionPool
 
-from app.db import NEW_THREAD, UNFLUSHED_WRITES, Saver, open_pool, setup_saver
+from app.checkpoint.saver import NEW_THREAD, UNFLUSHED_WRITES, Saver, setup_saver
+from app.pg import open_pool
 
 
 @contextlib.asynccontextmanager

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from app.batching import GroupCommit, Statement
+from app.checkpoint.batching import GroupCommit, Statement
 
 
 class Database:

@@ -1,0 +1,1 @@
+"""The checkpointer: its saver, its statements and the group commit under them."""
