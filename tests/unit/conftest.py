@@ -11,6 +11,9 @@ from graphs.agent import AgentGraph, compile_graph
 from graphs.runs import RunEvent, stream_events
 from nodes.context import Context
 
+# The whole-run helpers assert too; rewrite them so a failure shows its values, as in a test.
+pytest.register_assert_rewrite("tests.unit.graph_helpers")
+
 
 @pytest.fixture
 def graph() -> AgentGraph:

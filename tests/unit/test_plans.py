@@ -48,6 +48,7 @@ class TestValidatePlan:
     def test_accepts_a_dag_and_returns_it(self) -> None:
         raw = plan_of(step("a"), step("b"), step("c", ["a", "b"]), step("d", ["c", "a"]))
         plan = validate_plan(raw, known_kinds=KNOWN_KINDS, max_steps=8)
+        assert plan == raw
         assert [s["id"] for s in plan["steps"]] == ["a", "b", "c", "d"]
         assert plan["steps"][3]["depends_on"] == ["c", "a"]
 
@@ -72,9 +73,15 @@ class TestValidatePlan:
 
     def test_known_kinds_is_a_parameter(self) -> None:
         raw = plan_of(step("a", kind="tools"))
-        assert problems_of(raw)  # not known by default
+        # not known by default
+        assert problems_of(raw) == ["step a: unknown kind 'tools' (known: rag, reasoning)"]
         plan = validate_plan(raw, known_kinds={*KNOWN_KINDS, "tools"}, max_steps=8)
+        assert plan == raw
         assert plan["steps"][0]["kind"] == "tools"
+        # the parameter replaces the default kinds rather than adding to them
+        with pytest.raises(PlanValidationError) as info:
+            validate_plan(plan_of(step("a")), known_kinds={"tools"}, max_steps=8)
+        assert info.value.problems == ["step a: unknown kind 'reasoning' (known: tools)"]
 
     def test_rag_is_a_known_kind(self) -> None:
         plan = validate_plan(plan_of(step("a", kind="rag")), known_kinds=KNOWN_KINDS, max_steps=8)
@@ -94,7 +101,7 @@ class TestValidatePlan:
     def test_too_many_steps(self) -> None:
         raw = plan_of(*(step(f"s{i}") for i in range(1, 5)))
         assert problems_of(raw, max_steps=3) == ["the plan has 4 steps; at most 3 are allowed"]
-        assert validate_plan(raw, known_kinds=KNOWN_KINDS, max_steps=4)
+        assert validate_plan(raw, known_kinds=KNOWN_KINDS, max_steps=4) == raw
 
     def test_missing_field(self) -> None:
         bad = step("a")
@@ -252,7 +259,7 @@ class TestPatchPlan:
         assert retried.startswith("second\n(Retry:")
         assert "boom" in retried  # the step's own error is preferred to the critique reason
         assert "Keep it short." in retried
-        validate_plan(patched, known_kinds=KNOWN_KINDS, max_steps=8)
+        assert validate_plan(patched, known_kinds=KNOWN_KINDS, max_steps=8) == patched
 
     def test_uses_the_critique_reason_without_a_step_error(self) -> None:
         patched = patch_plan(self.three_steps(), critique(["s3"]), {}, version=2)
@@ -281,7 +288,9 @@ class TestPatchPlan:
             max_steps=8,
         )
         patched = patch_plan(plan, critique(["draft-review", "draft-rewrite"]), {}, version=2)
-        validate_plan(patched, known_kinds=KNOWN_KINDS, max_steps=8)
+        # "-review" and "-rewrite" are not retry suffixes: each id keeps its own base
+        assert [s["id"] for s in patched["steps"]] == ["draft-review-r2", "draft-rewrite-r2"]
+        assert validate_plan(patched, known_kinds=KNOWN_KINDS, max_steps=8) == patched
 
     def test_keeps_goal_kind_and_approval_flag(self) -> None:
         plan = validate_plan(
