@@ -1,11 +1,11 @@
 """Tokens, cost and latency: per call, per node, per run, and the per-run token budget."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from typing_extensions import TypedDict
 
-from app.settings import ModelPrice
+from app.settings import ModelPrice, get_settings
 
 
 class UsageRecord(TypedDict):
@@ -53,7 +53,7 @@ class Tokens:
         return Tokens(self.input + other.input, self.output + other.output)
 
 
-def price_of(model: str, prices: dict[str, ModelPrice]) -> ModelPrice:
+def price_of(model: str, prices: Mapping[str, ModelPrice]) -> ModelPrice:
     """Return the price of `model`; unknown models are free, so that costs are never invented.
 
     The lookup tries the full provider string, then the name after the provider prefix.
@@ -64,9 +64,11 @@ def price_of(model: str, prices: dict[str, ModelPrice]) -> ModelPrice:
     return ModelPrice(input_per_mtok=0.0, output_per_mtok=0.0)
 
 
-def cost_of(model: str, tokens: Tokens, prices: dict[str, ModelPrice]) -> float:
-    """Return the cost of `tokens` on `model` from the price table."""
-    price = price_of(model, prices)
+def cost_of(model: str, tokens: Tokens, prices: Mapping[str, ModelPrice] | None = None) -> float:
+    """Return the cost of `tokens` on `model` from the price table (default: the process's,
+    `AGENTGRAPH_PRICES`). Prices are the process's, never a run's: a caller cannot make its
+    own run look cheaper."""
+    price = price_of(model, get_settings().prices if prices is None else prices)
     return (tokens.input * price.input_per_mtok + tokens.output * price.output_per_mtok) / 1e6
 
 

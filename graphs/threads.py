@@ -171,10 +171,7 @@ async def stored_context(graph: AgentGraph, thread_id: str) -> Context | None:
     """Return the options the thread was last run with, if they were recorded."""
     snapshot = await get_snapshot(graph, thread_id)
     raw = snapshot.values.get("options")
-    if not isinstance(raw, dict):
-        return None
-    known = set(Context.__dataclass_fields__)
-    return Context(**{k: v for k, v in raw.items() if k in known})
+    return Context.from_record(raw) if isinstance(raw, dict) else None
 
 
 async def thread_context(

@@ -5,7 +5,7 @@ Nothing runs before the interrupt but reading state, so re-running the node on r
 
 import time
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, assert_never
 
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
@@ -64,35 +64,35 @@ def parse_decision(raw: object, *, max_steps: int) -> ApprovalDecision:
 
 
 def needs_plan_approval(plan: Plan, context: Context) -> bool:
-    """Apply the approval policy to a plan."""
-    return _policy_applies(context.approval, plan)
-
-
-def _policy_applies(policy: str, plan: Plan) -> bool:
+    """Apply the run's approval policy to a plan."""
+    policy = context.approval
     if policy == "always":
         return True
     if policy == "when_required":
         return any(s["requires_approval"] for s in plan["steps"])
-    return False
+    if policy == "never":
+        return False
+    assert_never(policy)
 
 
-def plan_gate(state: State) -> Literal["approve_plan", "dispatch"]:
-    """Stop at the approval gate only when the run's policy asks for this plan."""
-    policy = str(state.get("options", {}).get("approval", "when_required"))
-    return "approve_plan" if _policy_applies(policy, state["plan"]) else "dispatch"
+def plan_gate(plan: Plan, context: Context) -> Literal["approve_plan", "dispatch"]:
+    """Where a plan goes next: the approval gate when the run's policy asks for it."""
+    return "approve_plan" if needs_plan_approval(plan, context) else "dispatch"
 
 
 # Edges are coroutines: in an async run LangGraph calls a plain function in a worker thread.
+# They read the run's context from the state (`Context.from_record`): LangGraph also runs
+# them outside a run, for a fork's `update_state`, where there is no runtime.
 
 
 async def route_plan(state: State) -> Literal["approve_plan", "dispatch"]:
     """The planner's edge: the approval gate when the policy asks for this plan."""
-    return plan_gate(state)
+    return plan_gate(state["plan"], Context.from_record(state["options"]))
 
 
 async def route_answer(state: State) -> Literal["approve_final", "finalize"]:
     """Stop at the final gate only when the run asked for it."""
-    wanted = bool(state.get("options", {}).get("approve_final", False))
+    wanted = Context.from_record(state["options"]).approve_final
     return "approve_final" if wanted and state.get("status") != "rejected" else "finalize"
 
 

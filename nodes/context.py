@@ -1,8 +1,9 @@
 """The per-run context: frozen options a caller sets for one run (model, policy, limits)."""
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from app.errors import ConfigError
 from app.settings import ApprovalPolicy, PlannerKind, Settings
@@ -10,10 +11,28 @@ from app.settings import ApprovalPolicy, PlannerKind, Settings
 Mode = Literal["auto", "direct", "plan"]
 Synthesis = Literal["auto", "model", "compose"]
 _COLLECTION = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-_POLICIES = ("never", "always", "when_required")
-_PLANNERS = ("rules", "llm")
-_MODES = ("auto", "direct", "plan")
-_SYNTHESES = ("auto", "model", "compose")
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "approval": get_args(ApprovalPolicy),
+    "planner": get_args(PlannerKind),
+    "mode": get_args(Mode),
+    "synthesis": get_args(Synthesis),
+}
+"""The options with a fixed set of values, read off their `Literal` types."""
+_FROM_SETTINGS = (
+    "model",
+    "approval",
+    "planner",
+    "max_replans",
+    "token_budget",
+    "max_steps",
+    "max_output_tokens",
+)
+"""The options whose default is a process setting of the same name."""
+
+
+def _setting_default(name: str) -> Any:
+    """The declared default of a process setting: one default for a setting and its option."""
+    return Settings.model_fields[name].default
 
 
 def _has_type(value: object, declared: object) -> bool:
@@ -30,26 +49,27 @@ def _has_type(value: object, declared: object) -> bool:
 class Context:
     """Options for one run. Every surface (CLI, HTTP, LangServe, Studio) sets the same names."""
 
-    model: str = "local"
+    model: str = _setting_default("model")
     """Chat model: 'local' or a provider string such as 'openai:gpt-4o-mini'."""
-    approval: ApprovalPolicy = "when_required"
+    # RUF009 cannot tell that these settings' defaults are plain strings, as immutable as any.
+    approval: ApprovalPolicy = _setting_default("approval")  # noqa: RUF009
     """When to stop for a person: never, always, or when a step requires approval."""
     approve_final: bool = False
     """Also ask a person to approve the final answer."""
-    planner: PlannerKind = "rules"
+    planner: PlannerKind = _setting_default("planner")  # noqa: RUF009
     """Rule-based planner, or the LLM planner (validated, falling back to the rules)."""
     mode: Mode = "auto"
     """Answer directly, plan, or let the orchestrator decide."""
     synthesis: Synthesis = "auto"
     """How parallel answers become one: the model writes a synthesis, or they are composed
     side by side; auto composes for the small local model and asks any other model."""
-    max_replans: int = 2
+    max_replans: int = _setting_default("max_replans")
     """How many times the critic may send the plan back."""
-    token_budget: int = 20_000
+    token_budget: int = _setting_default("token_budget")
     """Tokens the whole run may spend; the critic stops the run when they are spent."""
-    max_steps: int = 8
+    max_steps: int = _setting_default("max_steps")
     """Largest plan accepted."""
-    max_output_tokens: int = 256
+    max_output_tokens: int = _setting_default("max_output_tokens")
     """Largest answer one model call may write."""
     collection: str | None = None
     """Document collection to answer from: every step becomes a rag step over it."""
@@ -65,15 +85,11 @@ class Context:
         ]
         if wrong:
             raise ConfigError("bad run option: " + "; ".join(wrong))
-        problems = []
-        if self.approval not in _POLICIES:
-            problems.append(f"approval must be one of {', '.join(_POLICIES)}")
-        if self.planner not in _PLANNERS:
-            problems.append(f"planner must be one of {', '.join(_PLANNERS)}")
-        if self.mode not in _MODES:
-            problems.append(f"mode must be one of {', '.join(_MODES)}")
-        if self.synthesis not in _SYNTHESES:
-            problems.append(f"synthesis must be one of {', '.join(_SYNTHESES)}")
+        problems = [
+            f"{name} must be one of {', '.join(choices)}"
+            for name, choices in _CHOICES.items()
+            if getattr(self, name) not in choices
+        ]
         for name in ("max_replans",):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
@@ -88,6 +104,20 @@ class Context:
             raise ConfigError("bad run option: " + "; ".join(problems))
 
     @classmethod
+    def from_record(cls, options: Mapping[str, object]) -> "Context":
+        """Rebuild the context a run recorded in its state (`State.options`); names that are
+        no option (any more) are left out, so a thread of an older release still reads.
+
+        The graph's edges read it there rather than from the runtime: LangGraph also runs
+        them outside a run, where there is no runtime (a fork's `update_state`).
+
+        Raises:
+            ConfigError: a recorded option has a bad value.
+        """
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in options.items() if k in known})  # type: ignore[arg-type]
+
+    @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> "Context":
         """Build a context from the process defaults, then apply the non-None overrides.
 
@@ -98,13 +128,5 @@ class Context:
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ConfigError(f"unknown run option(s): {', '.join(unknown)}")
-        base = cls(
-            model=settings.model,
-            approval=settings.approval,
-            planner=settings.planner,
-            max_replans=settings.max_replans,
-            token_budget=settings.token_budget,
-            max_steps=settings.max_steps,
-            max_output_tokens=settings.max_output_tokens,
-        )
+        base = cls(**{name: getattr(settings, name) for name in _FROM_SETTINGS})
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -10,7 +10,6 @@ from langgraph.types import StreamWriter
 
 from app.accounting import Tokens, UsageRecord, cost_of
 from app.models import get_chat_model
-from app.settings import get_settings
 from nodes.events import emit
 
 logger = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ async def generate(
         text="".join(parts).strip(),
         model=model,
         tokens=tokens,
-        cost=cost_of(model, tokens, get_settings().prices),
+        cost=cost_of(model, tokens),
         estimated=estimated,
     )
 

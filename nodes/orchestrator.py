@@ -9,7 +9,7 @@ from langgraph.types import Overwrite
 from typing_extensions import TypedDict
 
 from app.accounting import UsageRecord
-from nodes.approval import needs_plan_approval, plan_gate
+from nodes.approval import plan_gate
 from nodes.context import Context
 from nodes.documents import with_documents
 from nodes.events import emit
@@ -74,13 +74,7 @@ async def _orchestrate(
         runtime.stream_writer,
         "handoff",
         source="orchestrator",
-        target=(
-            "planner"
-            if route == "plan"
-            else "approve_plan"
-            if needs_plan_approval(update["plan"], runtime.context)
-            else "dispatch"
-        ),
+        target=next_node(route, update.get("plan"), runtime.context),
         reason=f"route={route}",
     )
     if history or state.get("plan_history"):
@@ -105,12 +99,20 @@ def _clear_earlier_run(state: State, update: OrchestratorUpdate) -> None:
         update["approvals"] = Overwrite([])
 
 
-async def route_request(state: State) -> Literal["planner", "approve_plan", "dispatch"]:
+def next_node(
+    route: Route, plan: Plan | None, context: Context
+) -> Literal["planner", "approve_plan", "dispatch"]:
     """Send planned requests to the planner; a direct answer's one-step plan goes to the
     approval gate when the policy asks for it, else straight to dispatch."""
-    route = state["route"]
     if route == "plan":
         return "planner"
     if route == "direct":
-        return plan_gate(state)
+        assert plan is not None, "a direct route has its one-step plan"
+        return plan_gate(plan, context)
     assert_never(route)
+
+
+async def route_request(state: State) -> Literal["planner", "approve_plan", "dispatch"]:
+    """The orchestrator's edge: where `next_node` sends the request (the run's context read
+    from the state, as `nodes.approval`'s edges read it)."""
+    return next_node(state["route"], state.get("plan"), Context.from_record(state["options"]))

@@ -11,8 +11,7 @@ from typing_extensions import TypedDict
 from app.accounting import Tokens, UsageRecord, cost_of
 from app.errors import AgentGraphError
 from app.models import get_chat_model
-from app.settings import get_settings
-from nodes.approval import needs_plan_approval
+from nodes.approval import plan_gate
 from nodes.context import Context
 from nodes.documents import with_documents
 from nodes.events import emit
@@ -69,7 +68,7 @@ async def llm_plan(
             raise OutputParserException(str(raw["parsing_error"]))
     usage = getattr(message, "usage_metadata", None) or {}
     tokens = Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
-    cost = cost_of(context.model, tokens, get_settings().prices)
+    cost = cost_of(context.model, tokens)
     return draft, Generation(text="", model=context.model, tokens=tokens, cost=cost)
 
 
@@ -136,7 +135,7 @@ async def _plan(state: State, runtime: Runtime[Context], library: Library | None
         runtime.stream_writer,
         "handoff",
         source="planner",
-        target="approve_plan" if needs_plan_approval(new_plan, context) else "dispatch",
+        target=plan_gate(new_plan, context),
         reason=f"plan v{version} with {len(new_plan['steps'])} steps",
     )
     return PlannerUpdate(
