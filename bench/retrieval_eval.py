@@ -30,7 +30,7 @@ from app.errors import AgentGraphError  # noqa: E402
 from app.settings import Settings, get_settings  # noqa: E402
 from retrievers.fusion import RRF_K  # noqa: E402
 from retrievers.metrics import evaluate  # noqa: E402
-from retrievers.store import SearchMode  # noqa: E402
+from retrievers.search import SearchMode  # noqa: E402
 
 logger = logging.getLogger("bench.retrieval_eval")
 

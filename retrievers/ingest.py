@@ -12,7 +12,8 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from app.embeddings import Embedder
 from retrievers.loaders import Document, Skipped, discover, load_file
-from retrievers.store import Chunk, Store
+from retrievers.sources import Chunk
+from retrievers.store import Store
 
 logger = logging.getLogger(__name__)
 

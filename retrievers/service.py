@@ -11,8 +11,10 @@ from psycopg_pool import AsyncConnectionPool
 from app.embeddings import Embedder, embedder_name, get_embedder
 from app.pg import resolve_database_url
 from app.settings import Settings
+from retrievers.connect import list_collections, open_store
 from retrievers.fusion import RRF_K
-from retrievers.store import Hit, SearchMode, Store, list_collections, open_store
+from retrievers.search import Hit, SearchMode
+from retrievers.store import Store
 
 
 @asynccontextmanager

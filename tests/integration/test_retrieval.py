@@ -7,9 +7,9 @@ import pytest
 
 from app.errors import RetrievalError
 from app.settings import Settings
+from retrievers.connect import open_store
 from retrievers.ingest import ingest
 from retrievers.service import open_collection, search
-from retrievers.store import open_store
 from tests.pdf import write_pdf
 
 from .conftest import Cli
