@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         le=64,
         description="Runs a server process executes at once; later ones wait their turn.",
     )
+    worker_timeout_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds a server process's event loop may be stuck before the process "
+        "exits so that its manager starts another; `serve --workers` sets it for its workers "
+        "(default 60). Unset or 0: never.",
+    )
     db_prepared_statements: bool = Field(
         default=True,
         description="Prepare statements on each connection; false for PgBouncer before 1.21.",

@@ -430,8 +430,9 @@ def serve(
         float | None,
         typer.Option(
             min=0,
-            help="With --workers above 1: seconds a worker's event loop may stay silent "
-            "before the worker is killed and started again (default 60; 0: never).",
+            help="With --workers above 1: seconds a worker's event loop may be stuck, or its "
+            "health check go unanswered, before the worker is replaced (default 60; 0: no "
+            "event-loop watch, and uvicorn's 5 s health check).",
             show_default=False,
         ),
     ] = None,

@@ -1,6 +1,7 @@
 """The FastAPI app factory: the lifespan opens the database, the saver and the graph once."""
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from server.deps import Services
 from server.errors import BodyLimit, install_error_handlers
 from server.runner import RunManager, stopping_runs_on_exit_signals
 from server.sse import KEEPALIVE_S
+from server.watchdog import loop_watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +84,10 @@ def create_app(
             )
             settle_heap()
             try:
-                with stopping_runs_on_exit_signals(runs):
+                async with contextlib.AsyncExitStack() as guards:
+                    guards.enter_context(stopping_runs_on_exit_signals(runs))
+                    if cfg.worker_timeout_s:
+                        await guards.enter_async_context(loop_watchdog(cfg.worker_timeout_s))
                     yield
             finally:
                 warming.cancel()

@@ -104,6 +104,8 @@ class RunManager:
         """Runs executing at once. More at once only share the process's CPU more thinly (each
         takes longer, and all of them together no fewer); a run waiting for a slot already
         holds its thread, so it answers 409 to a second start as a running one does."""
+        self.waiting = 0
+        """Runs that hold their thread and wait for a slot."""
 
     def _check_running(self) -> None:
         if self.stopping:
@@ -146,8 +148,15 @@ class RunManager:
             # client that resumes as soon as it sees the interrupt must find the thread free.
             async with claim:
                 try:
-                    async with self.slots:
+                    self.waiting += 1
+                    try:
+                        await self.slots.acquire()
+                    finally:
+                        self.waiting -= 1
+                    try:
                         await run.run(lambda event: self._record(handle, event))
+                    finally:
+                        self.slots.release()
                 except asyncio.CancelledError:
                     handle.error = STOPPING_MESSAGE
                     raise

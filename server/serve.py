@@ -1,37 +1,38 @@
 """Run the app under uvicorn, in one process or several, ending in-flight streams cleanly
-when asked to stop."""
+when asked to stop.
 
-import asyncio
-import contextlib
+Several processes are uvicorn's own process manager (`uvicorn --workers`): the parent binds
+the port, each worker accepts on it, a worker that dies or stops answering its health check
+is started again, SIGHUP replaces the workers one by one, SIGTTIN adds one and SIGTTOU
+retires one. Each worker also watches its own event loop (`server.watchdog`).
+"""
+
 import logging
+import math
+import os
 import socket
-import sys
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.importer import import_from_string
+from uvicorn.supervisors import Multiprocess
+
+from app.errors import ConfigError, WorkerStartError
 
 logger = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN_S = 10
 APP_FACTORY = "server.app:create_app"
 """What each worker process serves: the app factory, reading its settings from the environment."""
-HANDOFF_BATCH = 64
-"""Connections a worker takes from the parent per wake-up."""
-READY = b"r"
-"""What a worker tells the parent (`server.workers`) once its app has started."""
-TAKEN = b"t"
-"""What a worker tells the parent for each connection it has taken."""
 WORKER_TIMEOUT_S = 60.0
-"""How long a ready worker may go without a word to the parent before it is killed and
-started again."""
-ALIVE = b"a"
-"""What a worker tells the parent about once a second, from its event loop: a worker whose
-loop is stuck stops saying it."""
+"""How long a worker may not answer (its health check, or its event loop) before it is
+replaced."""
+HEALTHCHECK_S = 5
+"""uvicorn's health-check timeout, for workers whose event loop nobody watches."""
 
 
-def _config(app: FastAPI, *, host: str, port: int, log_level: str) -> uvicorn.Config:
+def _config(app: FastAPI | str, *, host: str, port: int, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,
@@ -45,96 +46,43 @@ def _config(app: FastAPI, *, host: str, port: int, log_level: str) -> uvicorn.Co
 class AgentServer(uvicorn.Server):
     """uvicorn that first ends every run's stream with an `error` event, then stops.
 
-    It listens on its host and port, or, as a worker of `server.workers.Supervisor`, serves
-    the connections its parent hands over on `handoff`.
+    Under a signal the app does this itself (`server.runner.stopping_runs_on_exit_signals`);
+    this covers a stop asked in code (`should_exit`), as in a server run in a thread.
     """
 
     def __init__(
-        self,
-        app: FastAPI,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 8000,
-        log_level: str = "info",
-        handoff: socket.socket | None = None,
+        self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"
     ) -> None:
         super().__init__(_config(app, host=host, port=port, log_level=log_level))
         self.app = app
-        self.handoff = handoff
-        self._opening: set[asyncio.Task[object]] = set()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        """Start the app, then listen, or take connections from the parent."""
-        if self.handoff is None:
-            await super().startup(sockets)
-            return
-        await self.lifespan.startup()
-        if self.lifespan.should_exit:
-            sys.exit(STARTUP_FAILURE)
-        self.servers = []
-        self.handoff.setblocking(False)
-        asyncio.get_running_loop().add_reader(self.handoff.fileno(), self._take_connections)
-        self.started = True
-        self.handoff.send(READY)
-
-    def _protocol(self) -> asyncio.Protocol:
-        # What uvicorn's own `startup` builds for each connection it accepts.
-        return self.config.http_protocol_class(  # type: ignore[call-arg]
-            config=self.config, server_state=self.server_state, app_state=self.lifespan.state
-        )
-
-    def _take_connections(self) -> None:
-        assert self.handoff is not None
-        loop = asyncio.get_running_loop()
-        taken = 0
-        for _ in range(HANDOFF_BATCH):
-            try:
-                message, fds, _, _ = socket.recv_fds(self.handoff, 1, 1)
-            except (BlockingIOError, InterruptedError):
-                break
-            if not message and not fds:
-                # The parent is gone: nobody will hand this worker anything any more.
-                logger.error("the supervising process closed the connection: stopping")
-                loop.remove_reader(self.handoff.fileno())
-                self.should_exit = True
-                return
-            for fd in fds:
-                connection = socket.socket(fileno=fd)
-                connection.setblocking(False)
-                task = loop.create_task(loop.connect_accepted_socket(self._protocol, connection))
-                self._opening.add(task)
-                task.add_done_callback(self._opened)
-                taken += 1
-        if taken:
-            # The parent deals no more to a worker that has not taken what it was handed.
-            with contextlib.suppress(OSError):
-                self.handoff.send(TAKEN * taken)
-
-    async def on_tick(self, counter: int) -> bool:
-        """Tell the parent, once a second, that this worker's event loop is running."""
-        if counter % 10 == 0 and self.handoff is not None and self.handoff.fileno() != -1:
-            with contextlib.suppress(OSError):  # full or closed: the parent will know
-                self.handoff.send(ALIVE)
-        return await super().on_tick(counter)
-
-    def _opened(self, task: "asyncio.Task[object]") -> None:
-        self._opening.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            logger.warning("a connection from the parent could not be served: %s", exc)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """End every run's stream with an `error` event, then shut down as uvicorn does.
 
         The runs' checkpoints keep every finished step; any server can resume them later.
         """
-        if self.handoff is not None and self.handoff.fileno() != -1:
-            # Take no more connections; closing the socket tells the parent so.
-            asyncio.get_running_loop().remove_reader(self.handoff.fileno())
-            self.handoff.close()
         services = getattr(self.app.state, "services", None)
         if services is not None:
             await services.runs.stop()
         await super().shutdown(sockets)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the port the workers share, as uvicorn does, with an error that says why not.
+
+    Raises:
+        ConfigError: the address cannot be listened on.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def serve(
@@ -149,9 +97,9 @@ def serve(
     """Serve the API until interrupted, in `workers` processes sharing one port.
 
     Each process calls `app_factory` with no arguments, so it reads its settings from the
-    environment. With several, a parent process accepts the connections and deals them out
-    in turn (`server.workers`), and kills and restarts a worker whose event loop has said
-    nothing for `worker_timeout_s` (0: never).
+    environment. With several, uvicorn's process manager runs them, and a worker whose event
+    loop is stuck for `worker_timeout_s`, or that does not answer uvicorn's health check for
+    as long, is replaced (0: no event-loop watch, and uvicorn's default health check).
 
     Raises:
         ConfigError: with several workers, the address cannot be listened on.
@@ -161,13 +109,19 @@ def serve(
         factory = import_from_string(app_factory)
         AgentServer(factory(), host=host, port=port, log_level=log_level).run()
         return
-    from server.workers import Supervisor
-
-    Supervisor(
-        app_factory=app_factory,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        timeout_s=worker_timeout_s,
-    ).run()
+    # The workers are spawned: they read their settings, this one included, from the
+    # environment they inherit.
+    os.environ["AGENTGRAPH_WORKER_TIMEOUT_S"] = str(worker_timeout_s)
+    config = _config(app_factory, host=host, port=port, log_level=log_level)
+    config.factory = True
+    config.workers = workers
+    config.timeout_worker_healthcheck = (
+        math.ceil(worker_timeout_s) if worker_timeout_s else HEALTHCHECK_S
+    )
+    with _listen(host, port) as sock:
+        manager = Multiprocess(config, sockets=[sock])
+        manager.run()
+    if any(p.exitcode == STARTUP_FAILURE for p in manager.processes):
+        raise WorkerStartError(
+            "a server worker process could not start its app; its log above says why"
+        )

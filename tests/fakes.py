@@ -7,6 +7,7 @@ import asyncio
 import faulthandler
 import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -36,6 +37,8 @@ class ScriptedChatModel(BaseChatModel):
     `structured` is what `with_structured_output` returns as parsed; those calls are counted
     apart, in `structured_calls`, and never fail. Streamed call number `crash_on_call` makes
     the process die of a segmentation fault, as a crash in native model code (llama.cpp) does.
+    `block_s` is slept synchronously at the start of every streamed call: the event loop is
+    stuck meanwhile, as under a blocking call in async code.
     """
 
     reply: str = "A fake answer from the scripted model."
@@ -44,6 +47,7 @@ class ScriptedChatModel(BaseChatModel):
     gate_from_call: int = 1
     fail_first: int = 0
     crash_on_call: int = 0
+    block_s: float = 0.0
     structured: Any = None
     input_tokens: int = 11
     calls: int = 0
@@ -93,6 +97,8 @@ class ScriptedChatModel(BaseChatModel):
             await asyncio.sleep(self.delay_s)
         if self.gate_file and call >= self.gate_from_call:
             await _wait_for_file(self.gate_file)
+        if self.block_s:
+            time.sleep(self.block_s)  # noqa: ASYNC251 - blocks the event loop, on purpose
         if call == self.crash_on_call:
             faulthandler._sigsegv()  # a real SIGSEGV, from a bad read in C
         self._check_failure(call)

@@ -1,4 +1,4 @@
-"""A minimal app whose start can be made to fail, for the tests of `server.workers`:
+"""A minimal app whose start can be made to fail, for the tests of `serve --workers`:
 `python -m tests.integration.startable_app PORT WORKERS` serves it; while the file named by
 `AGENTGRAPH_TEST_FAIL_START` exists, a worker's app fails to start."""
 
