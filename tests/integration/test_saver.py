@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import psycopg
 import pytest
 from langgraph.checkpoint.base import (
     ERROR,
@@ -159,6 +160,21 @@ async def test_writes_of_one_step_are_committed_with_its_checkpoint(embedded_url
     assert [(t, c, v) for t, c, v in parent.pending_writes or []] == [("task-a", "count", 2)]
 
 
+async def _until_a_write_waits_for_the_lock(url: str) -> None:
+    """Return once Postgres shows a session waiting for a lock on a checkpoint table."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for _ in range(300):
+            cursor = await conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation IN "
+                "('checkpoints'::regclass, 'checkpoint_writes'::regclass)"
+            )
+            row = await cursor.fetchone()
+            if row and row[0]:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError("no write ever waited for the lock")
+
+
 async def test_a_run_that_flushes_is_not_held_up_by_its_commits(embedded_url: str) -> None:
     """With `UNFLUSHED_WRITES`, a write returns before it is committed, in order with the
     thread's other writes, and `flush` waits for all of them and raises what one raised.
@@ -185,7 +201,7 @@ async def test_a_run_that_flushes_is_not_held_up_by_its_commits(embedded_url: st
                 saver.aput(_config(f"waits-{uuid.uuid4().hex}"), first, metadata, {"count": "1"})
             )
             flushing = asyncio.create_task(saver.flush(thread_id))
-            await asyncio.sleep(0.3)
+            await _until_a_write_waits_for_the_lock(embedded_url)
             assert not flushing.done()
             assert not unmarked.done()
         await asyncio.wait_for(flushing, timeout=10)

@@ -197,7 +197,12 @@ async def test_runs_beyond_the_process_limit_wait_their_turn(
                 metadata = await anext(events)
                 assert metadata.event == "metadata"
                 waiting = asyncio.create_task(anext(events))
-                await asyncio.sleep(1.0)
+                runs = server.server.app.state.services.runs
+                for _ in range(600):  # until the second run waits for the slot, or 30 s
+                    if runs.waiting:
+                        break
+                    await asyncio.sleep(0.05)
+                assert runs.waiting == 1, "the second run did not wait for a slot"
                 assert not waiting.done(), "the second run started before a slot was free"
                 busy = await client.post(
                     "/api/v1/agent/run",
