@@ -39,7 +39,8 @@ class Agent:
 async def open_agent(settings: Settings, *, url: str | None = None) -> AsyncIterator[Agent]:
     """Open the pool and the saver, set up its tables, and compile the graph over them."""
     async with open_database(settings, url=url) as db:
-        library = Library(url=db.url, pool=db.pool)  # rag steps search the agent's database
+        # Rag steps search the agent's database, with the process's embedding model.
+        library = Library(url=db.url, pool=db.pool, settings=settings)
         graph = compile_graph(
             db.saver,
             step_timeout_s=settings.step_timeout_s,

@@ -7,10 +7,10 @@ from typing import Any, Literal, get_args
 
 from app.errors import ConfigError
 from app.settings import ApprovalPolicy, PlannerKind, Settings
+from retrievers.names import COLLECTION_NAME_PATTERN
 
 Mode = Literal["auto", "direct", "plan"]
 Synthesis = Literal["auto", "model", "compose"]
-_COLLECTION = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _CHOICES: dict[str, tuple[str, ...]] = {
     "approval": get_args(ApprovalPolicy),
     "planner": get_args(PlannerKind),
@@ -96,7 +96,9 @@ class Context:
         for name in ("token_budget", "max_steps", "max_output_tokens"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
-        if self.collection is not None and not _COLLECTION.match(self.collection):
+        if self.collection is not None and not re.fullmatch(
+            COLLECTION_NAME_PATTERN, self.collection
+        ):
             problems.append("collection must be 1-40 lowercase letters, digits or underscores")
         if not self.model.strip():
             problems.append("model must not be empty")

@@ -2,7 +2,7 @@
 
 A run that names a collection answers every step from it. Otherwise, when the graph has a
 library, each reasoning step whose instruction is close enough to a chunk of an ingested
-collection (cosine similarity of the step and its closest chunk at least the settings'
+collection (cosine similarity of the step and its closest chunk at least the library's
 `match_threshold`; only collections sharing a word with the step are compared) becomes a rag
 step; the rag worker searches the closest collection.
 """
@@ -10,7 +10,6 @@ step; the rag worker searches the closest collection.
 import logging
 
 from app.errors import AgentGraphError
-from app.settings import get_settings
 from nodes.context import Context
 from nodes.plans import use_documents
 from nodes.schemas import Plan, Step
@@ -31,12 +30,9 @@ async def with_documents(
         return use_documents(plan, context.collection), None
     if library is None or not context.documents:
         return plan, None
-    settings = get_settings()
     candidates = [s for s in plan["steps"] if s["kind"] == "reasoning"]
     try:
-        matches = await library.match(
-            settings, [s["instruction"] for s in candidates], threshold=settings.match_threshold
-        )
+        matches = await library.match([s["instruction"] for s in candidates])
     except AgentGraphError as exc:
         logger.warning("document match skipped: %s", exc)
         return plan, f"documents not consulted: {exc}"
@@ -59,6 +55,5 @@ async def collection_for(instruction: str, context: Context, library: Library) -
     """The collection a rag step searches: the run's, else the closest one, else the default."""
     if context.collection is not None:
         return context.collection
-    settings = get_settings()
-    [match] = await library.match(settings, [instruction], threshold=0.0)
-    return match.collection if match is not None else settings.collection
+    [match] = await library.match([instruction], threshold=0.0)
+    return match.collection if match is not None else library.default_collection

@@ -11,7 +11,6 @@ import time
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
-from app.settings import get_settings
 from nodes.context import Context
 from nodes.documents import collection_for
 from nodes.events import emit
@@ -35,7 +34,7 @@ RAG_K = 4
 
 async def retrieve(library: Library, query: str, collection: str) -> list[Passage]:
     """Run a hybrid search and label the hits [1], [2], … for the prompt."""
-    async with library.open(get_settings(), collection) as (store, embedder):
+    async with library.open(collection) as (store, embedder):
         hits = await search(store, embedder, query, k=RAG_K, mode="hybrid")
     return [
         Passage(label=str(i), chunk_id=h.chunk_id, source=h.source, score=h.score, text=h.content)

@@ -21,7 +21,7 @@ def validate_collection(name: str) -> str:
     Raises:
         RetrievalError: the name is not 1-40 lowercase letters, digits or underscores.
     """
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise RetrievalError(
             f"bad collection name {name!r}: use 1-40 lowercase letters, digits and underscores, "
             "starting with a letter"

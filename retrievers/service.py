@@ -10,7 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from app.embeddings import Embedder, embedder_name, get_embedder
 from app.pg import resolve_database_url
-from app.settings import Settings
+from app.settings import Settings, get_settings
 from retrievers.connect import list_collections, open_store
 from retrievers.fusion import RRF_K
 from retrievers.search import Hit, SearchMode
@@ -110,21 +110,32 @@ class Library:
     """The database; None: the settings' own (embedded or `DATABASE_URL`)."""
     pool: AsyncConnectionPool[Any] | None = None
     """An open pool on `url` (autocommit, dict rows) to borrow connections from."""
+    settings: Settings | None = None
+    """The embedding model, the match threshold and the default collection come from these;
+    None: the process settings, read when first needed."""
+
+    @property
+    def config(self) -> Settings:
+        """The settings the library works with."""
+        return self.settings or get_settings()
+
+    @property
+    def default_collection(self) -> str:
+        """The collection a rag step searches when none is named and none matches."""
+        return self.config.collection
 
     @asynccontextmanager
-    async def open(
-        self, settings: Settings, collection: str
-    ) -> AsyncIterator[tuple[Store, Embedder]]:
+    async def open(self, collection: str) -> AsyncIterator[tuple[Store, Embedder]]:
         """Open an existing collection for searching (changes nothing in the database)."""
-        async with open_collection(settings, collection, url=self.url, pool=self.pool) as opened:
+        async with open_collection(self.config, collection, url=self.url, pool=self.pool) as opened:
             yield opened
 
-    async def collections(self, settings: Settings) -> list[str]:
+    async def collections(self) -> list[str]:
         """Return the collections built with the configured embedding model.
 
         Collections of another model cannot be searched with this one's query vectors.
         """
-        return [name for name, _ in await self._usable(settings)]
+        return [name for name, _ in await self._usable(self.config)]
 
     async def _usable(self, settings: Settings) -> list[tuple[str, int]]:
         wanted = embedder_name(settings.embeddings)
@@ -137,15 +148,19 @@ class Library:
         return await asyncio.to_thread(resolve_database_url, settings)
 
     async def match(
-        self, settings: Settings, queries: Sequence[str], *, threshold: float
+        self, queries: Sequence[str], *, threshold: float | None = None
     ) -> list[Match | None]:
         """For each query, the collection holding the chunk most similar to it, if that
-        chunk's cosine similarity reaches `threshold`; None where no collection does.
+        chunk's cosine similarity reaches `threshold` (default: the settings'
+        `match_threshold`); None where no collection does.
 
         A collection that shares no word with a query is not compared with it: the embedding
         model (seconds to load in a new process) is loaded only when some usable collection
         shares a word with some query.
         """
+        settings = self.config
+        if threshold is None:
+            threshold = settings.match_threshold
         best: list[Match | None] = [None] * len(queries)
         vectors: dict[int, list[float]] = {}
         for name, dim in await self._usable(settings) if queries else []:

@@ -49,7 +49,7 @@ async def _warm_documents(agent: Agent, settings: Settings) -> None:
     """Load the embedding model in the background when the database holds collections: the
     planner embeds every run's steps to match them, and the first run would wait for it."""
     try:
-        if await agent.library.collections(settings):
+        if await agent.library.collections():
             await asyncio.to_thread(get_embedder, settings.embeddings, settings=settings)
     except AgentGraphError as exc:
         logger.warning("embedding model not loaded ahead: %s", exc)

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.settings import ApprovalPolicy, PlannerKind
 from nodes.context import Mode, Synthesis
+from retrievers.names import COLLECTION_NAME_PATTERN
 
 MAX_QUESTION_CHARS = 20_000
 
@@ -29,7 +30,7 @@ class RunOptions(BaseModel):
     )
     collection: str | None = Field(
         default=None,
-        pattern=r"^[a-z][a-z0-9_]{0,39}$",
+        pattern=COLLECTION_NAME_PATTERN,
         description="Answer every step from this document collection (rag steps).",
     )
     documents: bool | None = Field(

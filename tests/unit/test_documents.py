@@ -5,7 +5,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from app.errors import DatabaseError
-from app.settings import Settings
 from nodes.context import Context
 from nodes.documents import with_documents
 from nodes.plans import rule_plan
@@ -19,7 +18,7 @@ class ScriptedLibrary(Library):
     asked: list[list[str]] = field(default_factory=list)
 
     async def match(
-        self, settings: Settings, queries: Sequence[str], *, threshold: float
+        self, queries: Sequence[str], *, threshold: float | None = None
     ) -> list[Match | None]:
         self.asked.append(list(queries))
         if isinstance(self.answers, Exception):
