@@ -5,7 +5,6 @@ import faulthandler
 import json
 import logging
 import os
-import shlex
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -16,8 +15,10 @@ from rich.markup import escape
 
 from app.errors import AgentGraphError, InvalidDecisionError
 from app.settings import ApprovalPolicy, PlannerKind, Settings, get_settings
+from cli.documents import JsonOpt
 from cli.documents import register as register_document_commands
-from cli.render import Progress, err, out, plan_table, print_json, report_table
+from cli.render import Progress, err, out, print_json, report_table, resume_command
+from cli.threads import register as register_thread_commands
 from nodes.context import Mode, Synthesis
 
 if TYPE_CHECKING:
@@ -29,8 +30,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-threads_app = typer.Typer(help="Inspect stored threads.", no_args_is_help=True)
-app.add_typer(threads_app, name="threads")
 
 EXIT_CODES = {"done": 0, "failed": 1, "interrupted": 3, "rejected": 4}
 _state: dict[str, bool] = {"debug": False}
@@ -61,12 +60,6 @@ def _run(coro_fn: Callable[[Settings], Coroutine[Any, Any, int]]) -> None:
         err.print("interrupted; the thread keeps every finished step", markup=False)
         raise typer.Exit(130) from None
     raise typer.Exit(code)
-
-
-def resume_command(thread_id: str) -> str:
-    """Return the command that answers a thread's pending approval."""
-    quoted = shlex.quote(thread_id)
-    return f"agentgraph resume {quoted} --approve   (or --reject REASON, --edit PLAN.json)"
 
 
 def _document(view: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +189,7 @@ def _print_outcome(doc: dict[str, Any]) -> None:
     out.print(f"status: {status}   thread: {doc['thread_id']}", markup=False)
 
 
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout only.")]
+Json = JsonOpt
 
 
 @app.command()
@@ -319,105 +312,6 @@ def resume(
     _run(lambda s: _drive(s, order, as_json=as_json, interactive=interactive))
 
 
-@threads_app.command("show")
-def threads_show(thread_id: str, as_json: Json = False) -> None:
-    """Show a thread: status, plan history, pending approval, answer, report."""
-
-    async def show(settings: Settings) -> int:
-        from graphs.locks import locked_threads
-        from graphs.service import open_agent
-        from graphs.threads import run_state, view_thread
-
-        async with open_agent(settings) as agent:
-            found = await view_thread(agent.graph, thread_id)
-            async with agent.db.pool.connection() as conn:
-                running = thread_id in await locked_threads(conn, [thread_id])
-        status, can_continue = run_state(found, running=running)
-        view: dict[str, Any] = {**found, "status": status, "can_continue": can_continue}
-        if as_json:
-            print_json(view)
-            return 0
-        out.print(f"thread {thread_id}: [bold]{view['status']}[/bold]")
-        out.print(f"request: {escape(view['request'] or '')}")
-        for rev in view["plan_history"]:
-            out.print(
-                plan_table(
-                    rev["plan"], title=f"Plan v{rev['version']} ({rev['source']}): {rev['reason']}"
-                )
-            )
-        if view["pending_approval"]:
-            out.print(f"pending approval: {escape(view['pending_approval']['reason'])}")
-            out.print(f"resume with: {resume_command(thread_id)}", markup=False)
-        if view["can_continue"]:
-            out.print("the run was cut off with steps left (a stop or a crash)")
-            out.print(
-                f"continue with: agentgraph resume {shlex.quote(thread_id)} --continue",
-                markup=False,
-            )
-        if view["answer"]:
-            out.print("[bold]Answer[/bold]")
-            out.print(view["answer"], markup=False)
-        if view["report"]:
-            out.print(report_table(view["report"]))
-        return 0
-
-    _run(show)
-
-
-@threads_app.command("history")
-def threads_history(thread_id: str, as_json: Json = False) -> None:
-    """List a thread's checkpoints, newest first."""
-
-    async def show(settings: Settings) -> int:
-        from rich.table import Table
-
-        from graphs.service import open_agent
-        from graphs.threads import history
-
-        async with open_agent(settings) as agent:
-            items = await history(agent.graph, thread_id)
-        if as_json:
-            print_json({"thread_id": thread_id, "checkpoints": items})
-            return 0
-        table = Table(title=f"Checkpoints of {thread_id}, newest first", title_justify="left")
-        for column in ("checkpoint id", "step", "source", "wrote", "next", "created"):
-            table.add_column(column)
-        for c in items:
-            table.add_row(
-                c["checkpoint_id"],
-                str(c["step"]),
-                c["source"] or "",
-                ", ".join(c["writes"]),
-                ", ".join(c["next"]),
-                c["created_at"] or "",
-            )
-        out.print(table)
-        return 0
-
-    _run(show)
-
-
-@threads_app.command("list")
-def threads_list(
-    limit: Annotated[int, typer.Option(min=1, help="How many.")] = 20, as_json: Json = False
-) -> None:
-    """List the most recent threads."""
-
-    async def show(settings: Settings) -> int:
-        from graphs.service import open_agent
-
-        async with open_agent(settings) as agent:
-            rows = await agent.list_threads(limit=limit)
-        if as_json:
-            print_json({"threads": rows})
-            return 0
-        for row in rows:
-            out.print(f"{row['thread_id']}  ({row['checkpoints']} checkpoints)")
-        return 0
-
-    _run(show)
-
-
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -431,8 +325,9 @@ def serve(
         typer.Option(
             min=0,
             help="With --workers above 1: seconds a worker's event loop may be stuck, or its "
-            "health check go unanswered, before the worker is replaced (default 60; 0: no "
-            "event-loop watch, and uvicorn's 5 s health check).",
+            "health check go unanswered, before the worker is replaced (default: "
+            "AGENTGRAPH_WORKER_TIMEOUT_S, else 60; 0: no event-loop watch, and uvicorn's 5 s "
+            "health check).",
             show_default=False,
         ),
     ] = None,
@@ -443,7 +338,9 @@ def serve(
 
     logging.getLogger().setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
     try:
-        get_settings()  # a bad setting fails here, in one line, before any process starts
+        settings = get_settings()  # a bad setting fails here, in one line, before any start
+        if worker_timeout is None:
+            worker_timeout = settings.worker_timeout_s
         run_server(
             host=host,
             port=port,
@@ -456,6 +353,7 @@ def serve(
 
 
 register_document_commands(app, _run)
+register_thread_commands(app, _run)
 
 
 def main() -> None:

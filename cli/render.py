@@ -1,6 +1,7 @@
 """How the CLI shows things: live progress on stderr, answers and tables on stdout."""
 
 import json
+import shlex
 import sys
 from typing import Any
 
@@ -120,3 +121,9 @@ class Progress:
     def close(self) -> None:
         """Finish a half-printed line of deltas."""
         self._end_stream()
+
+
+def resume_command(thread_id: str) -> str:
+    """Return the command that answers a thread's pending approval."""
+    quoted = shlex.quote(thread_id)
+    return f"agentgraph resume {quoted} --approve   (or --reject REASON, --edit PLAN.json)"
