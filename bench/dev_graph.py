@@ -1,12 +1,11 @@
-"""The agent graph as `langgraph dev` serves it for `bench.http --langgraph-dev`: the graph of
+"""The agent graph as `langgraph dev` serves it for `bench.http_load --langgraph-dev`: the graph of
 `graphs/agent.py` (no checkpointer: `langgraph dev` supplies its own), with the benchmark's
 zero-latency model registered in the serving process."""
 
-from app.models import register_chat_model
-from bench.overhead import zero_latency_factory
+from bench.zero_model import register
 from graphs.agent import compile_graph
 
-register_chat_model("bench", zero_latency_factory)
+register()
 
 graph = compile_graph()
 """Without a library: `langgraph dev` would open a connection per run just to learn that

@@ -21,30 +21,28 @@ import logging
 import os
 import platform
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
-import httpx
-from fastapi import FastAPI
+if not __package__:  # run as a script: import from the repository, not from bench/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from app.db import open_database
+import httpx
+
 from app.errors import AgentGraphError
 from app.pg import redact, resolve_database_url
 from app.settings import get_settings
+from bench import dev_server, served
+from bench.common import BenchmarkError, quantile, version
+from bench.zero_model import MODEL_SPEC, REQUEST
 
-logger = logging.getLogger("bench.http")
+logger = logging.getLogger("bench.http_load")
 
-REPO = Path(__file__).resolve().parents[1]
 
-REQUEST = "What is a B-tree? What is an LSM tree?"
-MODEL_SPEC = "bench:zero"
 RUN_BODY = {"question": REQUEST, "model": MODEL_SPEC, "approval": "never", "mode": "plan"}
 WAIT_BODY = {**RUN_BODY, "approval": "always"}
 TARGET_P50_MS = 50.0
@@ -58,16 +56,6 @@ LANGGRAPH_DEV_REFERENCE = {
 }
 """`langgraph dev` on a trivial two-node graph on this kind of machine (from the issue that
 asked for this benchmark; not measured by this script)."""
-
-
-class BenchmarkError(AgentGraphError):
-    """A benchmarked request did not end the way the benchmark expects."""
-
-
-def _quantile(samples: list[float], q: int) -> float:
-    if len(samples) == 1:
-        return samples[0]
-    return statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
 
 
 @dataclass(frozen=True)
@@ -89,122 +77,6 @@ class Level:
             "p95_ms": round(self.p95_ms, 3),
             "runs_per_s": round(self.runs_per_s, 2),
         }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def bench_app() -> FastAPI:
-    """The served app with the zero-latency model registered (an app factory for uvicorn)."""
-    from app.models import register_chat_model
-    from bench.overhead import zero_latency_factory
-    from server.app import create_app
-
-    register_chat_model("bench", zero_latency_factory)
-    return create_app(get_settings())
-
-
-def serve_child(port: int, workers: int) -> None:
-    """Serve the benchmark's app (the child process's job), as `agentgraph serve` does."""
-    from server.serve import serve
-
-    serve(
-        host="127.0.0.1",
-        port=port,
-        workers=workers,
-        app_factory="bench.http:bench_app",
-        log_level="warning",
-    )
-
-
-def wait_ready(
-    proc: subprocess.Popen[bytes], ready_url: str, *, name: str, timeout_s: float
-) -> None:
-    """Wait until `ready_url` answers 200.
-
-    Raises:
-        BenchmarkError: the process exited, or was not ready in time (it is then killed).
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(ready_url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise BenchmarkError(f"{name} exited while starting")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise BenchmarkError(f"{name} did not become ready in {timeout_s:.0f} s")
-        time.sleep(0.1)
-
-
-def start_server(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the server process and wait until it is ready."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.http", "--serve-child", str(port), "--workers", str(workers)],
-        cwd=REPO,
-        env=env,
-        stdout=sys.stderr,
-        stderr=sys.stderr,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_ready(proc, f"{base}/readyz", name="the server", timeout_s=120)
-    return proc, base
-
-
-def start_langgraph_dev(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `langgraph dev` on the same graph (bench/langgraph.json) and wait until it is up.
-
-    Raises:
-        BenchmarkError: `langgraph dev` is not installed, exited, or did not come up.
-    """
-    executable = Path(sys.executable).with_name("langgraph")
-    if not executable.exists():
-        raise BenchmarkError("langgraph dev is not installed: pip install 'langgraph-cli[inmem]'")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            str(executable),
-            "dev",
-            "--no-browser",
-            "--no-reload",
-            "--allow-blocking",
-            "--port",
-            str(port),
-            "--config",
-            str(REPO / "bench" / "langgraph.json"),
-        ],
-        # langgraph dev resolves the graph's path from its working directory.
-        cwd=REPO / "bench",
-        env={**env, "PYTHONPATH": str(REPO), "LANGGRAPH_CLI_NO_ANALYTICS": "1"},
-        stdout=sys.stderr,
-        stderr=sys.stderr,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_ready(proc, f"{base}/ok", name="langgraph dev", timeout_s=180)
-    return proc, base
-
-
-async def dev_one_run(client: Any, threads: list[str]) -> float:
-    """Run the graph once under `langgraph dev` with `runs.wait` (stateless); return ms."""
-    started = time.perf_counter()
-    output = await client.runs.wait(
-        None,
-        "agent",
-        input={"request": REQUEST},
-        context={"model": MODEL_SPEC, "approval": "never", "mode": "plan"},
-    )
-    elapsed = (time.perf_counter() - started) * 1000
-    if not isinstance(output, dict) or output.get("status") != "done":
-        raise BenchmarkError(f"a langgraph dev run did not finish: {output}")
-    return elapsed
 
 
 async def one_run(client: httpx.AsyncClient, threads: list[str]) -> float:
@@ -242,8 +114,8 @@ def _level(clients: int, samples: list[float], wall_s: float) -> Level:
     return Level(
         clients=clients,
         runs=len(samples),
-        p50_ms=_quantile(samples, 50),
-        p95_ms=_quantile(samples, 95),
+        p50_ms=quantile(samples, 50),
+        p95_ms=quantile(samples, 95),
         runs_per_s=len(samples) / wall_s,
     )
 
@@ -293,21 +165,6 @@ async def resume_latency(
     return to_metadata, to_graph_event
 
 
-async def delete_threads(url: str | None, threads: list[str]) -> None:
-    """Delete the benchmark's threads, so they do not crowd the user's thread list."""
-    settings = get_settings()
-    async with open_database(settings, url=url) as db:
-        for thread_id in threads:
-            await db.saver.adelete_thread(thread_id)
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 async def _paired_level(
     client: httpx.AsyncClient, dev: Any, *, clients: int, runs: int, first: int, threads: list[str]
 ) -> tuple[Level, Level]:
@@ -329,7 +186,7 @@ async def _paired_level(
             clients=clients,
             runs=count,
             threads=[] if server else threads,
-            run=dev_one_run if server else one_run,
+            run=dev_server.one_run if server else one_run,
         )
         samples[server].extend(taken)
         walls[server] += wall_s
@@ -347,7 +204,7 @@ async def measure(
     """
     threads: list[str] = []
     limits = httpx.Limits(max_connections=max(args.clients) + 5)
-    dev = _dev_client(dev_base) if dev_base is not None else None
+    dev = dev_server.client(dev_base) if dev_base is not None else None
     unused: list[str] = []
     dev_levels: list[Level] = []
     async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as client:
@@ -358,7 +215,7 @@ async def measure(
             if dev is not None:
                 logger.info("langgraph dev: warming up: %d runs", args.warmup)
                 for _ in range(args.warmup):
-                    await dev_one_run(dev, unused)
+                    await dev_server.one_run(dev, unused)
             levels: list[Level] = []
             for i, clients in enumerate(args.clients):
                 if dev is None:
@@ -378,7 +235,7 @@ async def measure(
             )
         finally:
             logger.info("deleting %d benchmark threads", len(threads))
-            await delete_threads(url, threads)
+            await served.delete_threads(url, threads)
     by_clients = {lv.clients: lv for lv in levels}
     figures: dict[str, Any] = {
         "runs": args.runs,
@@ -388,16 +245,16 @@ async def measure(
         "request": REQUEST,
         "database_url": redact(url),
         "levels": [lv.as_dict() for lv in levels],
-        "resume_to_metadata_p50_ms": round(_quantile(to_metadata, 50), 3),
-        "resume_to_first_event_p50_ms": round(_quantile(to_graph, 50), 3),
-        "resume_to_first_event_p95_ms": round(_quantile(to_graph, 95), 3),
+        "resume_to_metadata_p50_ms": round(quantile(to_metadata, 50), 3),
+        "resume_to_first_event_p50_ms": round(quantile(to_graph, 50), 3),
+        "resume_to_first_event_p95_ms": round(quantile(to_graph, 95), 3),
         "target_p50_ms": TARGET_P50_MS,
         "target_resume_ms": TARGET_RESUME_MS,
         "langgraph_dev_reference": LANGGRAPH_DEV_REFERENCE,
         "langgraph_dev_measured": False,
         "python": platform.python_version(),
-        "langgraph": _version("langgraph"),
-        "uvicorn": _version("uvicorn"),
+        "langgraph": version("langgraph"),
+        "uvicorn": version("uvicorn"),
     }
     if 1 in by_clients:
         p50 = by_clients[1].p50_ms
@@ -413,32 +270,8 @@ async def measure(
             )
     figures["meets_resume_target"] = figures["resume_to_first_event_p50_ms"] < TARGET_RESUME_MS
     if dev_levels:
-        compare(figures, dev_levels)
+        dev_server.compare(figures, dev_levels)
     return figures
-
-
-def _dev_client(base: str) -> Any:
-    """A `langgraph_sdk` client of `langgraph dev` at `base`."""
-    from langgraph_sdk import get_client
-
-    return get_client(url=base, timeout=300)
-
-
-def compare(figures: dict[str, Any], dev_levels: list[Level]) -> None:
-    """Add `langgraph dev`'s figures and ours-versus-theirs ratios to `figures`."""
-    ours = {lv["clients"]: lv for lv in figures["levels"]}
-    figures["langgraph_dev_measured"] = True
-    figures["langgraph_dev_levels"] = [lv.as_dict() for lv in dev_levels]
-    for dev in dev_levels:
-        mine = ours.get(dev.clients)
-        if mine is None:
-            continue
-        figures[f"p50_speedup_vs_langgraph_dev_{dev.clients}_clients"] = round(
-            dev.p50_ms / mine["p50_ms"], 2
-        )
-        figures[f"throughput_ratio_vs_langgraph_dev_{dev.clients}_clients"] = round(
-            mine["runs_per_s"] / dev.runs_per_s, 2
-        )
 
 
 def render_table(f: dict[str, Any], out: TextIO) -> None:
@@ -486,7 +319,7 @@ def render_table(f: dict[str, Any], out: TextIO) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench.http",
+        prog="python -m bench.http_load",
         description="Whole zero-latency runs over the HTTP API at several concurrency levels.",
     )
     parser.add_argument("--runs", type=int, default=200, help="measured runs per level")
@@ -504,7 +337,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run the same graph and load under `langgraph dev` and compare",
     )
-    parser.add_argument("--serve-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
@@ -522,9 +354,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    if args.serve_child is not None:
-        serve_child(args.serve_child, args.workers)
-        return 0
     env = dict(os.environ)
     if args.data_dir is not None:
         env["AGENTGRAPH_DATA_DIR"] = str(args.data_dir)
@@ -537,11 +366,11 @@ def main(argv: list[str] | None = None) -> int:
         env["DATABASE_URL"] = url
         servers: list[subprocess.Popen[bytes]] = []
         try:
-            proc, base = start_server(env, args.workers)
+            proc, base = served.start(env, args.workers)
             servers.append(proc)
             dev_base = None
             if args.langgraph_dev:
-                dev, dev_base = start_langgraph_dev(env)
+                dev, dev_base = dev_server.start(env)
                 servers.append(dev)
             figures = asyncio.run(measure(args, base, url, dev_base))
         finally:

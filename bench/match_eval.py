@@ -25,6 +25,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+if not __package__:  # run as a script: import from the repository, not from bench/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 from app.errors import AgentGraphError
 from app.settings import Settings, get_settings
 from bench.retrieval_eval import DEFAULT_DATASET, load_queries

@@ -17,129 +17,43 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
-import psycopg
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+if not __package__:  # run as a script: import from the repository, not from bench/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 from langgraph.checkpoint.memory import InMemorySaver
 
 from app.db import open_database
 from app.errors import AgentGraphError
-from app.models import register_chat_model
 from app.pg import redact
-from app.settings import Settings, get_settings
+from bench.common import (
+    BenchmarkError,
+    add_database_options,
+    check_database_options,
+    quantile,
+    settings_for,
+    stdout_to_stderr,
+    version,
+)
+from bench.zero_model import MODEL_SPEC, PLAN_STEPS, REQUEST
+from bench.zero_model import register as register_zero_model
 from graphs.agent import AgentGraph, compile_graph
 from graphs.runs import RunEvent, new_thread_id, stream_events, thread_config
 from nodes.context import Context
 
 logger = logging.getLogger("bench.overhead")
 
-MODEL_SPEC = "bench:zero"
-REQUEST = "What is a B-tree? What is an LSM tree?"
-"""Two questions: the rule planner makes two parallel steps, and synthesis joins them."""
-PLAN_STEPS = 2
-REPLY_CHUNKS = ("A short", " fixed", " answer.")
-INPUT_TOKENS = 40
 TARGET_RATIO = 2.0
 """Postgres p50 over in-memory p50 should stay at or below this."""
 TARGET_P50_MS = 30.0
 """A whole zero-latency run on Postgres should take less than this, at the median."""
-
-
-class BenchmarkError(AgentGraphError):
-    """A benchmarked run did not finish the way the benchmark expects."""
-
-
-class ZeroLatencyChatModel(BaseChatModel):
-    """Answer at once with a fixed reply, streamed in a few chunks, usage on the last one."""
-
-    @property
-    def _llm_type(self) -> str:
-        return "bench-zero-latency"
-
-    def _chunks(self) -> Iterator[ChatGenerationChunk]:
-        last = len(REPLY_CHUNKS) - 1
-        for i, text in enumerate(REPLY_CHUNKS):
-            usage = (
-                UsageMetadata(
-                    input_tokens=INPUT_TOKENS,
-                    output_tokens=len(REPLY_CHUNKS),
-                    total_tokens=INPUT_TOKENS + len(REPLY_CHUNKS),
-                )
-                if i == last
-                else None
-            )
-            yield ChatGenerationChunk(message=AIMessageChunk(content=text, usage_metadata=usage))
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        message = AIMessage(
-            content="".join(REPLY_CHUNKS),
-            usage_metadata=UsageMetadata(
-                input_tokens=INPUT_TOKENS,
-                output_tokens=len(REPLY_CHUNKS),
-                total_tokens=INPUT_TOKENS + len(REPLY_CHUNKS),
-            ),
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        # The default would hop to a thread pool; a zero-latency model answers in the loop.
-        return self._generate(messages, stop, **kwargs)
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        for chunk in self._chunks():
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        for chunk in self._chunks():
-            if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-
-
-def zero_latency_factory(spec: str, settings: Settings) -> BaseChatModel:
-    """Build the zero-latency model for `bench:*` specs."""
-    return ZeroLatencyChatModel()
 
 
 @dataclass(frozen=True)
@@ -148,21 +62,15 @@ class Timings:
 
     samples: list[float]
 
-    def quantile(self, q: int) -> float:
-        """Return the q-th percentile (inclusive method, interpolated)."""
-        if len(self.samples) == 1:
-            return self.samples[0]
-        return statistics.quantiles(self.samples, n=100, method="inclusive")[q - 1]
-
     @property
     def p50(self) -> float:
         """Median run time."""
-        return self.quantile(50)
+        return quantile(self.samples, 50)
 
     @property
     def p95(self) -> float:
         """95th-percentile run time."""
-        return self.quantile(95)
+        return quantile(self.samples, 95)
 
 
 async def run_once(graph: AgentGraph, context: Context) -> tuple[float, str, RunEvent]:
@@ -219,19 +127,10 @@ async def count_checkpoints(graph: AgentGraph, thread_id: str) -> tuple[int, int
     return max(steps) + 1, len(steps)
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run the warm-up and the measured runs on both savers and return the figures."""
-    register_chat_model("bench", zero_latency_factory)
-    settings = get_settings()
-    if args.data_dir is not None:
-        settings = settings.model_copy(update={"data_dir": args.data_dir})
+    register_zero_model()
+    settings = settings_for(args)
     context = Context(model=MODEL_SPEC, approval="never", mode="plan")
     memory_graph = compile_graph(
         InMemorySaver(),
@@ -308,8 +207,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "meets_ratio_target": ratio_p50 <= TARGET_RATIO,
         "meets_p50_target": postgres.p50 < TARGET_P50_MS,
         "python": platform.python_version(),
-        "langgraph": _version("langgraph"),
-        "langgraph_checkpoint_postgres": _version("langgraph-checkpoint-postgres"),
+        "langgraph": version("langgraph"),
+        "langgraph_checkpoint_postgres": version("langgraph-checkpoint-postgres"),
     }
 
 
@@ -344,25 +243,6 @@ def render_table(figures: dict[str, Any], out: TextIO) -> None:
     out.write("\n".join(lines) + "\n")
 
 
-@contextmanager
-def stdout_to_stderr() -> Iterator[TextIO]:
-    """Send everything written to fd 1 (child processes included) to stderr meanwhile.
-
-    Yields the real stdout, so that `--json` prints exactly one object on it.
-    """
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        with os.fdopen(os.dup(saved), "w") as real_stdout:
-            yield real_stdout
-            real_stdout.flush()
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(
@@ -372,28 +252,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=200, help="measured runs per saver")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured runs per saver first")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.add_argument(
-        "--database-url",
-        default=None,
-        help="Postgres (URL or conninfo) to use instead of DATABASE_URL or the embedded cluster",
-    )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="data directory for the embedded cluster (default: AGENTGRAPH_DATA_DIR or the "
-        "user data dir)",
-    )
+    add_database_options(parser)
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     if args.warmup < 0:
         parser.error("--warmup must not be negative")
-    if args.database_url:
-        try:
-            psycopg.conninfo.conninfo_to_dict(args.database_url)
-        except psycopg.ProgrammingError:
-            parser.error("--database-url must be a postgresql:// URL or a libpq conninfo string")
+    check_database_options(parser, args)
     return args
 
 

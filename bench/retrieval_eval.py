@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if not __package__:  # run as a script: import from the repository, not from bench/
+    sys.path[0] = str(REPO)
 
-from app.errors import AgentGraphError  # noqa: E402
-from app.settings import Settings, get_settings  # noqa: E402
-from retrievers.fusion import RRF_K  # noqa: E402
-from retrievers.metrics import evaluate  # noqa: E402
-from retrievers.search import SearchMode  # noqa: E402
+from app.errors import AgentGraphError
+from app.settings import Settings, get_settings
+from retrievers.fusion import RRF_K
+from retrievers.metrics import evaluate
+from retrievers.search import SearchMode
 
 logger = logging.getLogger("bench.retrieval_eval")
 

@@ -3,23 +3,21 @@ local model, and the `agentgraph` CLI run as separate processes."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import psycopg
 import pytest
 
 from app.pg import resolve_database_url
 from app.settings import Settings
+from bench.common import free_port, wait_ready
 from graphs.service import Agent, open_agent
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,37 +144,6 @@ def scripted_cli(data_dir: Path, embedded_url: str) -> Cli:
     return Cli(data_dir, embedded_url, module="tests.integration.scripted_agentgraph")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_ready(
-    proc: "subprocess.Popen[Any]",
-    ready_url: str,
-    *,
-    timeout: float,
-    name: str,
-    output: Callable[[], str],
-) -> None:
-    """Wait until `ready_url` answers 200. Fail with `output()` (the process's output, or
-    where to find it) when the process exits, or is not ready in `timeout` s (then killed)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(ready_url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, f"{name} exited; {output()}"
-        if time.monotonic() >= deadline:
-            proc.kill()
-            raise AssertionError(f"{name} did not start; {output()}")
-        time.sleep(0.2)
-
-
 @contextmanager
 def serving(
     command: list[str],
@@ -195,7 +162,11 @@ def serving(
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_ready(
-                proc, ready_url, timeout=timeout, name=command[2], output=lambda: f"see {log_path}"
+                proc,
+                ready_url,
+                timeout_s=timeout,
+                name=command[2],
+                output=lambda: f"see {log_path}",
             )
             yield
         finally:
@@ -209,7 +180,7 @@ def openai_compatible_server(data_dir: Path) -> Iterator[str]:
     (loaded without extra buffer types, as the local model is: `llama_server`)."""
     from app.local_llm import smollm2_path
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}/v1"
     command = [
         sys.executable,

@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import psutil
 
+from bench.common import free_port, wait_ready
 from tests.fakes import scripted_spec
-from tests.integration.conftest import REPO, Cli, _free_port, wait_ready
+from tests.integration.conftest import REPO, Cli
 from tests.integration.server_harness import SseEvent, open_run_stream, sse_events
 from tests.integration.startable_app import FAIL_START
 
@@ -33,7 +34,7 @@ def _serve(cli: Cli, port: int, *options: str) -> tuple["subprocess.Popen[str]",
     wait_ready(
         proc,
         f"{base}/readyz",
-        timeout=120,
+        timeout_s=120,
         name="the server",
         output=lambda: proc.communicate()[0],
     )
@@ -69,7 +70,7 @@ def _stop(proc: "subprocess.Popen[str]") -> str:
 
 
 def test_agentgraph_serve_runs_and_stops_on_sigterm(cli: Cli) -> None:
-    port = _free_port()
+    port = free_port()
     proc, base = _serve(cli, port)
     try:
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
@@ -93,7 +94,7 @@ async def test_agentgraph_serve_workers_share_the_port_and_end_streams_on_sigter
 ) -> None:
     """Two worker processes serve one port; SIGTERM to the parent ends an in-flight stream
     with the stopping `error` event, and both workers shut down cleanly."""
-    port = _free_port()
+    port = free_port()
     proc, base = _serve(cli, port, "--workers", "2")
     events: list[SseEvent] = []
     try:
@@ -116,7 +117,7 @@ async def test_agentgraph_serve_workers_share_the_port_and_end_streams_on_sigter
 
 
 def test_a_worker_that_dies_is_replaced_and_the_port_keeps_serving(cli: Cli) -> None:
-    port = _free_port()
+    port = free_port()
     proc, base = _serve(cli, port, "--workers", "2")
     try:
         first = _workers(proc.pid)
@@ -140,11 +141,11 @@ def test_a_worker_that_dies_is_replaced_and_the_port_keeps_serving(cli: Cli) -> 
 
 def test_workers_that_cannot_start_stop_the_server_with_an_error(cli: Cli) -> None:
     """A worker whose app cannot start is not started again and again: the server exits."""
-    nothing_listens = f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres"
+    nothing_listens = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
     proc = cli.start(
         "serve",
         "--port",
-        str(_free_port()),
+        str(free_port()),
         "--workers",
         "2",
         env={"DATABASE_URL": nothing_listens},
@@ -164,7 +165,7 @@ def test_workers_on_a_port_in_use_say_so(cli: Cli) -> None:
 
 
 def test_sighup_replaces_the_workers_and_the_port_never_stops_serving(cli: Cli) -> None:
-    port = _free_port()
+    port = free_port()
     proc, base = _serve(cli, port, "--workers", "2")
     failures: list[str] = []
     try:
@@ -188,7 +189,7 @@ def test_sighup_replaces_the_workers_and_the_port_never_stops_serving(cli: Cli) 
 
 
 def test_sighup_keeps_the_workers_when_new_ones_cannot_start(tmp_path: Path) -> None:
-    port, fail, log = _free_port(), tmp_path / "fail", tmp_path / "log"
+    port, fail, log = free_port(), tmp_path / "fail", tmp_path / "log"
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.startable_app", str(port), "2"],
@@ -199,7 +200,7 @@ def test_sighup_keeps_the_workers_when_new_ones_cannot_start(tmp_path: Path) -> 
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(proc, f"{base}/readyz", timeout=60, name="the server", output=log.read_text)
+        wait_ready(proc, f"{base}/readyz", timeout_s=60, name="the server", output=log.read_text)
         old = _workers(proc.pid)
         fail.touch()
         proc.send_signal(signal.SIGHUP)
@@ -220,7 +221,7 @@ def test_sighup_keeps_the_workers_when_new_ones_cannot_start(tmp_path: Path) -> 
 
 def test_a_stopped_worker_is_killed_and_replaced(cli: Cli) -> None:
     """A worker that answers nothing at all (here SIGSTOPped) fails uvicorn's health check."""
-    proc, base = _serve(cli, _free_port(), "--workers", "2", "--worker-timeout", "2")
+    proc, base = _serve(cli, free_port(), "--workers", "2", "--worker-timeout", "2")
     try:
         workers = _workers(proc.pid)
         stopped = min(workers)
@@ -244,7 +245,7 @@ def test_a_worker_whose_event_loop_is_stuck_exits_and_is_replaced(
     """A blocking call in async code holds the loop, not the thread that answers uvicorn's
     health check: the worker's watchdog ends it, and uvicorn starts another. The thread of
     the run it held is left to continue."""
-    port, log = _free_port(), tmp_path / "log"
+    port, log = free_port(), tmp_path / "log"
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", scripted_cli.module, "workers", str(port), "2", "2"],
@@ -255,7 +256,7 @@ def test_a_worker_whose_event_loop_is_stuck_exits_and_is_replaced(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(proc, f"{base}/readyz", timeout=120, name="the server", output=log.read_text)
+        wait_ready(proc, f"{base}/readyz", timeout_s=120, name="the server", output=log.read_text)
         before = _workers(proc.pid)
         stuck_model = scripted_spec(reply="Never said.", block_s=600)
         body = {"question": "What is A?", "model": stuck_model, "approval": "never"}
@@ -300,7 +301,7 @@ def test_a_worker_whose_event_loop_is_stuck_exits_and_is_replaced(
 
 
 def test_sigttin_adds_a_worker_and_sigttou_removes_one_but_never_the_last(cli: Cli) -> None:
-    port = _free_port()
+    port = free_port()
     proc, base = _serve(cli, port, "--workers", "2")
     try:
         proc.send_signal(signal.SIGTTIN)

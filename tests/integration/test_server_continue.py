@@ -14,8 +14,9 @@ import httpx
 
 from app.models import get_chat_model
 from app.settings import Settings
+from bench.common import free_port, wait_ready
 from tests.fakes import ScriptedChatModel, register_fakes, scripted_spec
-from tests.integration.conftest import Cli, _free_port, wait_ready
+from tests.integration.conftest import Cli
 from tests.integration.server_harness import (
     RunningServer,
     SseEvent,
@@ -33,7 +34,7 @@ STEPS = {"s1", "s2"}
 @contextmanager
 def scripted_server(cli: Cli, log_path: Path) -> Iterator[tuple["subprocess.Popen[str]", str]]:
     """`agentgraph serve` in a process of its own, with the scripted models registered."""
-    port = _free_port()
+    port = free_port()
     with log_path.open("w") as log:
         proc = cli.start("serve", "--host", "127.0.0.1", "--port", str(port), stdout=log)
         base = f"http://127.0.0.1:{port}"
@@ -41,7 +42,7 @@ def scripted_server(cli: Cli, log_path: Path) -> Iterator[tuple["subprocess.Pope
             wait_ready(
                 proc,
                 f"{base}/readyz",
-                timeout=90,
+                timeout_s=90,
                 name="the server",
                 output=lambda: f"see {log_path}",
             )

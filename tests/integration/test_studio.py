@@ -13,7 +13,8 @@ from langgraph.pregel.remote import RemoteGraph
 from langgraph.types import Command
 from langgraph_sdk import get_client
 
-from tests.integration.conftest import REPO, _free_port, serving
+from bench.common import free_port
+from tests.integration.conftest import REPO, serving
 
 CONTEXT = {"approval": "always", "max_output_tokens": 24}
 
@@ -23,7 +24,7 @@ def dev_server(data_dir: Path, embedded_url: str) -> Iterator[str]:
     """`langgraph dev` on a free port; its log and state live outside the repository, and
     its rag steps look for documents in this session's database."""
     workdir = Path(tempfile.mkdtemp(prefix="agentgraph-studio-"))
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
