@@ -5,9 +5,8 @@ fixed three-chunk reply with usage metadata on the last chunk.
 """
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -16,6 +15,9 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 
 from app.models import register_chat_model
 from app.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 MODEL_SPEC = "bench:zero"
 REQUEST = "What is a B-tree? What is an LSM tree?"
@@ -108,7 +110,7 @@ def register() -> None:
     register_chat_model("bench", zero_latency_factory)
 
 
-def bench_app() -> FastAPI:
+def bench_app() -> "FastAPI":
     """The served app with the zero-latency model registered (an app factory for uvicorn)."""
     from server.app import create_app
 
