@@ -164,10 +164,15 @@ def test_workers_on_a_port_in_use_say_so(cli: Cli) -> None:
     assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
 
 
-def test_sighup_replaces_the_workers_and_the_port_never_stops_serving(cli: Cli) -> None:
+def test_sighup_replaces_the_workers_and_the_port_keeps_answering(cli: Cli) -> None:
+    """Each new worker is ready before an old one stops. uvicorn closes, as a worker stops,
+    connections with no request under way, so a connection that the stopping worker took in
+    that instant may be reset before its request is read: at most one per retired worker, one
+    client connecting after another. Every other request is answered 200."""
     port = free_port()
     proc, base = _serve(cli, port, "--workers", "2")
     failures: list[str] = []
+    resets = answered = 0
     try:
         old = _workers(proc.pid)
         proc.send_signal(signal.SIGHUP)
@@ -176,14 +181,19 @@ def test_sighup_replaces_the_workers_and_the_port_never_stops_serving(cli: Cli) 
             assert time.monotonic() < deadline, (old, now)
             try:  # a new connection each time
                 answer = httpx.get(f"{base}/healthz", timeout=30)
+                answered += 1
                 if answer.status_code != 200:
                     failures.append(f"status {answer.status_code}")
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                resets += 1
             except httpx.TransportError as exc:
-                failures.append(repr(exc))
+                failures.append(repr(exc))  # refused, or timed out: the port stopped answering
         assert httpx.get(f"{base}/healthz", timeout=30).status_code == 200
     finally:
         output = _stop(proc)
     assert failures == [], failures
+    assert resets <= len(old), (resets, answered)
+    assert answered > 0
     assert proc.returncode == 0, output
     assert output.count("Application shutdown complete") == 4, output
 
