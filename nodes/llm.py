@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import ensure_config, merge_configs
 from langgraph.types import StreamWriter
 
 from app.accounting import Tokens, UsageRecord, cost_of
@@ -41,7 +43,7 @@ async def generate(
     parts: list[str] = []
     tokens = Tokens()
     kwargs: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
-    async for chunk in chat.astream(messages, **kwargs):
+    async for chunk in chat.astream(messages, model_config(node, step_id), **kwargs):
         text = chunk.text
         if text:
             parts.append(text)
@@ -62,6 +64,15 @@ async def generate(
         tokens=tokens,
         cost=cost_of(model, tokens),
         estimated=estimated,
+    )
+
+
+def model_config(node: str, step_id: str | None) -> RunnableConfig:
+    """The config of a model call: the node's own (its callbacks, so LangChain's chat-model
+    events and LangGraph's `messages` stream see the call), tagged with the node and step."""
+    tags = [f"agentgraph:node:{node}"] + ([f"agentgraph:step:{step_id}"] if step_id else [])
+    return merge_configs(
+        ensure_config(), {"tags": tags, "metadata": {"agentgraph_node": node, "step_id": step_id}}
     )
 
 

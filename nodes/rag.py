@@ -68,9 +68,14 @@ async def _answer(
         "retrieval",
         step_id=step["id"],
         collection=collection,
+        query=step["instruction"],
         chunks=len(passages),
         chunk_ids=[p.chunk_id for p in passages],
         sources=sorted({p.source for p in passages}),
+        passages=[
+            {"chunk_id": p.chunk_id, "source": p.source, "score": p.score, "text": p.text}
+            for p in passages
+        ],
     )
     deps = payload["dependencies"]
     prompt = RAG_PROMPT.format(

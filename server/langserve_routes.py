@@ -5,6 +5,8 @@ declares `thread_id` and every per-run option as configurable fields; `per_req_c
 then gives a request without a thread id a fresh one. LangServe cannot send
 `Command(resume=...)`, so the input model takes either a question or `{"resume": {...}}`.
 Runs go through the same run manager as the native API: the same thread locks and inbox.
+For `astream_events` clients the run's events are also replayed as LangChain's own
+(`server.langchain_events`: `on_chat_model_stream` per token, `on_retriever_end`).
 
 Errors: once LangServe has begun a stream, anything the runnable raises becomes an opaque
 "500 Internal Server Error" event and a traceback in the log. So the config modifier, which
@@ -33,6 +35,7 @@ from graphs.runs import RunEvent, new_thread_id
 from nodes.context import Context
 from server.deps import Services
 from server.errors import SSE_ERROR_ROUTES
+from server.langchain_events import CallbackEvents
 from server.runner import RunHandle
 from server.schemas import MAX_QUESTION_CHARS, Decision
 
@@ -143,11 +146,22 @@ class AgentRunnable(Runnable[AgentInput, RunEvent]):
                 configurable.setdefault("thread_id", new_thread_id())
                 handle = await start_run(self.app.state.services, item, configurable)
             thread_id = handle.thread_id
+            replay = (
+                CallbackEvents(run_manager, thread_id=thread_id, model=handle.model)
+                if CallbackEvents.wanted(run_manager)
+                else None
+            )
             yield {"event": "metadata", "thread_id": thread_id, "run_id": handle.run_id}
-            while (event := await handle.queue.get()) is not None:
-                if event["event"] in ("final", "error"):
-                    event = {**event, "thread_id": thread_id}
-                yield event
+            try:
+                while (event := await handle.queue.get()) is not None:
+                    if replay is not None:
+                        await replay.feed(event)
+                    if event["event"] in ("final", "error"):
+                        event = {**event, "thread_id": thread_id}
+                    yield event
+            finally:
+                if replay is not None:
+                    await replay.close()
 
 
 async def start_run(svc: Services, item: AgentInput, configurable: dict[str, Any]) -> RunHandle:

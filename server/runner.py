@@ -48,6 +48,8 @@ class RunHandle:
 
     thread_id: str
     run_id: str
+    model: str
+    """The run's chat model (its option), as the served runnable reports model calls."""
     queue: asyncio.Queue[RunEvent | None] = field(default_factory=asyncio.Queue)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
@@ -129,7 +131,9 @@ class RunManager:
         run = await claim.enter_async_context(
             claim_run(self.agent.graph, self.locks, self.settings, order)
         )
-        handle = RunHandle(thread_id=order.thread_id, run_id=uuid.uuid4().hex)
+        handle = RunHandle(
+            thread_id=order.thread_id, run_id=uuid.uuid4().hex, model=run.context.model
+        )
         self.runs[handle.run_id] = handle
         # A fresh context: the run outlives the request that started it, and must not report
         # to the request's callbacks (LangServe's stream_events would try to serialise them).

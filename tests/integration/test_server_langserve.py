@@ -104,3 +104,38 @@ async def test_batch_schemas_and_bad_input(
         assert bad.status_code == 422
         neither = await client.post("/agent/invoke", json={"input": {}})
         assert neither.status_code == 422
+
+
+async def test_astream_events_carries_the_standard_chat_model_events(
+    remote_agent: RemoteRunnable[Any, Any], make_model: MakeModel
+) -> None:
+    """What LangChain UIs and tutorials filter for: `on_chat_model_stream` per token, tagged
+    with the node and the step, between a start and an end per model call."""
+    spec, _ = make_model(reply="Alpha beta gamma.")
+    thread_id = f"remote-{uuid.uuid4().hex}"
+    events = [
+        e
+        async for e in remote_agent.astream_events(
+            {"question": QUESTION},
+            config=_config(thread_id, model=spec, approval="never", mode="plan"),
+            version="v2",
+        )
+    ]
+    tokens = [e for e in events if e["event"] == "on_chat_model_stream"]
+    starts = [e for e in events if e["event"] == "on_chat_model_start"]
+    ends = [e for e in events if e["event"] == "on_chat_model_end"]
+    steps = {e["metadata"]["step_id"] for e in tokens if e["metadata"]["step_id"]}
+    assert steps == {"s1", "s2"}  # one model call per step of the two-part plan
+    assert len(starts) == len(ends) >= 2
+    for step in steps:
+        mine = [e for e in tokens if e["metadata"]["step_id"] == step]
+        assert {e["metadata"]["langgraph_node"] for e in mine} == {"reasoning"}
+        assert f"agentgraph:step:{step}" in mine[0]["tags"]
+        text = "".join(e["data"]["chunk"].content for e in mine)
+        assert text == "Alpha beta gamma."
+        [end] = [e for e in ends if e["run_id"] == mine[0]["run_id"]]
+        assert end["data"]["output"].content == "Alpha beta gamma."
+    # Our own events still come, as the root runnable's stream.
+    ours = [e["data"]["chunk"]["event"] for e in events if e["event"] == "on_chain_stream"]
+    assert "delta" in ours
+    assert ours[-1] == "final"

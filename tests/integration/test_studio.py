@@ -129,3 +129,30 @@ def get_sync_thread(url: str) -> str:
 
     thread_id: str = get_sync_client(url=url).threads.create()["thread_id"]
     return thread_id
+
+
+async def test_messages_stream_carries_the_model_tokens_tagged_with_node_and_step(
+    dev_server: str,
+) -> None:
+    client = get_client(url=dev_server)
+    thread = await client.threads.create()
+    chunks: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    deltas: list[dict[str, Any]] = []
+    async for part in client.runs.stream(
+        thread["thread_id"],
+        "agent",
+        input={"request": "Name one primary colour."},
+        context={**CONTEXT, "approval": "never", "mode": "direct", "max_output_tokens": 16},
+        stream_mode=["messages-tuple", "custom"],
+    ):
+        if part.event == "messages":
+            message, metadata = part.data
+            chunks.append((message, metadata))
+        elif part.event == "custom" and part.data.get("event") == "delta":
+            deltas.append(part.data)
+    assert chunks, "no message chunk streamed"
+    assert {m["langgraph_node"] for _, m in chunks} == {"reasoning"}
+    assert {m["step_id"] for _, m in chunks} == {d["step_id"] for d in deltas}
+    assert "agentgraph:node:reasoning" in chunks[0][1]["tags"]
+    # The same tokens as our own delta events, in addition to them.
+    assert "".join(m["content"] for m, _ in chunks) == "".join(d["text"] for d in deltas)
