@@ -4,10 +4,11 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from langchain_core.documents import Document as LangChainDocument
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from app.embeddings import Embedder
@@ -76,11 +77,73 @@ async def ingest(
 
     A file that cannot be read is recorded in the report and the rest of the batch goes in.
     """
+    files, missing = discover(paths)
+
+    def items() -> Iterator[tuple[int, Document | Skipped]]:
+        for done, path in enumerate(files, 1):
+            for item in load_file(path):
+                yield done, item
+
+    report = await _ingest(
+        store,
+        embedder,
+        items(),
+        files=len(files),
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        on_progress=on_progress,
+    )
+    report.skipped[:0] = missing
+    return report
+
+
+async def ingest_documents(
+    store: Store,
+    embedder: Embedder,
+    documents: Iterable[LangChainDocument],
+    *,
+    chunk_size: int,
+    chunk_overlap: int,
+) -> IngestReport:
+    """Ingest LangChain `Document`s, as `ingest` does files: each is one source (its
+    `metadata["source"]`, else its `id`, else a hash of its text), split and embedded;
+    an unchanged source is skipped, a changed one replaced, an empty one reported."""
+
+    def items() -> Iterator[tuple[int, Document | Skipped]]:
+        for done, doc in enumerate(documents, 1):
+            yield done, from_langchain(doc)
+
+    return await _ingest(
+        store, embedder, items(), files=0, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+    )
+
+
+def from_langchain(doc: LangChainDocument) -> Document | Skipped:
+    """The source a LangChain `Document` becomes (`ingest_documents`)."""
+    text = doc.page_content
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    source = str(doc.metadata.get("source") or doc.id or f"document:{digest[:16]}")
+    if not text.strip():
+        return Skipped(source=source, reason="empty document")
+    title = str(doc.metadata.get("title") or source.rsplit("/", 1)[-1])
+    return Document(source=source, title=title, text=text, content_hash=digest)
+
+
+async def _ingest(
+    store: Store,
+    embedder: Embedder,
+    items: Iterator[tuple[int, Document | Skipped]],
+    *,
+    files: int,
+    chunk_size: int,
+    chunk_overlap: int,
+    on_progress: ProgressFn | None = None,
+) -> IngestReport:
+    """Split, embed in batches and store what `items` yields (the count of inputs done so
+    far, and a document or why one was skipped)."""
     started = time.perf_counter()
     report = IngestReport()
     splitter = make_splitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
-    files, missing = discover(paths)
-    report.skipped.extend(missing)
     known = await store.source_hashes()
     pending: list[tuple[Document, list[Chunk]]] = []
 
@@ -109,24 +172,28 @@ async def ingest(
             on_progress(report, files_done)
 
     pending_chunks = 0
-    for done, path in enumerate(files, 1):
-        for item in load_file(path):
-            if isinstance(item, Skipped):
-                logger.info("skipped %s: %s", item.source, item.reason)
-                report.skipped.append(item)
-                continue
-            if known.get(item.source) == item.content_hash:
-                report.unchanged.append(item.source)
-                continue
-            chunks = chunk_document(item, splitter)
-            pending.append((item, chunks))
-            pending_chunks += len(chunks)
-            if pending_chunks >= EMBED_BATCH:
-                await flush(done)
-                pending_chunks = 0
-        if on_progress and not pending:
+    done = 0
+    last_done = 0
+    for done, item in items:
+        if on_progress and done != last_done and last_done and not pending:
             report.seconds = time.perf_counter() - started
-            on_progress(report, done)
-    await flush(len(files))
+            on_progress(report, last_done)
+        last_done = done
+        if isinstance(item, Skipped):
+            logger.info("skipped %s: %s", item.source, item.reason)
+            report.skipped.append(item)
+            continue
+        if known.get(item.source) == item.content_hash:
+            report.unchanged.append(item.source)
+            continue
+        chunks = chunk_document(item, splitter)
+        pending.append((item, chunks))
+        pending_chunks += len(chunks)
+        if pending_chunks >= EMBED_BATCH:
+            await flush(done)
+            pending_chunks = 0
+    await flush(files or done)
     report.seconds = time.perf_counter() - started
+    if on_progress:
+        on_progress(report, files or done)
     return report
