@@ -19,13 +19,19 @@ def grounding_score(results: list[StepResult]) -> float | None:
     """Mean grounding of the steps that retrieve; None when no step retrieves.
 
     A rag step's grounding is how much of each answer sentence the chunks it cites support
-    (see `nodes.grounding`); a step without that score counts as grounded when it cites.
+    (see `nodes.grounding`); a step without that score counts as grounded when it cites. An
+    answer with flagged claims is not grounded (0), unless it was replaced by the extractive
+    answer, which quotes the passages it cites.
     """
     retrieving = [r for r in results if r["kind"] == "rag"]
     if not retrieving:
         return None
     scores = [
-        g if (g := r.get("grounding")) is not None else float(bool(r["citations"]))
+        0.0
+        if r.get("flagged_claims") and not r.get("extractive")
+        else g
+        if (g := r.get("grounding")) is not None
+        else float(bool(r["citations"]))
         for r in retrieving
     ]
     return round(sum(scores) / len(scores), 3)

@@ -14,7 +14,7 @@ from langgraph.runtime import Runtime
 from nodes.context import Context
 from nodes.documents import collection_for
 from nodes.events import emit
-from nodes.grounding import Passage, check_answer, extractive_answer, relabel
+from nodes.grounding import GROUNDED_AT, Passage, check_answer, extractive_answer, relabel
 from nodes.llm import generate, usage_record
 from nodes.prompts import (
     DEPENDENCY_BLOCK,
@@ -24,7 +24,7 @@ from nodes.prompts import (
     SYSTEM_PROMPT,
 )
 from nodes.reasoning import WorkerUpdate
-from nodes.schemas import StepResult, StepUsage
+from nodes.schemas import FlaggedClaim, StepResult, StepUsage
 from nodes.state import Node, WorkerInput
 from retrievers.service import Library, search
 
@@ -98,15 +98,22 @@ async def _answer(
             max_tokens=context.max_output_tokens,
         )
     text = generation.text if generation else ""
-    checked = check_answer(text, passages)
+    checked = check_answer(text, passages, question=step["instruction"])
+    flagged = [
+        FlaggedClaim(sentence=c.sentence, reason=c.flag, support=c.support, cited=c.cited)
+        for c in checked.flagged
+        if c.flag is not None
+    ]
     extractive = False
     if checked.grounded:
         output = relabel(text, passages)
     elif passages:
         why = (
-            f"grounding {checked.grounding:.2f}"
-            if checked.citations
-            else "no citation of a retrieved passage"
+            "no citation of a retrieved passage"
+            if not checked.citations
+            else f"grounding {checked.grounding:.2f}"
+            if checked.grounding < GROUNDED_AT
+            else f"{len(flagged)} claim(s) not backed by the passage cited"
         )
         extract = extractive_answer(step["instruction"], passages)
         checked = check_answer(extract, passages)
@@ -123,6 +130,7 @@ async def _answer(
         dropped=dropped,
         grounding=checked.grounding,
         extractive=extractive,
+        flagged=flagged,
     )
     record = usage_record(
         "rag",
@@ -148,6 +156,7 @@ async def _answer(
         grounding=checked.grounding,
         dropped_citations=dropped,
         extractive=extractive,
+        flagged_claims=flagged,
     )
     emit(writer, "step_result", result=result)
     return WorkerUpdate(results={step["id"]: result}, usage=[record])

@@ -64,6 +64,16 @@ class StepUsage(TypedDict):
     cost: float
 
 
+class FlaggedClaim(TypedDict):
+    """A sentence of a rag answer that its citations do not back (`nodes.grounding`)."""
+
+    sentence: str
+    reason: Literal["uncited", "unsupported"]
+    support: float
+    """Share of the sentence's key terms found in the chunks it cites."""
+    cited: list[str]
+
+
 class StepResult(TypedDict):
     """What a worker returns for a step, success or not."""
 
@@ -82,6 +92,9 @@ class StepResult(TypedDict):
     """rag steps: citations the model wrote that named no retrieved chunk (dropped)."""
     extractive: NotRequired[bool]
     """rag steps: the answer was built from retrieved sentences, the model's being ungrounded."""
+    flagged_claims: NotRequired[list[FlaggedClaim]]
+    """rag steps: the sentences of the model's answer that cite nothing retrieved, or whose
+    key terms the chunks they cite lack; with any, the answer is not grounded."""
 
 
 class Critique(TypedDict):

@@ -82,3 +82,35 @@ def test_a_named_collection_turns_steps_into_rag_steps() -> None:
     assert Context(collection="notes").collection == "notes"
     with pytest.raises(ConfigError, match="collection"):
         Context(collection="Bad Name")
+
+
+def test_a_sentence_without_a_citation_of_its_own_is_an_uncited_claim() -> None:
+    checked = check_answer("Pandas eat bamboo [1]. They also love honey.", PASSAGES)
+    assert [c.flag for c in checked.claims] == [None, "uncited"]
+    assert checked.flagged[0].sentence == "They also love honey."
+    assert checked.grounding >= 0.5  # the old score alone would have called it grounded
+    assert not checked.grounded
+
+
+def test_a_claim_citing_a_passage_without_its_key_terms_is_unsupported() -> None:
+    # The question's own words prove nothing: only "bamboo" is the answer's to back.
+    wrong = check_answer("Pandas eat bamboo [2].", PASSAGES, question="What do pandas eat?")
+    [claim] = wrong.claims
+    assert (claim.flag, claim.support, claim.cited) == ("unsupported", 0.0, ["def-0"])
+    assert not wrong.grounded
+    right = check_answer("Pandas eat bamboo [1].", PASSAGES, question="What do pandas eat?")
+    assert right.claims[0].flag is None
+    assert right.grounded
+    # Stems match: "eating" and "eat", "Chinese" is no "China".
+    assert check_answer("Pandas are eating bamboo [1].", PASSAGES).claims[0].support == 1.0
+    assert check_answer("Pandas are Chinese [1].", PASSAGES).claims[0].support < 1.0
+
+
+def test_the_critic_counts_an_answer_with_flagged_claims_as_not_grounded() -> None:
+    flagged = _rag_result(0.9)
+    flagged["flagged_claims"] = [
+        {"sentence": "x", "reason": "unsupported", "support": 0.0, "cited": ["a"]}
+    ]
+    assert grounding_score([flagged]) == 0.0
+    flagged["extractive"] = True  # replaced by quotes of the passages: grounded as scored
+    assert grounding_score([flagged]) == 0.9
