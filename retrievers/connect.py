@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from app.errors import DatabaseError
 from app.pg import redact
 from retrievers.names import validate_collection
-from retrievers.schema import check_collection, create_collection
+from retrievers.schema import check_collection, create_collection, ensure_terms
 from retrievers.store import Store
 
 
@@ -29,7 +29,8 @@ async def open_store(
 ) -> AsyncIterator[Store]:
     """Open a collection, creating it (and the store's tables) when `create` is set.
 
-    Opening without `create` only reads: it changes nothing in the database. With `pool`
+    Opening without `create` changes nothing in the database, but that a collection made
+    before term statistics existed gets them (`retrievers.schema.ensure_terms`). With `pool`
     (an open pool on `url`, autocommit with dict rows) the store borrows one of its
     connections instead of opening its own.
 
@@ -45,6 +46,7 @@ async def open_store(
                 await create_collection(conn, collection, embedding_model=embedding_model, dim=dim)
             else:
                 await check_collection(conn, collection, embedding_model=embedding_model, dim=dim)
+            await ensure_terms(conn, collection)
         except (psycopg.errors.FeatureNotSupported, psycopg.errors.UndefinedFile) as exc:
             raise DatabaseError(
                 f"Postgres at {redact(url)} has no pgvector extension ({exc}); use the "

@@ -4,6 +4,13 @@ Each collection's table holds the chunk text, its embedding (`vector(dim)`, HNSW
 and a generated `tsvector` (GIN index). `rag_collections` records the embedding model and
 dimension a collection was built with; `rag_sources` records each source's content hash, which
 decides whether a re-ingest has anything to do.
+
+Each collection also keeps its term statistics (`rag_terms_<name>`): for every lexeme of its
+`tsvector`s, the number of chunks holding it, and under the empty term the number of chunks.
+The writes keep them current in the transaction that changes the chunks
+(`retrievers.sources`), so a full-text search reads each query term's document frequency
+from one indexed row instead of counting the chunks that hold it at every query. A
+collection made before the table existed gets it, filled from its chunks, when it is opened.
 """
 
 from collections.abc import Sequence
@@ -40,6 +47,41 @@ CREATE TABLE IF NOT EXISTS rag_sources (
 def chunk_table(collection: str) -> sql.Identifier:
     """Return the name of the table holding a collection's chunks."""
     return sql.Identifier(f"rag_chunks_{collection}")
+
+
+def terms_table(collection: str) -> sql.Identifier:
+    """Return the name of the table holding a collection's term statistics."""
+    return sql.Identifier(f"rag_terms_{collection}")
+
+
+async def ensure_terms(conn: psycopg.AsyncConnection[dict[str, Any]], collection: str) -> None:
+    """Create and fill the collection's term statistics if it has none yet (one process at a
+    time; the others wait, then find the table)."""
+    cursor = await conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL AS ok", (f"rag_terms_{collection}",)
+    )
+    row = await cursor.fetchone()
+    if row and row["ok"]:
+        return
+    chunks, terms = chunk_table(collection), terms_table(collection)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+        await conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {s} (term text PRIMARY KEY, df integer NOT NULL)"
+            ).format(s=terms)
+        )
+        cursor = await conn.execute(sql.SQL("SELECT count(*) AS n FROM {s}").format(s=terms))
+        filled = await cursor.fetchone()
+        if filled and filled["n"]:
+            return  # another process filled it while this one waited for the lock
+        await conn.execute(
+            sql.SQL(
+                "INSERT INTO {s} (term, df) SELECT word, count(*) FROM {t},"
+                " unnest(tsvector_to_array(tsv)) AS word GROUP BY word"
+                " UNION ALL SELECT '', count(*) FROM {t}"
+            ).format(s=terms, t=chunks)
+        )
 
 
 def vector_literal(values: Sequence[float]) -> str:
@@ -125,6 +167,11 @@ async def create_collection(
                 sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (source)").format(
                     i=sql.Identifier(f"rag_{collection}_source"), t=table
                 )
+            )
+            await conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {s} (term text PRIMARY KEY, df integer NOT NULL)"
+                ).format(s=terms_table(collection))
             )
 
 

@@ -11,7 +11,7 @@ from psycopg import sql
 
 from app.errors import RetrievalError
 from retrievers.fusion import RRF_K, rrf
-from retrievers.schema import chunk_table, vector_literal
+from retrievers.schema import chunk_table, terms_table, vector_literal
 
 SearchMode = Literal["dense", "fulltext", "hybrid"]
 
@@ -64,11 +64,14 @@ async def search(
     if mode == "dense":
         return await dense(conn, collection, await _ready(vector), limit=k, source=source)
     depth = max(k, candidates or 50)
-    full = await fulltext(conn, collection, text, limit=depth, source=source)
-    near = await dense(conn, collection, await _ready(vector), limit=depth, source=source)
-    by_id = {h.chunk_id: h for h in [*full, *near]}
-    fused = rrf([[h.chunk_id for h in near], [h.chunk_id for h in full]], k=rrf_k)
-    return [_rescore(by_id[i], score) for i, score in fused[:k]]
+    # Both lists as ids only; the text is fetched for the fused best `k` alone.
+    full = await _fulltext_rows(conn, collection, text, limit=depth, source=source, text_too=False)
+    near = await _dense_rows(
+        conn, collection, await _ready(vector), limit=depth, source=source, text_too=False
+    )
+    fused = rrf([[r["id"] for r in near], [r["id"] for r in full]], k=rrf_k)[:k]
+    rows = await _rows(conn, collection, [i for i, _ in fused])
+    return [_hit({**rows[i], "score": score}) for i, score in fused if i in rows]
 
 
 async def dense(
@@ -80,13 +83,26 @@ async def dense(
     source: str | None = None,
 ) -> list[Hit]:
     """Return the nearest chunks by cosine similarity (HNSW)."""
+    rows = await _dense_rows(conn, collection, vector, limit=limit, source=source, text_too=True)
+    hits = [_hit(r) for r in rows]
+    return sorted(hits, key=lambda h: -h.score)
+
+
+async def _dense_rows(
+    conn: psycopg.AsyncConnection[dict[str, Any]],
+    collection: str,
+    vector: Sequence[float],
+    *,
+    limit: int,
+    source: str | None,
+    text_too: bool,
+) -> list[dict[str, Any]]:
     where, params = _filter(source)
     literal = vector_literal(vector)
     query = sql.SQL(
-        "SELECT c.id, c.source, c.title, c.position, c.content,"
-        " 1 - (c.embedding <=> %s::vector) AS score FROM {t} c WHERE {w}"
+        "SELECT c.id, {cols} 1 - (c.embedding <=> %s::vector) AS score FROM {t} c WHERE {w}"
         " ORDER BY c.embedding <=> %s::vector LIMIT %s"
-    ).format(t=chunk_table(collection), w=where)
+    ).format(cols=_text_columns(text_too), t=chunk_table(collection), w=where)
     async with conn.transaction():
         # ef_search bounds how many candidates HNSW can return; iterative scans keep a
         # filtered search from coming back short.
@@ -96,9 +112,7 @@ async def dense(
         if source is not None:
             await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         cursor = await conn.execute(query, [literal, *params, literal, limit])
-        rows = await cursor.fetchall()
-    hits = [_hit(r) for r in rows]
-    return sorted(hits, key=lambda h: -h.score)
+        return await cursor.fetchall()
 
 
 async def fulltext(
@@ -114,25 +128,64 @@ async def fulltext(
     Postgres' own `ts_rank` has no inverse document frequency; weighting each matched
     lexeme by its IDF is what makes full-text ranking competitive with BM25.
     """
+    rows = await _fulltext_rows(conn, collection, text, limit=limit, source=source, text_too=True)
+    return [_hit(r) for r in rows]
+
+
+async def _fulltext_rows(
+    conn: psycopg.AsyncConnection[dict[str, Any]],
+    collection: str,
+    text: str,
+    *,
+    limit: int,
+    source: str | None,
+    text_too: bool,
+) -> list[dict[str, Any]]:
     where, params = _filter(source)
+    # Each term's document frequency, and the number of chunks under the empty term, come
+    # from the collection's term statistics (`retrievers.schema`): one indexed row each.
     # Rank ids by summed IDF first (narrow rows), then fetch and tie-break only the best:
     # ts_rank over every matching row costs more than the whole rest of the query.
     query = sql.SQL(
-        "WITH terms AS (SELECT DISTINCT quote_literal(word)::tsquery AS tq"
+        "WITH terms AS (SELECT DISTINCT word"
         "  FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS word),"
-        " total AS (SELECT count(*)::float8 AS n FROM {t}),"
-        " weighted AS (SELECT terms.tq, ln(1 + (total.n - d.df + 0.5) / (d.df + 0.5)) AS idf"
-        "  FROM terms, total,"
-        "  LATERAL (SELECT count(*)::float8 AS df FROM {t} x WHERE x.tsv @@ terms.tq) d),"
+        " total AS (SELECT df::float8 AS n FROM {s} WHERE term = ''),"
+        " weighted AS (SELECT quote_literal(terms.word)::tsquery AS tq,"
+        "  ln(1 + (total.n - d.df + 0.5) / (d.df + 0.5)) AS idf"
+        "  FROM terms JOIN {s} d ON d.term = terms.word CROSS JOIN total WHERE d.df > 0),"
         " top AS (SELECT c.id, sum(w.idf) AS s FROM {t} c JOIN weighted w ON c.tsv @@ w.tq"
         "  WHERE {w} GROUP BY c.id ORDER BY s DESC, c.id LIMIT %s)"
-        " SELECT c.id, c.source, c.title, c.position, c.content,"
-        "  top.s + ts_rank(c.tsv, (SELECT string_agg(tq::text, ' | ')::tsquery FROM terms), 1)"
+        " SELECT c.id, {cols}"
+        "  top.s + ts_rank(c.tsv, (SELECT string_agg(tq::text, ' | ')::tsquery FROM weighted), 1)"
         "  AS score"
         " FROM top JOIN {t} c USING (id) ORDER BY score DESC, c.id LIMIT %s"
-    ).format(t=chunk_table(collection), w=where)
+    ).format(
+        t=chunk_table(collection),
+        s=terms_table(collection),
+        w=where,
+        cols=_text_columns(text_too),
+    )
     cursor = await conn.execute(query, [text, *params, 2 * limit, limit])
-    return [_hit(r) for r in await cursor.fetchall()]
+    return await cursor.fetchall()
+
+
+def _text_columns(wanted: bool) -> sql.Composable:
+    return sql.SQL("c.source, c.title, c.position, c.content," if wanted else "")
+
+
+async def _rows(
+    conn: psycopg.AsyncConnection[dict[str, Any]], collection: str, ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The chunks with these ids, by id."""
+    if not ids:
+        return {}
+    cursor = await conn.execute(
+        sql.SQL(
+            "SELECT c.id, c.source, c.title, c.position, c.content FROM {t} c WHERE c.id = ANY(%s)"
+        ).format(t=chunk_table(collection)),
+        (ids,),
+    )
+    return {r["id"]: r for r in await cursor.fetchall()}
 
 
 async def mentions(
@@ -174,7 +227,3 @@ def _hit(row: dict[str, Any]) -> Hit:
         content=row["content"],
         score=float(row["score"]),
     )
-
-
-def _rescore(hit: Hit, score: float) -> Hit:
-    return Hit(hit.chunk_id, hit.source, hit.title, hit.position, hit.content, score)

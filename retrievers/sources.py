@@ -9,7 +9,31 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from retrievers.schema import chunk_table, vector_literal
+from retrievers.schema import chunk_table, terms_table, vector_literal
+
+_COUNT_TERMS = (
+    "INSERT INTO {s} (term, df)"
+    " SELECT term, %s * n FROM ("
+    "  SELECT word AS term, count(*) AS n FROM {t}, unnest(tsvector_to_array(tsv)) AS word"
+    "  WHERE source = ANY(%s) GROUP BY word"
+    "  UNION ALL SELECT '', count(*) FROM {t} WHERE source = ANY(%s)) AS counted"
+    " WHERE n > 0 ORDER BY term"
+    " ON CONFLICT (term) DO UPDATE SET df = {s}.df + EXCLUDED.df"
+)
+"""Add (sign 1) or take away (sign -1) the terms of the sources' chunks, and their number
+under the empty term. In term order, so that concurrent writers lock rows in one order."""
+
+
+async def _count_terms(
+    conn: psycopg.AsyncConnection[dict[str, Any]],
+    collection: str,
+    sources: Sequence[str],
+    sign: int,
+) -> None:
+    await conn.execute(
+        sql.SQL(_COUNT_TERMS).format(s=terms_table(collection), t=chunk_table(collection)),
+        (sign, list(sources), list(sources)),
+    )
 
 
 @dataclass(frozen=True)
@@ -47,6 +71,7 @@ async def replace_source(
     """Replace a source's chunks with new ones, in one transaction."""
     table = chunk_table(collection)
     async with conn.transaction():
+        await _count_terms(conn, collection, [source], -1)
         await conn.execute(sql.SQL("DELETE FROM {t} WHERE source = %s").format(t=table), (source,))
         async with conn.cursor() as cursor:
             await cursor.executemany(
@@ -59,6 +84,7 @@ async def replace_source(
                     for c, v in zip(chunks, vectors, strict=True)
                 ],
             )
+        await _count_terms(conn, collection, [source], 1)
         await conn.execute(
             "INSERT INTO rag_sources (collection, source, content_hash, title, chunks)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (collection, source) DO UPDATE SET"
@@ -84,6 +110,7 @@ async def delete_sources(
         )
         gone = [row["source"] for row in await cursor.fetchall()]
         if gone:
+            await _count_terms(conn, collection, gone, -1)
             await conn.execute(
                 sql.SQL("DELETE FROM {t} WHERE source = ANY(%s)").format(t=chunk_table(collection)),
                 (gone,),

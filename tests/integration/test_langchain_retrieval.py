@@ -2,7 +2,11 @@
 embedding model: `CollectionStore` (a `VectorStore`) and `as_retriever` (a `BaseRetriever`),
 in a LangChain chain, sync and async."""
 
+import contextlib
+import io
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_core.documents import Document
@@ -11,9 +15,10 @@ from langchain_core.runnables import RunnableLambda
 from langchain_core.vectorstores import VectorStore
 
 from app.errors import RetrievalError
-from app.settings import Settings
+from app.settings import Settings, get_settings
 from retrievers import CollectionStore, as_retriever
 from retrievers.service import Library, open_collection, search
+from tests.integration.conftest import REPO
 
 DOCUMENTS = [
     Document(
@@ -104,3 +109,24 @@ async def test_bad_input_is_refused_with_a_clear_error(library: Library, collect
         await store.aadd_documents([Document(page_content="   ", metadata={"source": "blank"})])
     with pytest.raises(RetrievalError, match=r"no collection .*: ingest documents into it first"):
         await as_retriever(f"missing_{uuid.uuid4().hex[:8]}", library=library).ainvoke("x")
+
+
+async def test_the_readme_example_runs(
+    embedded_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's LangChain example, as written, on this session's database."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- retriever-example -->")[1].split("<!-- /retriever-example -->")[0]
+    code = block.split("```python")[1].split("```")[0]
+    monkeypatch.setenv("DATABASE_URL", embedded_url)
+    monkeypatch.setenv("AGENTGRAPH_DATA_DIR", str(data_dir))
+    get_settings.cache_clear()
+    try:
+        body = "".join(f"    {line}\n" for line in code.splitlines())
+        namespace: dict[str, Any] = {}
+        exec(f"async def example():\n{body}", namespace)  # the README's own lines
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            await namespace["example"]()
+    finally:
+        get_settings.cache_clear()
+    assert printed.getvalue().startswith("Staff get 25 days of leave. hr/leave ")

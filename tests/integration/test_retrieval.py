@@ -180,3 +180,48 @@ async def test_a_pdf_is_read_split_and_found_with_its_title(
     assert hits[0].source == str(pdf)
     assert hits[0].title == "Sea otters"
     assert "crack shellfish open with stones" in hits[0].content
+
+
+async def _terms_are_current(url: str, collection: str) -> None:
+    """The collection's term statistics equal what its chunks hold now."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        kept = dict(
+            await (
+                await conn.execute(f'SELECT term, df FROM "rag_terms_{collection}" WHERE df > 0')
+            ).fetchall()
+        )
+        counted = dict(
+            await (
+                await conn.execute(
+                    f'SELECT word, count(*)::int FROM "rag_chunks_{collection}",'
+                    " unnest(tsvector_to_array(tsv)) AS word GROUP BY word"
+                    f" UNION ALL SELECT '', count(*)::int FROM \"rag_chunks_{collection}\""
+                )
+            ).fetchall()
+        )
+    assert kept == {k: v for k, v in counted.items() if v}
+
+
+async def test_term_statistics_follow_every_write_and_are_made_for_an_older_collection(
+    settings: Settings, embedded_url: str, folder: Path, collection: str
+) -> None:
+    import psycopg
+
+    await _ingest(settings, embedded_url, collection, folder)
+    await _terms_are_current(embedded_url, collection)
+    (folder / "pandas.md").write_text("# Red pandas\n\nThe red panda sleeps in trees.\n")
+    await _ingest(settings, embedded_url, collection, folder)  # replaces one source
+    await _terms_are_current(embedded_url, collection)
+    async with open_collection(settings, collection, url=embedded_url) as (store, _):
+        assert await store.delete_sources(str(folder / "tea.html"))
+    await _terms_are_current(embedded_url, collection)
+
+    # A collection from before term statistics: they are made when it is opened.
+    async with await psycopg.AsyncConnection.connect(embedded_url, autocommit=True) as conn:
+        await conn.execute(f'DROP TABLE "rag_terms_{collection}"')
+    async with open_collection(settings, collection, url=embedded_url) as (store, embedder):
+        hits = await search(store, embedder, "red panda trees", k=1, mode="fulltext")
+    assert Path(hits[0].source).name == "pandas.md"
+    await _terms_are_current(embedded_url, collection)
