@@ -68,8 +68,9 @@ async def generate(
 
 
 def model_config(node: str, step_id: str | None) -> RunnableConfig:
-    """The config of a model call: the node's own (its callbacks, so LangChain's chat-model
-    events and LangGraph's `messages` stream see the call), tagged with the node and step."""
+    """The config of a model call (or a retrieval): the node's own (its callbacks, so
+    LangChain's events and LangGraph's `messages` stream see the call), tagged with the node
+    and step."""
     tags = [f"agentgraph:node:{node}"] + ([f"agentgraph:step:{step_id}"] if step_id else [])
     return merge_configs(
         ensure_config(), {"tags": tags, "metadata": {"agentgraph_node": node, "step_id": step_id}}

@@ -15,7 +15,7 @@ from nodes.context import Context
 from nodes.documents import collection_for
 from nodes.events import emit
 from nodes.grounding import GROUNDED_AT, Passage, check_answer, extractive_answer, relabel
-from nodes.llm import generate, usage_record
+from nodes.llm import generate, model_config, usage_record
 from nodes.prompts import (
     DEPENDENCY_BLOCK,
     EXTRACTIVE_NOTE,
@@ -26,19 +26,32 @@ from nodes.prompts import (
 from nodes.reasoning import WorkerUpdate
 from nodes.schemas import FlaggedClaim, StepResult, StepUsage
 from nodes.state import Node, WorkerInput
-from retrievers.service import Library, search
+from retrievers.interfaces import CollectionRetriever
+from retrievers.service import Library
 
 RAG_K = 4
 """Chunks shown to the model: the small local model's context holds about this many."""
 
 
-async def retrieve(library: Library, query: str, collection: str) -> list[Passage]:
-    """Run a hybrid search and label the hits [1], [2], … for the prompt."""
-    async with library.open(collection) as (store, embedder):
-        hits = await search(store, embedder, query, k=RAG_K, mode="hybrid")
+async def retrieve(
+    library: Library, query: str, collection: str, *, step_id: str | None = None
+) -> list[Passage]:
+    """Run a hybrid search and label the hits [1], [2], … for the prompt.
+
+    The search runs as a LangChain retriever on the node's config, so LangChain's retriever
+    events (`on_retriever_end`, with the documents) report it, tagged with the step.
+    """
+    retriever = CollectionRetriever(collection=collection, library=library, k=RAG_K)
+    docs = await retriever.ainvoke(query, model_config("rag", step_id))
     return [
-        Passage(label=str(i), chunk_id=h.chunk_id, source=h.source, score=h.score, text=h.content)
-        for i, h in enumerate(hits, 1)
+        Passage(
+            label=str(i),
+            chunk_id=d.metadata["chunk_id"],
+            source=d.metadata["source"],
+            score=d.metadata["score"],
+            text=d.page_content,
+        )
+        for i, d in enumerate(docs, 1)
     ]
 
 
@@ -62,7 +75,7 @@ async def _answer(
     context = runtime.context
     collection = await collection_for(step["instruction"], context, library)
     writer = runtime.stream_writer
-    passages = await retrieve(library, step["instruction"], collection)
+    passages = await retrieve(library, step["instruction"], collection, step_id=step["id"])
     emit(
         writer,
         "retrieval",

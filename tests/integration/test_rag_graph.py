@@ -163,3 +163,40 @@ async def test_an_unreachable_store_fails_the_step_clearly_and_the_run_ends_clea
     assert view["status"] == "failed"
     assert view["report"]["verdict"] == "give_up"
     assert view["next"] == []
+
+
+async def test_astream_events_in_process_reports_the_retrieval_and_the_tokens(
+    agent: Agent, settings: Settings, embedded_url: str, tmp_path: Path, thread_id: str
+) -> None:
+    """What a notebook's `graph.astream_events` shows of a rag step: LangChain's retriever
+    events with the documents, and the model's tokens, both tagged with the step."""
+    (tmp_path / "pandas.md").write_text(DOCS["pandas.md"])
+    collection = f"rag_{uuid.uuid4().hex[:10]}"
+    async with open_collection(settings, collection, create=True, url=embedded_url) as (
+        store,
+        embedder,
+    ):
+        await ingest(store, embedder, [tmp_path], chunk_size=500, chunk_overlap=50)
+    context = Context(
+        model="local", approval="never", collection=collection, max_output_tokens=24, mode="direct"
+    )
+    events = [
+        e
+        async for e in agent.graph.astream_events(
+            {"request": "What do giant pandas eat?"},
+            {"configurable": {"thread_id": thread_id}},
+            context=context,
+            version="v2",
+        )
+    ]
+    [retrieved] = [e for e in events if e["event"] == "on_retriever_end"]
+    documents = retrieved["data"]["output"]
+    assert documents
+    assert documents[0].metadata["source"] == str(tmp_path / "pandas.md")
+    assert "bamboo" in documents[0].page_content
+    assert retrieved["metadata"]["step_id"] == "answer"
+    assert "agentgraph:step:answer" in retrieved["tags"]
+    tokens = [e for e in events if e["event"] == "on_chat_model_stream"]
+    assert tokens
+    assert {e["metadata"]["langgraph_node"] for e in tokens} == {"rag"}
+    assert {e["metadata"]["step_id"] for e in tokens} == {"answer"}
