@@ -29,7 +29,7 @@ if not __package__:  # run as a script: import from the repository, not from ben
 
 from app.errors import AgentGraphError
 from app.settings import Settings, get_settings
-from retrievers.fusion import RRF_K
+from retrievers.fusion import HYBRID_CANDIDATES
 from retrievers.metrics import evaluate
 from retrievers.search import SearchMode
 
@@ -86,7 +86,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "candidates": args.candidates,
-        "rrf_k": args.rrf_k,
+        "fusion": "convex" if args.rrf_k is None else f"rrf-{args.rrf_k}",
         "embeddings": settings.embeddings,
     }
     stats_file = settings.data_dir / f"bench-ingest-{args.collection}.json"
@@ -223,8 +223,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--collection", default="scifact", help="collection to (re)use")
     parser.add_argument("--chunk-size", type=int, default=None, help="characters a chunk")
     parser.add_argument("--chunk-overlap", type=int, default=None, help="characters shared")
-    parser.add_argument("--candidates", type=int, default=100, help="hybrid depth per list")
-    parser.add_argument("--rrf-k", type=int, default=RRF_K, help="RRF constant")
+    parser.add_argument(
+        "--candidates", type=int, default=HYBRID_CANDIDATES, help="hybrid depth per list"
+    )
+    parser.add_argument(
+        "--rrf-k",
+        type=int,
+        default=None,
+        help="fuse hybrid by RRF with this constant (default: the convex combination)",
+    )
     parser.add_argument(
         "--depth-factor", type=int, default=2, help="chunks fetched per ranked document"
     )

@@ -1,5 +1,5 @@
 """Searching a collection: dense (HNSW), full text weighted by IDF, and hybrid, which fuses
-the two by reciprocal rank; plus `mentions`, the cheap check for any shared word.
+the two (`retrievers.fusion`); plus `mentions`, the cheap check for any shared word.
 """
 
 from collections.abc import Awaitable, Sequence
@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from app.errors import RetrievalError
-from retrievers.fusion import RRF_K, rrf
+from retrievers.fusion import HYBRID_CANDIDATES, hybrid_fusion, rrf
 from retrievers.schema import chunk_table, terms_table, vector_literal
 
 SearchMode = Literal["dense", "fulltext", "hybrid"]
@@ -38,9 +38,10 @@ async def search(
     mode: SearchMode = "hybrid",
     source: str | None = None,
     candidates: int | None = None,
-    rrf_k: int = RRF_K,
+    rrf_k: int | None = None,
 ) -> list[Hit]:
-    """Return the best `k` chunks; hybrid fuses dense and full-text candidates by RRF.
+    """Return the best `k` chunks; hybrid fuses dense and full-text candidates
+    (`retrievers.fusion.convex`, or reciprocal rank fusion when `rrf_k` is given).
 
     Args:
         conn: An autocommit connection with dict rows.
@@ -51,8 +52,8 @@ async def search(
         k: How many chunks to return.
         mode: dense, fulltext or hybrid.
         source: Only chunks of this source, or of sources under it.
-        candidates: How many of each list hybrid fuses (default: max(k, 50)).
-        rrf_k: The RRF constant.
+        candidates: How many of each list hybrid fuses (default: max(k, HYBRID_CANDIDATES)).
+        rrf_k: Fuse by RRF with this constant instead of the convex combination.
 
     Raises:
         RetrievalError: a dense or hybrid search without a query embedding.
@@ -63,13 +64,19 @@ async def search(
         raise RetrievalError(f"{mode} search needs a query embedding")
     if mode == "dense":
         return await dense(conn, collection, await _ready(vector), limit=k, source=source)
-    depth = max(k, candidates or 50)
+    depth = max(k, candidates or HYBRID_CANDIDATES)
     # Both lists as ids only; the text is fetched for the fused best `k` alone.
     full = await _fulltext_rows(conn, collection, text, limit=depth, source=source, text_too=False)
     near = await _dense_rows(
         conn, collection, await _ready(vector), limit=depth, source=source, text_too=False
     )
-    fused = rrf([[r["id"] for r in near], [r["id"] for r in full]], k=rrf_k)[:k]
+    ranks = [[r["id"] for r in near], [r["id"] for r in full]]
+    if rrf_k is None:
+        sources = [[r["source"] for r in rows] for rows in (near, full)]
+        scored = [[(r["id"], float(r["score"])) for r in rows] for rows in (near, full)]
+        fused = hybrid_fusion(ranks, sources, scored)[:k]
+    else:
+        fused = rrf(ranks, k=rrf_k)[:k]
     rows = await _rows(conn, collection, [i for i, _ in fused])
     return [_hit({**rows[i], "score": score}) for i, score in fused if i in rows]
 
@@ -170,7 +177,7 @@ async def _fulltext_rows(
 
 
 def _text_columns(wanted: bool) -> sql.Composable:
-    return sql.SQL("c.source, c.title, c.position, c.content," if wanted else "")
+    return sql.SQL("c.source, c.title, c.position, c.content," if wanted else "c.source,")
 
 
 async def _rows(

@@ -12,7 +12,6 @@ from app.embeddings import Embedder, embedder_name, get_embedder
 from app.pg import resolve_database_url
 from app.settings import Settings, get_settings
 from retrievers.connect import list_collections, open_store
-from retrievers.fusion import RRF_K
 from retrievers.search import Hit, SearchMode
 from retrievers.store import Store
 
@@ -62,7 +61,7 @@ async def search(
     mode: SearchMode = "hybrid",
     source: str | None = None,
     candidates: int | None = None,
-    rrf_k: int = RRF_K,
+    rrf_k: int | None = None,
 ) -> list[Hit]:
     """Embed the query (unless full-text) and search the collection (see `Store.search`).
 

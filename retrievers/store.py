@@ -11,7 +11,6 @@ from typing import Any
 import psycopg
 
 from retrievers import search, sources
-from retrievers.fusion import RRF_K
 from retrievers.schema import chunk_table
 from retrievers.search import Hit, SearchMode
 from retrievers.sources import Chunk
@@ -80,9 +79,10 @@ class Store:
         mode: SearchMode = "hybrid",
         source: str | None = None,
         candidates: int | None = None,
-        rrf_k: int = RRF_K,
+        rrf_k: int | None = None,
     ) -> list[Hit]:
-        """Return the best `k` chunks; hybrid fuses dense and full-text candidates by RRF.
+        """Return the best `k` chunks; hybrid fuses dense and full-text candidates (see
+        `retrievers.search.search`).
 
         Args:
             text: The query text (full-text and hybrid).
@@ -91,8 +91,8 @@ class Store:
             k: How many chunks to return.
             mode: dense, fulltext or hybrid.
             source: Only chunks of this source, or of sources under it.
-            candidates: How many of each list hybrid fuses (default: max(k, 50)).
-            rrf_k: The RRF constant.
+            candidates: How many of each list hybrid fuses (default: max(k, 100)).
+            rrf_k: Fuse by RRF with this constant instead of the convex combination.
 
         Raises:
             RetrievalError: a dense or hybrid search without a query embedding.
