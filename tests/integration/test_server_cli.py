@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -89,26 +89,51 @@ def test_agentgraph_serve_runs_and_stops_on_sigterm(cli: Cli) -> None:
     assert "Application shutdown complete" in output
 
 
+@contextlib.contextmanager
+def _scripted_workers(
+    scripted_cli: Cli, log: Path, *, timeout_s: float = 60
+) -> Iterator[tuple["subprocess.Popen[bytes]", str]]:
+    """Two workers serving the app with the scripted models (`scripted_agentgraph workers`),
+    as `serve --workers 2 --worker-timeout TIMEOUT_S` runs them; output in `log`."""
+    port = free_port()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", scripted_cli.module, "workers", str(port), "2", str(timeout_s)],
+            cwd=REPO,
+            env=scripted_cli.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, f"{base}/readyz", timeout_s=120, name="the server", output=log.read_text)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
 async def test_agentgraph_serve_workers_share_the_port_and_end_streams_on_sigterm(
-    cli: Cli,
+    scripted_cli: Cli, tmp_path: Path
 ) -> None:
     """Two worker processes serve one port; SIGTERM to the parent ends an in-flight stream
     with the stopping `error` event, and both workers shut down cleanly."""
-    port = free_port()
-    proc, base = _serve(cli, port, "--workers", "2")
+    log = tmp_path / "log"
     events: list[SseEvent] = []
-    try:
+    # A run held in its model call (the gate never opens): it is surely running at SIGTERM.
+    held = scripted_spec(reply="Never said.", gate_file=str(tmp_path / "never"))
+    with _scripted_workers(scripted_cli, log) as (proc, base):
         assert len(_workers(proc.pid)) == 2
         async with httpx.AsyncClient(base_url=base, timeout=120) as client:
-            # A real local-model run, stopped while its first step writes.
-            body = {"question": "Explain how a B-tree stays balanced.", "approval": "never"}
+            body = {"question": "What is A?", "model": held, "approval": "never"}
             async with open_run_stream(client, body) as response:
                 async for event in sse_events(response):
                     events.append(event)
-                    if event.event == "delta" and proc.poll() is None:
+                    if event.event == "handoff" and event.data.get("target") == "reasoning":
                         proc.send_signal(signal.SIGTERM)
-    finally:
-        output = _stop(proc)
+        proc.wait(timeout=60)
+    output = log.read_text()
     assert events[0].event == "metadata"
     assert events[-1].event == "error", events[-1]
     assert "server is stopping" in events[-1].data["message"]
@@ -255,29 +280,18 @@ def test_a_worker_whose_event_loop_is_stuck_exits_and_is_replaced(
     """A blocking call in async code holds the loop, not the thread that answers uvicorn's
     health check: the worker's watchdog ends it, and uvicorn starts another. The thread of
     the run it held is left to continue."""
-    port, log = free_port(), tmp_path / "log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", scripted_cli.module, "workers", str(port), "2", "2"],
-            cwd=REPO,
-            env=scripted_cli.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(proc, f"{base}/readyz", timeout_s=120, name="the server", output=log.read_text)
+    log = tmp_path / "log"
+    with _scripted_workers(scripted_cli, log, timeout_s=2) as (proc, base):
         before = _workers(proc.pid)
         stuck_model = scripted_spec(reply="Never said.", block_s=600)
         body = {"question": "What is A?", "model": stuck_model, "approval": "never"}
         started: list[str] = []
 
         def run_on_the_stuck_model() -> None:
+            url = f"{base}/api/v1/agent/run.stream"
             with (
                 contextlib.suppress(httpx.TransportError),
-                httpx.stream(
-                    "POST", f"{base}/api/v1/agent/run.stream", json=body, timeout=120
-                ) as r,
+                httpx.stream("POST", url, json=body, timeout=120) as r,
             ):
                 for line in r.iter_lines():
                     if line.startswith("data:") and "thread_id" in line and not started:
@@ -302,9 +316,6 @@ def test_a_worker_whose_event_loop_is_stuck_exits_and_is_replaced(
         thread_id = json.loads(started[0].removeprefix("data:"))["thread_id"]
         thread = httpx.get(f"{base}/api/v1/threads/{thread_id}", timeout=30).json()
         assert thread["can_continue"] is True, thread
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
     text = log.read_text()
     assert proc.returncode == 0, text
     assert text.count("has been stuck") == 1, text
