@@ -78,3 +78,11 @@ class WorkerStartError(AgentGraphError):
 
 class RetrievalError(AgentGraphError):
     """The document store cannot be used as asked (unknown collection, wrong dimension)."""
+
+
+class AuthError(AgentGraphError):
+    """A request carries no usable API key (401)."""
+
+
+class ForbiddenError(AgentGraphError):
+    """The request's key lacks the scope the action needs (403)."""

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.errors import ConfigError
 
 ApprovalPolicy = Literal["never", "always", "when_required"]
+AuthMode = Literal["auto", "required", "off"]
 PlannerKind = Literal["rules", "llm"]
 
 
@@ -100,6 +101,12 @@ class Settings(BaseSettings):
         description="Seconds a server process's event loop may be stuck before the process "
         "exits so that its manager starts another; `serve --workers` sets it for its workers "
         "(default 60). Unset or 0: never.",
+    )
+    auth: AuthMode = Field(
+        default="auto",
+        description="API keys: 'required', 'off', or 'auto': off when `agentgraph serve` "
+        "listens on a loopback address only, required otherwise (and for an app served by "
+        "another ASGI server).",
     )
     db_prepared_statements: bool = Field(
         default=True,

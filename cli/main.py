@@ -17,6 +17,7 @@ from app.errors import AgentGraphError, InvalidDecisionError
 from app.settings import ApprovalPolicy, PlannerKind, Settings, get_settings
 from cli.documents import JsonOpt
 from cli.documents import register as register_document_commands
+from cli.keys import register as register_key_commands
 from cli.render import Progress, err, out, print_json, report_table, resume_command
 from cli.threads import register as register_thread_commands
 from nodes.context import Mode, Synthesis
@@ -354,6 +355,7 @@ def serve(
 
 register_document_commands(app, _run)
 register_thread_commands(app, _run)
+register_key_commands(app, _run)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ a thread that a resume would refuse. A thread waits since its latest checkpoint 
 the approval gates run alone in their step, right after it.
 """
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,12 +76,21 @@ async def _candidates(pool: AsyncConnectionPool[Any]) -> list[str]:
 
 
 async def list_pending(
-    graph: AgentGraph, pool: AsyncConnectionPool[Any], *, limit: int
+    graph: AgentGraph,
+    pool: AsyncConnectionPool[Any],
+    *,
+    limit: int,
+    visible: Callable[[list[str]], Awaitable[set[str]]] | None = None,
 ) -> list[PendingApproval]:
-    """Return up to `limit` threads waiting for a person, longest waiting first."""
+    """Return up to `limit` threads waiting for a person, longest waiting first; with
+    `visible`, only those of the candidates it lets through (a tenant's threads)."""
     now = datetime.now(UTC)
     found: list[PendingApproval] = []
-    for thread_id in await _candidates(pool):
+    candidates = await _candidates(pool)
+    if visible is not None:
+        allowed = await visible(candidates)
+        candidates = [c for c in candidates if c in allowed]
+    for thread_id in candidates:
         if len(found) >= limit:
             break
         snapshot = await graph.aget_state(thread_config(thread_id))

@@ -112,6 +112,7 @@ def _record(gate: Gate, decision: ApprovalDecision) -> ApprovalRecord:
         decision=decision["decision"],
         reason=decision["reason"],
         at=datetime.now(UTC).isoformat(timespec="seconds"),
+        by=decision.get("by"),
     )
 
 

@@ -116,6 +116,9 @@ class ApprovalDecision(TypedDict):
     decision: Decision
     reason: str | None
     plan: Plan | None
+    by: NotRequired[str | None]
+    """Who decided, as the surface that took the decision knows them (the server: the API
+    key's `tenant/key id`); set by the surface, never by the client."""
 
 
 class ApprovalRecord(TypedDict):
@@ -125,6 +128,8 @@ class ApprovalRecord(TypedDict):
     decision: Decision
     reason: str | None
     at: str
+    by: NotRequired[str | None]
+    """Who decided (see `ApprovalDecision.by`)."""
 
 
 class ApprovalRequest(TypedDict):

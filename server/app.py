@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from app.auth import Keys
 from app.embeddings import get_embedder
 from app.errors import AgentGraphError
 from app.pg import open_pool
@@ -79,8 +80,17 @@ def create_app(
                 agent.db.url, max_size=LOCK_POOL_SIZE, prepared=cfg.db_prepared_statements
             )
             runs = RunManager(agent, cfg, lock_pool)
+            keys = Keys(agent.db.pool)
+            await keys.setup()
+            # "auto" is decided by `agentgraph serve` from the address it listens on; an app
+            # served any other way, whose address this cannot know, asks for keys.
             app.state.services = Services(
-                agent=agent, settings=cfg, runs=runs, keepalive_s=keepalive_s
+                agent=agent,
+                settings=cfg,
+                runs=runs,
+                keepalive_s=keepalive_s,
+                keys=keys,
+                auth_required=cfg.auth != "off",
             )
             settle_heap()
             try:

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from app.auth import Keys
 from app.settings import Settings
 from graphs.agent import AgentGraph
 from graphs.service import Agent
@@ -20,6 +21,9 @@ class Services:
     settings: Settings
     runs: RunManager
     keepalive_s: float
+    keys: Keys
+    auth_required: bool
+    """Whether requests need an API key (`AGENTGRAPH_AUTH`)."""
 
     @property
     def graph(self) -> AgentGraph:

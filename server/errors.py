@@ -13,8 +13,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import (
     AgentGraphError,
+    AuthError,
     ConfigError,
     DatabaseError,
+    ForbiddenError,
     InvalidDecisionError,
     ModelError,
     NothingToContinueError,
@@ -33,6 +35,8 @@ SSE_ERROR_ROUTES = "sse_error_routes"
 an `error` event, as LangServe itself does: `{"status_code": …, "message": …}` on a 200 stream,
 which `RemoteRunnable` raises as `httpx.HTTPStatusError` with that status and message."""
 STATUS: tuple[tuple[type[AgentGraphError], int], ...] = (
+    (AuthError, 401),
+    (ForbiddenError, 403),
     (ThreadNotFoundError, 404),
     (ThreadBusyError, 409),
     (NothingToResumeError, 409),
@@ -73,7 +77,10 @@ def _respond(
 
 async def _domain(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AgentGraphError)
-    return _respond(request, _body(type(exc).__name__, str(exc)), status_of(exc))
+    headers = (
+        {"WWW-Authenticate": 'Bearer realm="agentgraph"'} if isinstance(exc, AuthError) else None
+    )
+    return _respond(request, _body(type(exc).__name__, str(exc)), status_of(exc), headers)
 
 
 async def _validation(request: Request, exc: Exception) -> Response:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import fields
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.routing import APIRoute
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -29,10 +29,12 @@ from langchain_core.runnables.utils import ConfigurableFieldSpec
 from langserve import add_routes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from app.auth import LOCAL, Principal
 from app.errors import AgentGraphError
 from graphs.driver import RunOrder
 from graphs.runs import RunEvent, new_thread_id
 from nodes.context import Context
+from server.auth import caller, claim, guard
 from server.deps import Services
 from server.errors import SSE_ERROR_ROUTES
 from server.langchain_events import CallbackEvents
@@ -42,6 +44,8 @@ from server.schemas import MAX_QUESTION_CHARS, Decision
 OPTION_NAMES = tuple(f.name for f in fields(Context))
 RUN_KEY = "__agent_run"
 """The `configurable` key under which the config modifier hands its started run over."""
+WHO_KEY = "__agent_principal"
+"""The `configurable` key under which the config modifier hands the request's principal."""
 STARTED_EARLY = ("invoke", "stream", "stream_events")
 """Endpoints whose run starts in the config modifier, before LangServe answers."""
 
@@ -144,7 +148,13 @@ class AgentRunnable(Runnable[AgentInput, RunEvent]):
             handle = configurable.get(RUN_KEY)
             if not isinstance(handle, RunHandle):  # batch, or a call from in-process code
                 configurable.setdefault("thread_id", new_thread_id())
-                handle = await start_run(self.app.state.services, item, configurable)
+                who = configurable.get(WHO_KEY)
+                handle = await start_run(
+                    self.app.state.services,
+                    item,
+                    configurable,
+                    who if isinstance(who, Principal) else LOCAL,
+                )
             thread_id = handle.thread_id
             replay = (
                 CallbackEvents(run_manager, thread_id=thread_id, model=handle.model)
@@ -164,7 +174,9 @@ class AgentRunnable(Runnable[AgentInput, RunEvent]):
                     await replay.close()
 
 
-async def start_run(svc: Services, item: AgentInput, configurable: dict[str, Any]) -> RunHandle:
+async def start_run(
+    svc: Services, item: AgentInput, configurable: dict[str, Any], who: Principal
+) -> RunHandle:
     """Start the run an input asks for, with the options found in `configurable`.
 
     Raises:
@@ -173,10 +185,13 @@ async def start_run(svc: Services, item: AgentInput, configurable: dict[str, Any
     thread_id = str(configurable.get("thread_id") or new_thread_id())
     overrides = {k: configurable[k] for k in OPTION_NAMES if configurable.get(k) is not None}
     if item.question is not None:
+        await claim(svc, who, thread_id)
         order = RunOrder(thread_id=thread_id, request=item.question, options=overrides)
     else:
         assert item.resume is not None
-        order = RunOrder(thread_id=thread_id, decision=item.resume.model_dump(), options=overrides)
+        await guard(svc, who, thread_id, "approvals")
+        decision = {**item.resume.model_dump(), "by": who.label}
+        order = RunOrder(thread_id=thread_id, decision=decision, options=overrides)
     return await svc.runs.start(order)
 
 
@@ -185,6 +200,7 @@ async def _config_modifier(config: dict[str, Any], request: Request) -> dict[str
     and start the run of a single input here, where its errors can still become a status."""
     configurable = dict(config.get("configurable") or {})
     configurable.pop(RUN_KEY, None)
+    configurable[WHO_KEY] = await caller(request)  # set by the routes' dependency already
     if not configurable.get("thread_id"):
         configurable["thread_id"] = new_thread_id()
     if request.url.path.rstrip("/").rsplit("/", 1)[-1] in STARTED_EARLY:
@@ -194,7 +210,9 @@ async def _config_modifier(config: dict[str, Any], request: Request) -> dict[str
         except ValidationError:
             pass  # LangServe validates the input next, and answers 422
         else:
-            configurable[RUN_KEY] = await start_run(request.app.state.services, item, configurable)
+            configurable[RUN_KEY] = await start_run(
+                request.app.state.services, item, configurable, configurable[WHO_KEY]
+            )
     return {**config, "configurable": configurable}
 
 
@@ -208,6 +226,7 @@ def add_agent_routes(app: FastAPI) -> None:
         input_type=AgentInput,
         output_type=dict,
         per_req_config_modifier=_config_modifier,
+        dependencies=[Depends(caller)],  # 401 before anything else, as on every route
         enabled_endpoints=[
             "invoke",
             "batch",

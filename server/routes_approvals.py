@@ -4,10 +4,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query
 
-from graphs.driver import RunOrder
 from graphs.inbox import list_pending
+from server.auth import Caller, needs
 from server.deps import result_of
 from server.routes_runs import ERRORS, Svc, ThreadId
+from server.routes_runs import resume_thread as resume
 from server.schemas import PendingApproval, RejectBody, RunResult
 
 router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"])
@@ -16,6 +17,7 @@ router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"])
 @router.get("", responses=ERRORS)
 async def list_approvals(
     svc: Svc,
+    who: Caller,
     status: Annotated[Literal["pending"], Query()] = "pending",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[PendingApproval]:
@@ -24,7 +26,13 @@ async def list_approvals(
     Every waiting thread is listed, whichever process stopped it (this server, another
     replica, the CLI): the list is read from the checkpoints.
     """
-    rows = await list_pending(svc.graph, svc.agent.db.pool, limit=limit)
+    needs(who, "runs")
+    rows = await list_pending(
+        svc.graph,
+        svc.agent.db.pool,
+        limit=limit,
+        visible=None if who.sees_everything else lambda ids: svc.keys.visible(ids, who),
+    )
     return [
         PendingApproval(
             thread_id=r["thread_id"],
@@ -37,19 +45,17 @@ async def list_approvals(
 
 
 @router.post("/{thread_id}/approve", responses=ERRORS)
-async def approve(thread_id: ThreadId, svc: Svc) -> RunResult:
+async def approve(thread_id: ThreadId, svc: Svc, who: Caller) -> RunResult:
     """Approve and wait for the run's end or its next interrupt."""
-    handle = await svc.runs.start(RunOrder(thread_id=thread_id, decision={"decision": "approve"}))
+    handle = await resume(svc, who, thread_id, {"decision": "approve"})
     return await result_of(svc, handle)
 
 
 @router.post("/{thread_id}/reject", responses=ERRORS)
 async def reject(
-    thread_id: ThreadId, svc: Svc, body: Annotated[RejectBody | None, Body()] = None
+    thread_id: ThreadId, svc: Svc, who: Caller, body: Annotated[RejectBody | None, Body()] = None
 ) -> RunResult:
     """Reject (with a reason) and wait for the thread to close."""
     reason = body.reason if body else None
-    handle = await svc.runs.start(
-        RunOrder(thread_id=thread_id, decision={"decision": "reject", "reason": reason})
-    )
+    handle = await resume(svc, who, thread_id, {"decision": "reject", "reason": reason})
     return await result_of(svc, handle)

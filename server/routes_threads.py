@@ -8,6 +8,7 @@ from langgraph.errors import InvalidUpdateError
 from app.errors import InvalidDecisionError, ThreadNotFoundError
 from graphs.runs import thread_config
 from graphs.threads import CheckpointInfo, fork, get_snapshot, history, run_state, view_thread
+from server.auth import Caller, guard
 from server.routes_runs import ERRORS, Svc, ThreadId
 from server.schemas import ForkRequest, ThreadDocument
 
@@ -15,9 +16,10 @@ router = APIRouter(prefix="/api/v1/threads", tags=["threads"])
 
 
 @router.get("/{thread_id}", responses=ERRORS)
-async def get_thread(thread_id: ThreadId, svc: Svc) -> ThreadDocument:
+async def get_thread(thread_id: ThreadId, svc: Svc, who: Caller) -> ThreadDocument:
     """Where a thread stands: status, plan and its history, pending approval, answer, report,
     and whether it was cut off mid-run and can be continued."""
+    await guard(svc, who, thread_id, "runs")
     view = await view_thread(svc.graph, thread_id)
     status, can_continue = run_state(view, running=await svc.runs.is_running(thread_id))
     return ThreadDocument.model_validate({**view, "status": status, "can_continue": can_continue})
@@ -25,16 +27,23 @@ async def get_thread(thread_id: ThreadId, svc: Svc) -> ThreadDocument:
 
 @router.get("/{thread_id}/history", responses=ERRORS)
 async def get_history(
-    thread_id: ThreadId, svc: Svc, limit: Annotated[int | None, Query(ge=1, le=1000)] = None
+    thread_id: ThreadId,
+    svc: Svc,
+    who: Caller,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
 ) -> dict[str, Any]:
     """List the thread's checkpoints, newest first."""
+    await guard(svc, who, thread_id, "runs")
     items: list[CheckpointInfo] = await history(svc.graph, thread_id, limit=limit)
     return {"thread_id": thread_id, "checkpoints": items}
 
 
 @router.post("/{thread_id}/fork", responses=ERRORS)
-async def fork_thread(thread_id: ThreadId, body: ForkRequest, svc: Svc) -> dict[str, str]:
+async def fork_thread(
+    thread_id: ThreadId, body: ForkRequest, svc: Svc, who: Caller
+) -> dict[str, str]:
     """Branch the thread at a checkpoint with state updates; its next run continues there."""
+    await guard(svc, who, thread_id, "runs")
     await get_snapshot(svc.graph, thread_id)
     at = await svc.graph.aget_state(thread_config(thread_id, body.checkpoint_id))
     if at.created_at is None:

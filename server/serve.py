@@ -7,6 +7,7 @@ is started again, SIGHUP replaces the workers one by one, SIGTTIN adds one and S
 retires one. Each worker also watches its own event loop (`server.watchdog`).
 """
 
+import ipaddress
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ from uvicorn.importer import import_from_string
 from uvicorn.supervisors import Multiprocess
 
 from app.errors import ConfigError, WorkerStartError
+from app.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,29 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is an address only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def resolve_auth(host: str) -> None:
+    """Decide `AGENTGRAPH_AUTH=auto` for a server listening on `host`: off on a loopback
+    address, required on any other. The decision goes into the environment, where this
+    process's settings (read again) and its worker processes find it.
+    """
+    if get_settings().auth != "auto":
+        return
+    os.environ["AGENTGRAPH_AUTH"] = "off" if is_loopback(host) else "required"
+    get_settings.cache_clear()
+    if not is_loopback(host):
+        logger.info("listening on %s: API keys are required (AGENTGRAPH_AUTH)", host)
+
+
 def serve(
     *,
     host: str,
@@ -105,6 +130,7 @@ def serve(
         ConfigError: with several workers, the address cannot be listened on.
         WorkerStartError: a worker process could not start its app.
     """
+    resolve_auth(host)
     if workers == 1:
         factory = import_from_string(app_factory)
         AgentServer(factory(), host=host, port=port, log_level=log_level).run()

@@ -54,7 +54,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def settings(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, database_url=None)
+    return Settings(data_dir=data_dir, database_url=None, auth="off")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,257 @@
+"""API keys, tenants and thread ownership, kept in Postgres.
+
+A key is `agk_<id>_<secret>`: the id finds its row, and only the SHA-256 of the whole key is
+stored (a key is 32 random bytes: a slow hash would add nothing but time), so the secret is
+shown once, when the key is made, and never again. A key belongs to a tenant and carries
+scopes: `runs` (start, read and continue runs), `approvals` (answer an approval) and `admin`
+(see every tenant's threads, and threads stored before ownership was recorded).
+
+Every thread a tenant's key starts is recorded as that tenant's (`agentgraph_thread_owners`);
+another tenant is told the thread does not exist. The server enforces it (`server/auth.py`).
+"""
+
+import asyncio
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg_pool import AsyncConnectionPool
+
+from app.errors import AuthError, ConfigError
+
+Scope = Literal["runs", "approvals", "admin"]
+SCOPES: tuple[Scope, ...] = ("runs", "approvals", "admin")
+_KEY = re.compile(r"^agk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})$")
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SETUP_LOCK_KEY = 7_310_586_331_045_411_901
+CACHE_S = 5.0
+"""How long a verified key is trusted without asking Postgres again (a revocation takes at
+most this long to reach every server)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS agentgraph_api_keys (
+    id text PRIMARY KEY,
+    tenant text NOT NULL,
+    scopes text[] NOT NULL,
+    hash text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz,
+    revoked_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS agentgraph_thread_owners (
+    thread_id text PRIMARY KEY,
+    tenant text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS agentgraph_thread_owners_tenant ON agentgraph_thread_owners (tenant);
+"""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for."""
+
+    tenant: str
+    scopes: frozenset[str]
+    key_id: str | None = None
+    """None when authentication is off: the local operator, who may do everything."""
+
+    @property
+    def label(self) -> str:
+        """How approvals record the principal: `tenant/key id`, or `local`."""
+        return f"{self.tenant}/{self.key_id}" if self.key_id else self.tenant
+
+    @property
+    def sees_everything(self) -> bool:
+        """The local operator (no authentication) and admin keys see every thread."""
+        return self.key_id is None or "admin" in self.scopes
+
+
+LOCAL = Principal(tenant="local", scopes=frozenset(SCOPES))
+"""The principal of every request when authentication is off."""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A key as listed: never its secret."""
+
+    id: str
+    tenant: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_scopes(text: str) -> list[Scope]:
+    """Read a comma-separated scope list.
+
+    Raises:
+        ConfigError: a scope is unknown, or none is given.
+    """
+    scopes = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise ConfigError(
+            f"unknown scope(s) {', '.join(unknown) or '(none given)'}: use some of "
+            f"{', '.join(SCOPES)}"
+        )
+    return [s for s in SCOPES if s in scopes]
+
+
+@dataclass
+class Keys:
+    """API keys and thread owners on a pool (autocommit, dict rows)."""
+
+    pool: AsyncConnectionPool[Any]
+    _verified: dict[str, tuple[float, Principal]] = field(default_factory=dict)
+
+    async def setup(self) -> None:
+        """Create the tables if they are missing, one process at a time."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK_KEY,))
+            # One statement at a time: the pool prepares statements, and a prepared statement
+            # holds one.
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                await conn.execute(statement)
+
+    async def create(
+        self, tenant: str, scopes: list[Scope], *, expires_at: datetime | None = None
+    ) -> tuple[KeyInfo, str]:
+        """Make a key; return it as listed and its secret, which is not stored.
+
+        Raises:
+            ConfigError: a bad tenant name or no scope.
+        """
+        if not _TENANT.match(tenant):
+            raise ConfigError(
+                f"bad tenant name {tenant!r}: 1-64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        if not scopes:
+            raise ConfigError("a key needs at least one scope")
+        key_id = secrets.token_hex(8)
+        secret = f"agk_{key_id}_{secrets.token_urlsafe(32)}"
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO agentgraph_api_keys (id, tenant, scopes, hash, expires_at)"
+                " VALUES (%s, %s, %s, %s, %s) RETURNING *",
+                (key_id, tenant, list(scopes), _digest(secret), expires_at),
+            )
+            row = await cursor.fetchone()
+        assert row is not None
+        return _info(row), secret
+
+    async def listed(self) -> list[KeyInfo]:
+        """Every key, newest first."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT * FROM agentgraph_api_keys ORDER BY created_at DESC, id"
+            )
+            return [_info(r) for r in await cursor.fetchall()]
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke a key; False when no such key is live."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE agentgraph_api_keys SET revoked_at = now()"
+                " WHERE id = %s AND revoked_at IS NULL RETURNING id",
+                (key_id,),
+            )
+            return await cursor.fetchone() is not None
+
+    async def authenticate(self, presented: str | None) -> Principal:
+        """The principal of a presented key.
+
+        Raises:
+            AuthError: no key, or one that is malformed, unknown, revoked or expired.
+        """
+        if not presented:
+            raise AuthError(
+                "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'"
+            )
+        now = time.monotonic()
+        cached = self._verified.get(presented)
+        if cached is not None and now - cached[0] < CACHE_S:
+            return cached[1]
+        match = _KEY.match(presented)
+        if match is None:
+            raise AuthError("malformed API key: keys look like agk_<16 hex>_<secret>")
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT *, expires_at IS NOT NULL AND expires_at <= now() AS expired"
+                " FROM agentgraph_api_keys WHERE id = %s",
+                (match.group(1),),
+            )
+            row = await cursor.fetchone()
+        if row is None or not hmac.compare_digest(row["hash"], _digest(presented)):
+            raise AuthError("unknown API key")
+        if row["revoked_at"] is not None:
+            raise AuthError("this API key was revoked")
+        if row["expired"]:
+            raise AuthError("this API key has expired")
+        principal = Principal(
+            tenant=row["tenant"], scopes=frozenset(row["scopes"]), key_id=row["id"]
+        )
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[presented] = (now, principal)
+        return principal
+
+    async def claim(self, thread_id: str, principal: Principal) -> bool:
+        """Record a thread as the principal's tenant's if nobody owns it; return whether the
+        tenant owns it now (False: another tenant does)."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO agentgraph_thread_owners (thread_id, tenant) VALUES (%s, %s)"
+                " ON CONFLICT (thread_id) DO NOTHING",
+                (thread_id, principal.tenant),
+            )
+            cursor = await conn.execute(
+                "SELECT tenant FROM agentgraph_thread_owners WHERE thread_id = %s", (thread_id,)
+            )
+            row = await cursor.fetchone()
+        return bool(row and row["tenant"] == principal.tenant) or principal.sees_everything
+
+    async def may_see(self, thread_id: str, principal: Principal) -> bool:
+        """Whether the principal may see the thread: its tenant's, or it sees everything."""
+        if principal.sees_everything:
+            return True
+        return bool(await self.visible([thread_id], principal))
+
+    async def visible(self, thread_ids: list[str], principal: Principal) -> set[str]:
+        """Which of the threads the principal may see."""
+        if principal.sees_everything:
+            return set(thread_ids)
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT thread_id FROM agentgraph_thread_owners"
+                " WHERE tenant = %s AND thread_id = ANY(%s)",
+                (principal.tenant, thread_ids),
+            )
+            return {r["thread_id"] for r in await cursor.fetchall()}
+
+
+def _info(row: dict[str, Any]) -> KeyInfo:
+    return KeyInfo(
+        id=row["id"],
+        tenant=row["tenant"],
+        scopes=list(row["scopes"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+async def sleep_on_failure() -> None:
+    """A short pause after a failed authentication, so guessing keys is slow."""
+    await asyncio.sleep(0.05)
