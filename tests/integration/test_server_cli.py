@@ -245,7 +245,7 @@ def test_sighup_keeps_the_workers_when_new_ones_cannot_start(tmp_path: Path) -> 
             "the failed restart was not reported",
             output=log.read_text,
         )
-        assert _workers(proc.pid) == old
+        assert _workers(proc.pid) == old, log.read_text()
         pids = {httpx.get(f"{base}/readyz", timeout=10).json()["pid"] for _ in range(8)}
         assert pids <= old
     finally:
