@@ -222,6 +222,13 @@ class Keys:
             row = await cursor.fetchone()
         return bool(row and row["tenant"] == principal.tenant) or principal.sees_everything
 
+    async def forget(self, thread_id: str) -> None:
+        """Drop the record of who owns a thread (it was deleted)."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "DELETE FROM agentgraph_thread_owners WHERE thread_id = %s", (thread_id,)
+            )
+
     async def may_see(self, thread_id: str, principal: Principal) -> bool:
         """Whether the principal may see the thread: its tenant's, or it sees everything."""
         if principal.sees_everything:

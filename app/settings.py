@@ -1,5 +1,6 @@
 """Process settings, read from the environment (and a `.env` file) in one place."""
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.errors import ConfigError
+from app.spans import FORMS, parse_span
 
 ApprovalPolicy = Literal["never", "always", "when_required"]
 AuthMode = Literal["auto", "required", "off"]
@@ -102,6 +104,12 @@ class Settings(BaseSettings):
         "exits so that its manager starts another; `serve --workers` sets it for its workers "
         "(default 60). Unset or 0: never.",
     )
+    checkpoint_ttl: timedelta | None = Field(
+        default=None,
+        description="Prune checkpoints older than this (30d, 12h, ...) that nothing needs: "
+        "each thread's latest, the heads of its branches and its fork points stay. A server "
+        "prunes hourly. Unset: keep every checkpoint.",
+    )
     auth: AuthMode = Field(
         default="auto",
         description="API keys: 'required', 'off', or 'auto': off when `agentgraph serve` "
@@ -132,6 +140,21 @@ class Settings(BaseSettings):
             ) from None
         if "://" in value and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL (or unset, for the embedded Postgres)")
+        return value
+
+    @field_validator("checkpoint_ttl", mode="before")
+    @classmethod
+    def _span(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            try:
+                span = parse_span(value)
+            except ConfigError:
+                raise ValueError(f"give {FORMS}") from None
+            if not span:
+                raise ValueError("must be longer than 0")
+            return span
         return value
 
     @field_validator("model", "embeddings")

@@ -1,23 +1,20 @@
 """`agentgraph keys create | list | revoke`: the API keys of the HTTP API, in Postgres."""
 
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from app.errors import ConfigError
 from app.settings import Settings
+from app.spans import is_span, parse_span
 from cli.documents import JsonOpt, RunFn
 from cli.render import err, out, print_json
 
 if TYPE_CHECKING:
     from app.auth import KeyInfo, Keys
-
-_SPAN = re.compile(r"^(\d+)([mhdw])$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_expiry(text: str, *, now: datetime | None = None) -> datetime:
@@ -27,8 +24,8 @@ def parse_expiry(text: str, *, now: datetime | None = None) -> datetime:
         ConfigError: neither, or a moment in the past.
     """
     now = now or datetime.now(UTC)
-    if match := _SPAN.match(text.strip()):
-        moment = now + timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    if is_span(text):
+        moment = now + parse_span(text, what="--expires")
     else:
         try:
             moment = datetime.fromisoformat(text.strip())

@@ -1,4 +1,5 @@
-"""`agentgraph threads show | history | list`: stored threads from the terminal."""
+"""`agentgraph threads show | history | list | delete | prune`: stored threads from the
+terminal."""
 
 import shlex
 from typing import Annotated, Any
@@ -9,12 +10,12 @@ from rich.markup import escape
 from app.settings import Settings
 from cli.documents import JsonOpt as Json
 from cli.documents import RunFn
-from cli.render import out, plan_table, print_json, report_table, resume_command
+from cli.render import err, out, plan_table, print_json, report_table, resume_command
 
 
 def register(app: typer.Typer, run: RunFn) -> None:
     """Add the `threads` commands to the CLI."""
-    threads = typer.Typer(help="Inspect stored threads.", no_args_is_help=True)
+    threads = typer.Typer(help="Inspect, delete and prune stored threads.", no_args_is_help=True)
     app.add_typer(threads, name="threads")
 
     @threads.command("show")
@@ -113,3 +114,94 @@ def register(app: typer.Typer, run: RunFn) -> None:
             return 0
 
         run(show)
+
+    @threads.command("delete")
+    def threads_delete(
+        thread_id: str,
+        yes: Annotated[bool, typer.Option("--yes", help="Do not ask first.")] = False,
+        as_json: Json = False,
+    ) -> None:
+        """Delete a thread wholly: its checkpoints, channel values and pending writes."""
+
+        async def drop(settings: Settings) -> int:
+            from app.auth import Keys
+            from graphs.retention import delete_thread
+            from graphs.service import open_agent
+
+            if not yes and not _confirm(f"Delete thread {thread_id} and all it holds?"):
+                err.print("not deleted (give --yes to delete without asking)", markup=False)
+                return 1
+            async with open_agent(settings) as agent:
+                deleted = await delete_thread(agent.db.pool, thread_id)
+                if deleted:
+                    keys = Keys(agent.db.pool)
+                    await keys.setup()
+                    await keys.forget(thread_id)
+            if not deleted:
+                err.print(f"error: unknown thread {thread_id}", markup=False)
+                return 1
+            if as_json:
+                print_json({"thread_id": thread_id, "checkpoints_deleted": deleted})
+            else:
+                out.print(f"deleted thread {thread_id} ({deleted} checkpoints)", markup=False)
+            return 0
+
+        run(drop)
+
+    @threads.command("prune")
+    def threads_prune(
+        older_than: Annotated[
+            str, typer.Option("--older-than", help="Age of the checkpoints to prune: 30d, 12h.")
+        ],
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Say what would go; change nothing.")
+        ] = False,
+        as_json: Json = False,
+    ) -> None:
+        """Prune old checkpoints that nothing needs: each thread's latest, the heads of its
+        branches and its fork points stay."""
+
+        async def prune_all(settings: Settings) -> int:
+            from dataclasses import asdict
+            from datetime import UTC, datetime
+
+            from app.spans import parse_span
+            from graphs.retention import prune
+            from graphs.service import open_agent
+
+            cutoff = datetime.now(UTC) - parse_span(older_than, what="--older-than")
+            async with open_agent(settings) as agent:
+                report = await prune(agent.db.pool, cutoff=cutoff, dry_run=dry_run)
+            if as_json:
+                print_json({**asdict(report), "cutoff": cutoff.isoformat()})
+                return 0
+            verb = "would delete" if dry_run else "deleted"
+            out.print(
+                f"{verb} {report.checkpoints_deleted} checkpoints of {report.threads_pruned} "
+                f"threads (older than {cutoff.isoformat(timespec='seconds')}); "
+                f"{report.checkpoints_kept} kept",
+                markup=False,
+            )
+            if not dry_run:
+                out.print(
+                    f"{report.writes_deleted} pending writes and {report.blobs_deleted} "
+                    "channel values went with them",
+                    markup=False,
+                )
+            if report.threads_busy:
+                out.print(
+                    f"{len(report.threads_busy)} threads were being run and were skipped",
+                    markup=False,
+                )
+            return 0
+
+        run(prune_all)
+
+
+def _confirm(question: str) -> bool:
+    """Ask at a terminal; anywhere else the answer is no."""
+    import sys
+
+    if not sys.stdin.isatty():
+        return False
+    return typer.confirm(question, default=False)

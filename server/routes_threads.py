@@ -6,11 +6,12 @@ from fastapi import APIRouter, Query
 from langgraph.errors import InvalidUpdateError
 
 from app.errors import InvalidDecisionError, ThreadNotFoundError
+from graphs.retention import delete_thread as remove_thread
 from graphs.runs import thread_config
 from graphs.threads import CheckpointInfo, fork, get_snapshot, history, run_state, view_thread
 from server.auth import Caller, guard
 from server.routes_runs import ERRORS, Svc, ThreadId
-from server.schemas import ForkRequest, ThreadDocument
+from server.schemas import ForkRequest, ThreadDeleted, ThreadDocument
 
 router = APIRouter(prefix="/api/v1/threads", tags=["threads"])
 
@@ -38,6 +39,18 @@ async def get_history(
     return {"thread_id": thread_id, "checkpoints": items}
 
 
+@router.delete("/{thread_id}", responses=ERRORS)
+async def delete_thread(thread_id: ThreadId, svc: Svc, who: Caller) -> ThreadDeleted:
+    """Delete a thread wholly: its checkpoints, channel values and pending writes. A thread
+    being run answers 409; nothing is deleted then."""
+    await guard(svc, who, thread_id, "runs")
+    deleted = await remove_thread(svc.agent.db.pool, thread_id)
+    if not deleted:
+        raise ThreadNotFoundError(thread_id)
+    await svc.keys.forget(thread_id)
+    return ThreadDeleted(thread_id=thread_id, checkpoints_deleted=deleted)
+
+
 @router.post("/{thread_id}/fork", responses=ERRORS)
 async def fork_thread(
     thread_id: ThreadId, body: ForkRequest, svc: Svc, who: Caller
@@ -45,10 +58,11 @@ async def fork_thread(
     """Branch the thread at a checkpoint with state updates; its next run continues there."""
     await guard(svc, who, thread_id, "runs")
     await get_snapshot(svc.graph, thread_id)
-    at = await svc.graph.aget_state(thread_config(thread_id, body.checkpoint_id))
-    if at.created_at is None:
-        raise ThreadNotFoundError(f"{thread_id}@{body.checkpoint_id}")
     async with svc.runs.locked(thread_id):
+        # Under the lock, where pruning cannot remove the checkpoint before it is branched.
+        at = await svc.graph.aget_state(thread_config(thread_id, body.checkpoint_id))
+        if at.created_at is None:
+            raise ThreadNotFoundError(f"{thread_id}@{body.checkpoint_id}")
         try:
             new_id = await fork(
                 svc.graph, thread_id, body.checkpoint_id, body.values, as_node=body.as_node

@@ -9,6 +9,10 @@ from nodes.context import Mode, Synthesis
 from retrievers.names import COLLECTION_NAME_PATTERN
 
 MAX_QUESTION_CHARS = 20_000
+THREAD_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+"""A thread id: 1 to 200 characters, none of them a control character (Postgres text holds
+no NUL, and an id is shown in logs and terminals)."""
+MAX_THREAD_ID_CHARS = 200
 
 
 class RunOptions(BaseModel):
@@ -53,7 +57,8 @@ class RunRequest(RunOptions):
     thread_id: str | None = Field(
         default=None,
         min_length=1,
-        max_length=200,
+        max_length=MAX_THREAD_ID_CHARS,
+        pattern=THREAD_ID_PATTERN,
         description="Continue this thread; a new one is created when unset.",
     )
 
@@ -84,6 +89,13 @@ class ForkRequest(BaseModel):
     checkpoint_id: str = Field(min_length=1, max_length=200)
     values: dict[str, Any] = Field(default_factory=dict, description="State keys to set.")
     as_node: str | None = Field(default=None, description="Apply the update as this node.")
+
+
+class ThreadDeleted(BaseModel):
+    """A thread deleted wholly."""
+
+    thread_id: str
+    checkpoints_deleted: int
 
 
 class RunResult(BaseModel):

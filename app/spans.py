@@ -1,0 +1,27 @@
+"""Spans of time as people write them: 90s, 30m, 12h, 30d, 2w."""
+
+import re
+from datetime import timedelta
+
+from app.errors import ConfigError
+
+_SPAN = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+FORMS = "a number and a unit: 90s, 30m, 12h, 30d, 2w"
+
+
+def parse_span(text: str, *, what: str = "span") -> timedelta:
+    """Read a span such as 30d.
+
+    Raises:
+        ConfigError: it is not one (`what` names it in the message).
+    """
+    match = _SPAN.match(text)
+    if match is None:
+        raise ConfigError(f"bad {what} {text!r}: give {FORMS}")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def is_span(text: str) -> bool:
+    """Whether `text` reads as a span."""
+    return _SPAN.match(text) is not None
