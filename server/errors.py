@@ -3,6 +3,7 @@
 import json
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
@@ -86,6 +87,9 @@ async def _domain(request: Request, exc: Exception) -> Response:
 async def _validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = jsonable_encoder(exc.errors(), exclude={"input", "ctx", "url"})
+    for e in errors:
+        if e["type"] == "string_pattern_mismatch" and e["loc"][-1:] == ["thread_id"]:
+            e["msg"] = "a thread id may hold no control characters"
     message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
     return _respond(request, _body("ValidationError", message, errors), 422)
 
@@ -136,6 +140,9 @@ class BodyLimit:
                 if too_big:
                     await self._refuse(send)
                     return
+        if _is_json(scope):
+            await self._json(scope, receive, send)
+            return
         received = 0
 
         async def counting_receive() -> Message:
@@ -149,6 +156,83 @@ class BodyLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+    async def _json(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read a JSON body whole (it is small) and refuse, before any route parses it, one
+        that is over the limit, not UTF-8 or nested deeper than `MAX_JSON_DEPTH`."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before sending its body
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = json_problem(body)
+        if problem is not None:
+            status, why = problem
+            refusal = JSONResponse(_body("BadJson", why), status_code=status)
+            await refusal(scope, _no_receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # what comes next: the client's disconnect
+
+        await self.app(scope, replay, send)
+
+
+MAX_JSON_DEPTH = 64
+"""The deepest nesting of arrays and objects a request body may have."""
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            media = bytes(value).split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or media.endswith(b"+json")
+    return False
+
+
+def json_problem(body: bytes) -> tuple[int, str] | None:
+    """Why a JSON request body cannot be used, with its status, if it cannot: not UTF-8 or
+    nested too deeply (400: either would break a parser), or not JSON (422, naming where).
+    Checked here, once, so that every route (LangServe's too) refuses them alike."""
+    if not body:
+        return None  # the route says whether it needs one
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return 400, f"the request body is not UTF-8 (at byte {exc.start})"
+    too_deep = 400, f"the request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels"
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return too_deep
+    except ValueError as exc:
+        return 422, f"the request body is not valid JSON: {exc}"
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return None  # cannot be nested deeper, whatever it holds
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                return too_deep
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return None
 
 
 async def _no_receive() -> Message:

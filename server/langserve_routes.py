@@ -17,6 +17,7 @@ code and message (on the streams as LangServe's `error` event), which `RemoteRun
 as `httpx.HTTPStatusError`. A failure of the run itself is an `error` event of the run.
 """
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import fields
 from typing import Any
@@ -30,7 +31,7 @@ from langserve import add_routes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.auth import LOCAL, Principal
-from app.errors import AgentGraphError
+from app.errors import AgentGraphError, ConfigError
 from graphs.driver import RunOrder
 from graphs.runs import RunEvent, new_thread_id
 from nodes.context import Context
@@ -39,7 +40,7 @@ from server.deps import Services
 from server.errors import SSE_ERROR_ROUTES
 from server.langchain_events import CallbackEvents
 from server.runner import RunHandle
-from server.schemas import MAX_QUESTION_CHARS, Decision
+from server.schemas import MAX_QUESTION_CHARS, MAX_THREAD_ID_CHARS, THREAD_ID_PATTERN, Decision
 
 OPTION_NAMES = tuple(f.name for f in fields(Context))
 RUN_KEY = "__agent_run"
@@ -183,6 +184,10 @@ async def start_run(
         AgentGraphError: the run cannot start (see `RunManager.start`).
     """
     thread_id = str(configurable.get("thread_id") or new_thread_id())
+    if len(thread_id) > MAX_THREAD_ID_CHARS or not re.match(THREAD_ID_PATTERN, thread_id):
+        raise ConfigError(
+            f"bad thread_id: 1 to {MAX_THREAD_ID_CHARS} characters, no control characters"
+        )
     overrides = {k: configurable[k] for k in OPTION_NAMES if configurable.get(k) is not None}
     if item.question is not None:
         await claim(svc, who, thread_id)

@@ -11,11 +11,20 @@ from graphs.runs import new_thread_id
 from server.auth import Caller, claim, guard
 from server.deps import Services, result_of, services
 from server.runner import RunHandle
-from server.schemas import Decision, ErrorBody, RunRequest, RunResult
+from server.schemas import (
+    MAX_THREAD_ID_CHARS,
+    THREAD_ID_PATTERN,
+    Decision,
+    ErrorBody,
+    RunRequest,
+    RunResult,
+)
 from server.sse import event_stream
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
-ThreadId = Annotated[str, Path(min_length=1, max_length=200)]
+ThreadId = Annotated[
+    str, Path(min_length=1, max_length=MAX_THREAD_ID_CHARS, pattern=THREAD_ID_PATTERN)
+]
 Svc = Annotated[Services, Depends(services)]
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 503)

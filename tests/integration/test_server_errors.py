@@ -74,7 +74,7 @@ async def test_bad_run_body_is_422_with_field_messages(
 async def test_malformed_json_and_wrong_content_are_422(client: httpx.AsyncClient) -> None:
     headers = {"content-type": "application/json"}
     _error(await client.post("/api/v1/agent/run", content=b"{not json", headers=headers), 422)
-    # Bytes that are not text at all: FastAPI's own 400, not a crash.
+    # Bytes that are not UTF-8: a 400 that says so, not a crash.
     _error(await client.post("/api/v1/agent/run", content=b"\xff\xfe\x00", headers=headers), 400)
     _error(await client.post("/api/v1/agent/run", content=b"question=x"), 422)
 
