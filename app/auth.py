@@ -17,7 +17,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from psycopg_pool import AsyncConnectionPool
@@ -29,6 +29,8 @@ SCOPES: tuple[Scope, ...] = ("runs", "approvals", "admin")
 _KEY = re.compile(r"^agk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})$")
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SETUP_LOCK_KEY = 7_310_586_331_045_411_901
+MAX_KEY_RUNS = 1000
+"""The most concurrent runs a key may be given (each is an advisory lock slot)."""
 CACHE_S = 5.0
 """How long a verified key is trusted without asking Postgres again (a revocation takes at
 most this long to reach every server)."""
@@ -49,6 +51,22 @@ CREATE TABLE IF NOT EXISTS agentgraph_thread_owners (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS agentgraph_thread_owners_tenant ON agentgraph_thread_owners (tenant);
+ALTER TABLE agentgraph_api_keys ADD COLUMN IF NOT EXISTS rate_per_minute integer;
+ALTER TABLE agentgraph_api_keys ADD COLUMN IF NOT EXISTS concurrent_runs integer;
+CREATE UNLOGGED TABLE IF NOT EXISTS agentgraph_key_rate (
+    key_id text PRIMARY KEY,
+    tat timestamptz NOT NULL
+);
+"""
+_TAKE = """
+INSERT INTO agentgraph_key_rate AS r (key_id, tat) VALUES (%(key)s, now() + %(interval)s)
+ON CONFLICT (key_id) DO UPDATE SET tat = greatest(r.tat, now()) + %(interval)s
+WHERE greatest(r.tat, now()) + %(interval)s - now() <= %(window)s
+RETURNING tat
+"""
+_WAIT = """
+SELECT extract(epoch FROM greatest(tat, now()) + %(interval)s - now() - %(window)s) AS wait_s
+FROM agentgraph_key_rate WHERE key_id = %(key)s
 """
 
 
@@ -60,6 +78,10 @@ class Principal:
     scopes: frozenset[str]
     key_id: str | None = None
     """None when authentication is off: the local operator, who may do everything."""
+    rate_per_minute: int | None = None
+    """Requests the key may make per minute (None: no limit)."""
+    concurrent_runs: int | None = None
+    """Runs of the key that may be in flight at once, on all servers (None: no limit)."""
 
     @property
     def label(self) -> str:
@@ -86,6 +108,8 @@ class KeyInfo:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    rate_per_minute: int | None = None
+    concurrent_runs: int | None = None
 
 
 def _digest(key: str) -> str:
@@ -125,13 +149,23 @@ class Keys:
                 await conn.execute(statement)
 
     async def create(
-        self, tenant: str, scopes: list[Scope], *, expires_at: datetime | None = None
+        self,
+        tenant: str,
+        scopes: list[Scope],
+        *,
+        expires_at: datetime | None = None,
+        rate_per_minute: int | None = None,
+        concurrent_runs: int | None = None,
     ) -> tuple[KeyInfo, str]:
         """Make a key; return it as listed and its secret, which is not stored.
 
         Raises:
-            ConfigError: a bad tenant name or no scope.
+            ConfigError: a bad tenant name, no scope, or a rate below 1.
         """
+        if rate_per_minute is not None and rate_per_minute < 1:
+            raise ConfigError("a key's rate must be at least 1 request per minute")
+        if concurrent_runs is not None and not 1 <= concurrent_runs <= MAX_KEY_RUNS:
+            raise ConfigError(f"a key's concurrent runs must be 1 to {MAX_KEY_RUNS}")
         if not _TENANT.match(tenant):
             raise ConfigError(
                 f"bad tenant name {tenant!r}: 1-64 letters, digits, '.', '_' or '-', "
@@ -143,9 +177,18 @@ class Keys:
         secret = f"agk_{key_id}_{secrets.token_urlsafe(32)}"
         async with self.pool.connection() as conn:
             cursor = await conn.execute(
-                "INSERT INTO agentgraph_api_keys (id, tenant, scopes, hash, expires_at)"
-                " VALUES (%s, %s, %s, %s, %s) RETURNING *",
-                (key_id, tenant, list(scopes), _digest(secret), expires_at),
+                "INSERT INTO agentgraph_api_keys"
+                " (id, tenant, scopes, hash, expires_at, rate_per_minute, concurrent_runs)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                (
+                    key_id,
+                    tenant,
+                    list(scopes),
+                    _digest(secret),
+                    expires_at,
+                    rate_per_minute,
+                    concurrent_runs,
+                ),
             )
             row = await cursor.fetchone()
         assert row is not None
@@ -200,7 +243,11 @@ class Keys:
         if row["expired"]:
             raise AuthError("this API key has expired")
         principal = Principal(
-            tenant=row["tenant"], scopes=frozenset(row["scopes"]), key_id=row["id"]
+            tenant=row["tenant"],
+            scopes=frozenset(row["scopes"]),
+            key_id=row["id"],
+            rate_per_minute=row["rate_per_minute"],
+            concurrent_runs=row["concurrent_runs"],
         )
         if len(self._verified) > 10_000:
             self._verified.clear()
@@ -221,6 +268,30 @@ class Keys:
             )
             row = await cursor.fetchone()
         return bool(row and row["tenant"] == principal.tenant) or principal.sees_everything
+
+    async def take_request(self, principal: Principal) -> float | None:
+        """Count one request against the key's rate; return None when it may go ahead, or
+        the seconds to wait before the next one may.
+
+        The limit is a token bucket kept in Postgres (the generic cell rate algorithm: one
+        timestamp per key), so it holds across every server on the database: a key may send
+        up to its rate at once, then one request each 60/rate seconds.
+        """
+        rate = principal.rate_per_minute
+        if principal.key_id is None or not rate:
+            return None
+        values = {
+            "key": principal.key_id,
+            "interval": timedelta(seconds=60 / rate),
+            "window": timedelta(seconds=60),
+        }
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(_TAKE, values)
+            if await cursor.fetchone() is not None:
+                return None
+            cursor = await conn.execute(_WAIT, values)
+            row = await cursor.fetchone()
+        return max(float(row["wait_s"]) if row else 0.0, 0.0)
 
     async def forget(self, thread_id: str) -> None:
         """Drop the record of who owns a thread (it was deleted)."""
@@ -256,6 +327,8 @@ def _info(row: dict[str, Any]) -> KeyInfo:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
+        rate_per_minute=row["rate_per_minute"],
+        concurrent_runs=row["concurrent_runs"],
     )
 
 

@@ -86,3 +86,11 @@ class AuthError(AgentGraphError):
 
 class ForbiddenError(AgentGraphError):
     """The request's key lacks the scope the action needs (403)."""
+
+
+class RateLimitedError(AgentGraphError):
+    """The key sent more requests than its rate allows (429, with Retry-After)."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

@@ -54,6 +54,14 @@ def register(app: typer.Typer, run: RunFn) -> None:
         expires: Annotated[
             str | None, typer.Option(help="Span (30d, 12h) or ISO date; never when unset.")
         ] = None,
+        rate: Annotated[
+            int | None,
+            typer.Option(min=1, help="Requests a minute the key may make; no limit when unset."),
+        ] = None,
+        concurrent: Annotated[
+            int | None,
+            typer.Option(min=1, help="Runs the key may have in flight at once; no limit if unset."),
+        ] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Make a key; its secret is printed once and not stored."""
@@ -64,7 +72,13 @@ def register(app: typer.Typer, run: RunFn) -> None:
             chosen = parse_scopes(scopes)
             moment = parse_expiry(expires) if expires else None
             async with _keys(settings) as store:
-                info, secret = await store.create(tenant, chosen, expires_at=moment)
+                info, secret = await store.create(
+                    tenant,
+                    chosen,
+                    expires_at=moment,
+                    rate_per_minute=rate,
+                    concurrent_runs=concurrent,
+                )
             if as_json:
                 print_json({**_row(info), "key": secret})
                 return 0
@@ -72,6 +86,8 @@ def register(app: typer.Typer, run: RunFn) -> None:
             err.print(
                 f"key {info.id} for tenant {info.tenant!r}, scopes {', '.join(info.scopes)}"
                 + (f", expires {info.expires_at.isoformat()}" if info.expires_at else "")
+                + (f", {info.rate_per_minute} requests a minute" if info.rate_per_minute else "")
+                + (f", {info.concurrent_runs} runs at once" if info.concurrent_runs else "")
                 + ". This is the only time it is shown.",
                 markup=False,
             )
@@ -92,6 +108,8 @@ def register(app: typer.Typer, run: RunFn) -> None:
             for r in rows:
                 state = "revoked" if r["revoked_at"] else "live"
                 expiry = f", expires {r['expires_at']}" if r["expires_at"] else ""
+                expiry += f", {r['rate_per_minute']}/min" if r["rate_per_minute"] else ""
+                expiry += f", {r['concurrent_runs']} at once" if r["concurrent_runs"] else ""
                 out.print(
                     f"{r['id']}  {r['tenant']}  {','.join(r['scopes'])}  {state}{expiry}",
                     markup=False,
@@ -126,6 +144,8 @@ def _row(info: "KeyInfo") -> dict[str, Any]:
         "created_at": info.created_at.isoformat(),
         "expires_at": info.expires_at.isoformat() if info.expires_at else None,
         "revoked_at": info.revoked_at.isoformat() if info.revoked_at else None,
+        "rate_per_minute": info.rate_per_minute,
+        "concurrent_runs": info.concurrent_runs,
     }
 
 

@@ -35,6 +35,24 @@ async def try_lock_thread(conn: AsyncConnection[Any], thread_id: str) -> bool:
     return bool(row and row["got"])
 
 
+async def try_key_slot(conn: AsyncConnection[Any], key_id: str, slots: int) -> bool:
+    """Take one of a key's `slots` run slots on `conn`, if one is free: a session advisory
+    lock (in the two-key space, apart from thread locks) that every server on the database
+    sees, and that a crashed process's session gives back.
+
+    Returns:
+        Whether a slot was taken (`unlock_threads` gives it back).
+    """
+    for slot in range(slots):  # one at a time: never more than one slot taken
+        cursor = await conn.execute(
+            "SELECT pg_try_advisory_lock(hashtext(%s), %s) AS got", (key_id, slot)
+        )
+        row = await cursor.fetchone()
+        if row and row["got"]:
+            return True
+    return False
+
+
 async def unlock_threads(conn: AsyncConnection[Any]) -> None:
     """Release every thread lock `conn` holds."""
     await conn.execute("SELECT pg_advisory_unlock_all()")

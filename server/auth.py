@@ -7,12 +7,13 @@ another tenant answers 404, as a thread that does not exist does, so that a key 
 of other tenants' threads.
 """
 
+import math
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from app.auth import LOCAL, Principal, Scope, sleep_on_failure
-from app.errors import AuthError, ForbiddenError, ThreadNotFoundError
+from app.errors import AuthError, ForbiddenError, RateLimitedError, ThreadNotFoundError
 from graphs.runs import thread_config
 from server.deps import Services
 
@@ -44,6 +45,13 @@ async def caller(request: Request) -> Principal:
         except AuthError:
             await sleep_on_failure()
             raise
+    wait_s = await svc.keys.take_request(principal)
+    if wait_s is not None:
+        raise RateLimitedError(
+            f"this API key may make {principal.rate_per_minute} requests a minute: "
+            f"retry in {max(1, math.ceil(wait_s))} s",
+            retry_after_s=wait_s,
+        )
     request.state.principal = principal
     return principal
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +25,7 @@ from app.errors import (
     NothingToContinueError,
     NothingToResumeError,
     PlanValidationError,
+    RateLimitedError,
     ServerStoppingError,
     ThreadBusyError,
     ThreadNotFoundError,
@@ -38,6 +41,7 @@ which `RemoteRunnable` raises as `httpx.HTTPStatusError` with that status and me
 STATUS: tuple[tuple[type[AgentGraphError], int], ...] = (
     (AuthError, 401),
     (ForbiddenError, 403),
+    (RateLimitedError, 429),
     (ThreadNotFoundError, 404),
     (ThreadBusyError, 409),
     (NothingToResumeError, 409),
@@ -78,9 +82,11 @@ def _respond(
 
 async def _domain(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AgentGraphError)
-    headers = (
-        {"WWW-Authenticate": 'Bearer realm="agentgraph"'} if isinstance(exc, AuthError) else None
-    )
+    headers: dict[str, str] | None = None
+    if isinstance(exc, AuthError):
+        headers = {"WWW-Authenticate": 'Bearer realm="agentgraph"'}
+    elif isinstance(exc, RateLimitedError):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
     return _respond(request, _body(type(exc).__name__, str(exc)), status_of(exc), headers)
 
 
@@ -90,8 +96,20 @@ async def _validation(request: Request, exc: Exception) -> Response:
     for e in errors:
         if e["type"] == "string_pattern_mismatch" and e["loc"][-1:] == ["thread_id"]:
             e["msg"] = "a thread id may hold no control characters"
-    message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
-    return _respond(request, _body("ValidationError", message, errors), 422)
+    return _respond(request, _body("ValidationError", _messages(errors), errors), 422)
+
+
+def _messages(errors: list[dict[str, Any]]) -> str:
+    """One line naming each field that failed validation and why."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+
+
+async def _pydantic(request: Request, exc: Exception) -> Response:
+    """A model validation that escaped a route's own (LangServe validates batch inputs late):
+    what was sent cannot be used."""
+    assert isinstance(exc, PydanticValidationError)
+    errors = jsonable_encoder(exc.errors(), exclude={"input", "ctx", "url"})
+    return _respond(request, _body("ValidationError", _messages(errors) or str(exc), errors), 422)
 
 
 async def _http(request: Request, exc: Exception) -> Response:
@@ -109,6 +127,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Map domain errors, validation errors and anything unexpected to JSON error bodies."""
     app.add_exception_handler(AgentGraphError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(PydanticValidationError, _pydantic)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)
 

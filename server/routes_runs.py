@@ -27,7 +27,7 @@ ThreadId = Annotated[
 ]
 Svc = Annotated[Services, Depends(services)]
 ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
 }
 SSE_DOC: dict[int | str, dict[str, object]] = {
     200: {
@@ -48,7 +48,8 @@ async def _start(svc: Services, body: RunRequest, who: Principal) -> RunHandle:
             request=body.question,
             options=body.overrides(),
             new_thread=body.thread_id is None,
-        )
+        ),
+        who,
     )
 
 
@@ -58,13 +59,13 @@ async def resume_thread(
     """Answer a thread's pending approval as `who` (recorded in the approval history)."""
     await guard(svc, who, thread_id, "approvals")
     return await svc.runs.start(
-        RunOrder(thread_id=thread_id, decision={**decision, "by": who.label})
+        RunOrder(thread_id=thread_id, decision={**decision, "by": who.label}), who
     )
 
 
 async def continue_thread(svc: Services, who: Principal, thread_id: str) -> RunHandle:
     await guard(svc, who, thread_id, "runs")
-    return await svc.runs.start(RunOrder(thread_id=thread_id, proceed=True))
+    return await svc.runs.start(RunOrder(thread_id=thread_id, proceed=True), who)
 
 
 @router.post("/agent/run.stream", response_class=StreamingResponse, responses=SSE_DOC)

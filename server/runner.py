@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from app.errors import ServerStoppingError
+from app.auth import LOCAL, Principal
+from app.errors import DatabaseError, RateLimitedError, ServerStoppingError
 from app.settings import Settings
 from graphs.driver import ClaimedRun, RunOrder, claim_run
-from graphs.locks import PooledLocks, locked_threads
+from graphs.locks import PooledLocks, locked_threads, try_key_slot, unlock_threads
 from graphs.runs import RunEvent
 from graphs.service import Agent
 
@@ -32,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 LOCK_WAIT_S = 10.0
 """How long a new run waits for a lock connection when every one is taken."""
+KEY_SLOT_RETRY_S = 5.0
+"""The Retry-After of a run refused because its key's runs are all in flight: a guess, as
+when one ends is not known."""
 STOPPING_MESSAGE = (
     "the server is stopping; the thread keeps every finished step: continue it later "
     "(POST /api/v1/threads/{id}/continue on any server)"
@@ -118,7 +122,38 @@ class RunManager:
         async with self.agent.db.pool.connection() as conn:
             return thread_id in await locked_threads(conn, [thread_id])
 
-    async def start(self, order: RunOrder) -> RunHandle:
+    @asynccontextmanager
+    async def _key_slot(self, who: Principal) -> AsyncIterator[None]:
+        """Hold one of the key's run slots for the run, when the key has a limit.
+
+        Raises:
+            RateLimitedError: every slot of the key is taken, on this server or another.
+        """
+        if who.key_id is None or not who.concurrent_runs:
+            yield
+            return
+        pool = self.locks.pool
+        try:
+            conn = await pool.getconn(timeout=LOCK_WAIT_S)
+        except PoolTimeout:
+            raise DatabaseError(
+                f"{pool.max_size} runs are in flight, the most this process takes: retry later"
+            ) from None
+        try:
+            if not await try_key_slot(conn, who.key_id, who.concurrent_runs):
+                raise RateLimitedError(
+                    f"this API key may have {who.concurrent_runs} runs in flight at once: "
+                    "retry when one ends",
+                    retry_after_s=KEY_SLOT_RETRY_S,
+                )
+            try:
+                yield
+            finally:
+                await unlock_threads(conn)
+        finally:
+            await pool.putconn(conn)
+
+    async def start(self, order: RunOrder, who: Principal = LOCAL) -> RunHandle:
         """Claim the run `order` asks for (`graphs.driver.claim_run`: lock, checks) and start
         it in the background; the lock is held until the run ends.
 
@@ -128,9 +163,14 @@ class RunManager:
         """
         self._check_running()
         claim = contextlib.AsyncExitStack()
-        run = await claim.enter_async_context(
-            claim_run(self.agent.graph, self.locks, self.settings, order)
-        )
+        try:
+            await claim.enter_async_context(self._key_slot(who))
+            run = await claim.enter_async_context(
+                claim_run(self.agent.graph, self.locks, self.settings, order)
+            )
+        except BaseException:
+            await claim.aclose()
+            raise
         handle = RunHandle(
             thread_id=order.thread_id, run_id=uuid.uuid4().hex, model=run.context.model
         )

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
-from app.pg import resolve_database_url
+from app.auth import Keys
+from app.pg import open_pool, resolve_database_url
 from app.settings import Settings
 from bench.common import free_port, wait_ready
 from graphs.service import Agent, open_agent
@@ -79,6 +80,16 @@ async def agent(settings: Settings, embedded_url: str) -> AsyncIterator[Agent]:
     """The compiled graph over the Postgres saver on the embedded cluster."""
     async with open_agent(settings, url=embedded_url) as opened:
         yield opened
+
+
+@pytest.fixture
+async def keys(embedded_url: str) -> AsyncIterator[Keys]:
+    """The API key store on this session's database."""
+    pool = await open_pool(embedded_url, max_size=2)
+    store = Keys(pool)
+    await store.setup()
+    yield store
+    await pool.close()
 
 
 @pytest.fixture

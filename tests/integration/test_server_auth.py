@@ -2,11 +2,13 @@
 Postgres: nobody without a key, a key only where its scopes reach, a tenant's threads hidden
 (404) from every other tenant on every route, and who approved recorded."""
 
+import asyncio
 import json
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,12 +16,11 @@ import pytest
 from langserve import RemoteRunnable
 
 from app.auth import Keys
-from app.pg import open_pool
 from app.settings import Settings
 from bench.common import free_port, wait_ready
-from tests.fakes import MakeModel
+from tests.fakes import MakeModel, register_fakes, scripted_spec
 from tests.integration.conftest import Cli
-from tests.integration.server_harness import RunningServer, running_server
+from tests.integration.server_harness import RunningServer, running_server, wait_for
 
 QUESTION = "What is A? What is B?"
 
@@ -29,15 +30,6 @@ def secured(settings: Settings, embedded_url: str) -> Iterator[RunningServer]:
     """The server with AGENTGRAPH_AUTH=required, on this session's database."""
     with running_server(settings.model_copy(update={"auth": "required"}), embedded_url) as s:
         yield s
-
-
-@pytest.fixture
-async def keys(embedded_url: str) -> AsyncIterator[Keys]:
-    pool = await open_pool(embedded_url, max_size=2)
-    store = Keys(pool)
-    await store.setup()
-    yield store
-    await pool.close()
 
 
 def _auth(secret: str) -> dict[str, str]:
@@ -216,3 +208,100 @@ def test_serve_on_a_public_address_requires_keys(cli: Cli) -> None:
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=60)[0]
     assert "API keys are required" in output
+
+
+async def test_a_burst_over_a_keys_rate_gets_429_on_every_server_and_retry_after_works(
+    secured: RunningServer, keys: Keys, settings: Settings, embedded_url: str
+) -> None:
+    """A key of 30 requests a minute, sending 40 at once across two servers on one database:
+    30 go through, the rest get 429 with a Retry-After that, honoured, lets the next one in."""
+    _, limited = await keys.create(f"burst-{uuid.uuid4().hex[:6]}", ["runs"], rate_per_minute=30)
+    _, other = await keys.create(f"calm-{uuid.uuid4().hex[:6]}", ["runs"])
+    second_settings = settings.model_copy(update={"auth": "required"})
+    with running_server(second_settings, embedded_url) as second:
+        bases = [secured.base_url, second.base_url]
+        async with httpx.AsyncClient(timeout=30) as client:
+            answers = [
+                await client.get(f"{bases[i % 2]}/api/v1/approvals", headers=_auth(limited))
+                for i in range(40)
+            ]
+            statuses = [a.status_code for a in answers]
+            assert set(statuses) == {200, 429}, statuses
+            # The bucket refills one request each 2 s; the burst itself took a little time.
+            assert 30 <= statuses.count(200) <= 32, statuses
+            assert statuses[:30] == [200] * 30
+            refused = [a for a in answers if a.status_code == 429]
+            for a in refused:
+                assert a.headers["retry-after"] in {"1", "2"}, a.headers
+                assert "30 requests a minute" in a.json()["message"]
+            # Another key is not held back by this one.
+            calm = await client.get(f"{bases[1]}/api/v1/approvals", headers=_auth(other))
+            assert calm.status_code == 200
+            await asyncio.sleep(int(refused[-1].headers["retry-after"]))
+            again = await client.get(f"{bases[0]}/api/v1/approvals", headers=_auth(limited))
+            assert again.status_code == 200, again.text
+
+
+async def test_a_keys_concurrent_runs_are_capped_across_servers(
+    secured: RunningServer, keys: Keys, settings: Settings, embedded_url: str, tmp_path: Path
+) -> None:
+    """A key allowed one run at once: while its run is held in its model call on one server,
+    a second run of the key on another server gets 429; another key still runs; once the
+    first run ends, the key runs again."""
+    register_fakes()  # the servers run in this process
+    gate = tmp_path / "gate"
+    held = scripted_spec(reply="Held answer.", gate_file=str(gate))
+    quick = scripted_spec(reply="Quick answer.")
+    _, single = await keys.create(f"one-{uuid.uuid4().hex[:6]}", ["runs"], concurrent_runs=1)
+    _, other = await keys.create(f"free-{uuid.uuid4().hex[:6]}", ["runs"])
+    body = {"question": "What is A?", "approval": "never", "mode": "plan"}
+    second_settings = settings.model_copy(update={"auth": "required"})
+    with running_server(second_settings, embedded_url) as second:
+        async with httpx.AsyncClient(timeout=60) as client:
+            first = asyncio.create_task(
+                client.post(
+                    f"{secured.base_url}/api/v1/agent/run",
+                    json={**body, "model": held},
+                    headers=_auth(single),
+                )
+            )
+
+            async def first_is_running() -> bool:
+                assert not first.done(), (await first).text
+                view = await client.get(
+                    f"{secured.base_url}/api/v1/approvals", headers=_auth(single)
+                )
+                assert view.status_code == 200
+                async with keys.pool.connection() as conn:
+                    cursor = await conn.execute(
+                        "SELECT count(*) AS n FROM pg_locks"
+                        " WHERE locktype = 'advisory' AND objsubid = 2 AND granted"
+                    )
+                    row = await cursor.fetchone()
+                return bool(row and row["n"] >= 1)
+
+            await wait_for(first_is_running, within_s=30)
+            refused = await client.post(
+                f"{second.base_url}/api/v1/agent/run",
+                json={**body, "model": quick},
+                headers=_auth(single),
+            )
+            assert refused.status_code == 429, refused.text
+            assert refused.headers["retry-after"] == "5"
+            assert "1 runs in flight" in refused.json()["message"]
+            free = await client.post(
+                f"{second.base_url}/api/v1/agent/run",
+                json={**body, "model": quick},
+                headers=_auth(other),
+            )
+            assert free.status_code == 200, free.text
+            assert free.json()["status"] == "done"
+            gate.touch()
+            assert (await first).json()["status"] == "done"
+            again = await client.post(
+                f"{second.base_url}/api/v1/agent/run",
+                json={**body, "model": quick},
+                headers=_auth(single),
+            )
+            assert again.status_code == 200, again.text
+            assert again.json()["status"] == "done"
