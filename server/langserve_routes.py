@@ -197,7 +197,7 @@ async def start_run(
         await guard(svc, who, thread_id, "approvals")
         decision = {**item.resume.model_dump(), "by": who.label}
         order = RunOrder(thread_id=thread_id, decision=decision, options=overrides)
-    return await svc.runs.start(order)
+    return await svc.runs.start(order, who)
 
 
 async def _config_modifier(config: dict[str, Any], request: Request) -> dict[str, Any]:
@@ -221,6 +221,75 @@ async def _config_modifier(config: dict[str, Any], request: Request) -> dict[str
     return {**config, "configurable": configurable}
 
 
+async def checked_config(request: Request) -> None:
+    """Refuse, with a 422 that says so, a `config` LangServe cannot read (it would raise a
+    TypeError, a 500): an object, a JSON string or absent; for batch, also a list of those,
+    and batch `inputs` that are no list.
+
+    Raises:
+        ConfigError: any other `config`.
+    """
+    if request.method != "POST":
+        return
+    try:
+        body = await request.json()  # kept on the request: LangServe reads it again
+    except ValueError:
+        return  # LangServe answers 422 itself
+    if not isinstance(body, dict):
+        return
+    batch = request.url.path.rstrip("/").endswith("/batch")
+    if batch and "inputs" in body and not isinstance(body["inputs"], list):
+        raise ConfigError(f"inputs: must be a list, not {type(body['inputs']).__name__}")
+    if "config" not in body:
+        return
+    config = body["config"]
+    readable = (dict, str)
+    if isinstance(config, readable):
+        return
+    if batch and isinstance(config, list) and all(isinstance(c, readable) for c in config):
+        return
+    expected = "an object (or, for batch, a list of objects)" if batch else "an object"
+    raise ConfigError(f"config: must be {expected}, not {type(config).__name__}")
+
+
+ERROR_CODES = (400, 401, 403, 404, 409, 413, 422, 429, 503)
+"""The error statuses a LangServe route may answer, each with `server.schemas.ErrorBody`."""
+STREAM_ENDPOINTS = ("stream", "stream_events")
+"""LangServe's endpoints that answer with server-sent events."""
+
+
+def document_langserve(app: FastAPI, path: str) -> None:
+    """Make the OpenAPI of LangServe's routes say what they answer: `text/event-stream` from
+    the stream endpoints (it documents JSON), and this server's error body for every error
+    status (it documents FastAPI's default 422 only)."""
+    make_schema = app.openapi
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = make_schema()
+        for route, operations in schema["paths"].items():
+            if not route.startswith(f"{path}/"):
+                continue
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for code in ERROR_CODES:
+                    responses[str(code)] = {
+                        "description": "Error",
+                        "content": {"application/json": {"schema": error_ref}},
+                    }
+        for name in STREAM_ENDPOINTS:
+            operation = schema["paths"].get(f"{path}/{name}", {}).get("post")
+            if operation is not None:
+                # A failure after the stream started is an `error` event on this 200.
+                operation["responses"]["200"]["content"] = {"text/event-stream": {}}
+        app.openapi_schema = schema
+        return schema
+
+    setattr(app, "openapi", openapi)  # noqa: B010 - FastAPI's documented way to change it
+
+
 def add_agent_routes(app: FastAPI) -> None:
     """Add invoke, batch, stream, stream_events, the schemas and the playground at /agent."""
     path = "/agent"
@@ -231,7 +300,8 @@ def add_agent_routes(app: FastAPI) -> None:
         input_type=AgentInput,
         output_type=dict,
         per_req_config_modifier=_config_modifier,
-        dependencies=[Depends(caller)],  # 401 before anything else, as on every route
+        # 401 before anything else, as on every route; then a config LangServe can read.
+        dependencies=[Depends(caller), Depends(checked_config)],
         enabled_endpoints=[
             "invoke",
             "batch",
@@ -253,6 +323,7 @@ def add_agent_routes(app: FastAPI) -> None:
             for route in app.routes
             if isinstance(route, APIRoute)
             and route.path.startswith(f"{path}/")
-            and route.path.endswith(("/stream", "/stream_events"))
+            and route.path.endswith(tuple(f"/{name}" for name in STREAM_ENDPOINTS))
         ),
     )
+    document_langserve(app, path)

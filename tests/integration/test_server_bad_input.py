@@ -78,6 +78,21 @@ async def test_broken_bodies_are_refused_and_write_nothing(
     ):
         answer = await client.post("/api/v1/agent/run", json=body)
         assert named in _refused(answer, 422)["message"], answer.text
+    # Bodies LangServe itself would fail on with a TypeError (found by the fuzzing test).
+    for path, body, named in (
+        ("/agent/invoke", {"input": {"question": "x"}, "config": None}, "config"),
+        ("/agent/batch", {"inputs": None, "config": []}, "inputs"),
+        ("/agent/batch", {"inputs": [{"question": "x"}], "config": [None]}, "config"),
+        ("/agent/batch", {"inputs": [{}]}, "question"),
+    ):
+        answer = await client.post(path, json=body)
+        assert named in _refused(answer, 422)["message"], answer.text
+    # A stream says it on its 200, as an `error` event, which RemoteRunnable raises.
+    stream = await client.post("/agent/stream", json={"input": {"question": "x"}, "config": [1]})
+    assert stream.status_code == 200
+    assert "event: error" in stream.text
+    assert '"status_code": 422' in stream.text
+    assert "config: must be an object" in stream.text
     assert await _stored(embedded_url) == before
 
 
