@@ -67,5 +67,7 @@ def test_llama_cpp_is_never_offered_its_extra_buffer_types_when_off() -> None:
     assert "REPACK" not in off
     assert "AMX" not in off
     if b"REPACK = 1" in llama_print_system_info():
-        # This build has repacked layouts, so with the setting on, llama.cpp weighs them.
-        assert "CPU_REPACK" in _load_log(True)
+        # This build has repacked layouts, so with the setting on, llama.cpp weighs them:
+        # AMX's on a CPU that has AMX, the CPU's own repacked layouts elsewhere.
+        on = _load_log(True)
+        assert "CPU_REPACK" in on or "AMX model buffer" in on, on[-2000:]
