@@ -24,7 +24,7 @@ from app.errors import (
 from app.models import get_chat_model, is_loaded
 from app.settings import Settings
 from graphs.agent import AgentGraph
-from graphs.locks import ThreadLocks
+from graphs.locks import BUSY, ThreadLocks
 from graphs.runs import RunEvent, run_events, stream_events
 from graphs.threads import get_snapshot, thread_context, thread_status
 from nodes.approval import parse_decision
@@ -105,22 +105,37 @@ async def claim_run(
     """
     options = dict(order.options)
     if order.request is not None:
-        context = Context.from_settings(settings, **options)
-        await check_model(context.model)
+        await check_model(Context.from_settings(settings, **options).model)
+    try:
+        # First without the lock: a request that cannot run (a continue of a thread that
+        # waits for approval, a second resume after the first one's run) must never hold the
+        # lock, even for a moment, or a request that can run would meet it and be refused.
+        await _run_checks(graph, settings, order, options)
+    except (ThreadBusyError, NothingToResumeError, NothingToContinueError):
+        if await locks.held(order.thread_id):
+            raise ThreadBusyError(order.thread_id, BUSY) from None  # the truer reason
+        raise
     async with locks.holding(order.thread_id):
-        resume = None
-        if order.request is not None:
-            if not order.new_thread:
-                await refuse_waiting(graph, order.thread_id)
-        else:
-            context = await thread_context(graph, settings, order.thread_id, options)
-            if order.proceed:
-                await continue_check(graph, order.thread_id)
-            else:
-                resume = await pending_decision_check(
-                    graph, order.thread_id, order.decision, context=context
-                )
+        # Again under the lock: another run may have moved the thread meanwhile.
+        context, resume = await _run_checks(graph, settings, order, options)
         yield ClaimedRun(graph, order, context, resume)
+
+
+async def _run_checks(
+    graph: AgentGraph, settings: Settings, order: RunOrder, options: dict[str, Any]
+) -> tuple[Context, ApprovalDecision | None]:
+    """Check that the thread can take `order`; return the run's context and, for a resume,
+    the decision (see `claim_run` for what is raised)."""
+    if order.request is not None:
+        if not order.new_thread:
+            await refuse_waiting(graph, order.thread_id)
+        return Context.from_settings(settings, **options), None
+    context = await thread_context(graph, settings, order.thread_id, options)
+    if order.proceed:
+        await continue_check(graph, order.thread_id)
+        return context, None
+    decision = await pending_decision_check(graph, order.thread_id, order.decision, context=context)
+    return context, decision
 
 
 async def refuse_waiting(graph: AgentGraph, thread_id: str) -> None:

@@ -111,6 +111,10 @@ class ThreadLocks(Protocol):
         """
         ...
 
+    async def held(self, thread_id: str) -> bool:
+        """Whether some session (of any process) holds the thread's lock now."""
+        ...
+
 
 class OwnConnectionLocks:
     """Each lock on a connection of its own, opened for it: for a process with few runs."""
@@ -121,6 +125,19 @@ class OwnConnectionLocks:
     def holding(self, thread_id: str) -> AbstractAsyncContextManager[None]:
         """Hold the thread's lock on a new connection (see `ThreadLocks`)."""
         return holding_thread(self.url, thread_id)
+
+    async def held(self, thread_id: str) -> bool:
+        """Whether the thread's lock is held (see `ThreadLocks`), asked on a new connection.
+
+        Raises:
+            DatabaseError: the database cannot be reached.
+        """
+        try:
+            conn = await AsyncConnection.connect(self.url, autocommit=True, row_factory=dict_row)
+        except psycopg.OperationalError as exc:
+            raise DatabaseError(f"cannot reach Postgres at {redact(self.url)}: {exc}") from exc
+        async with conn:
+            return thread_id in await locked_threads(conn, [thread_id])
 
 
 class PooledLocks:
@@ -150,3 +167,18 @@ class PooledLocks:
                 await unlock_threads(conn)
         finally:
             await self.pool.putconn(conn)
+
+    async def held(self, thread_id: str) -> bool:
+        """Whether the thread's lock is held (see `ThreadLocks`), asked on a pooled
+        connection.
+
+        Raises:
+            DatabaseError: every connection holds a run for `wait_s`.
+        """
+        try:
+            async with self.pool.connection(timeout=self.wait_s) as conn:
+                return thread_id in await locked_threads(conn, [thread_id])
+        except PoolTimeout:
+            raise DatabaseError(
+                f"{self.pool.max_size} runs are in flight, the most this process takes: retry later"
+            ) from None
