@@ -1,15 +1,18 @@
-"""What the benchmarks share: errors, percentiles, versions, output, Postgres options, and
-starting a server process and waiting for it."""
+"""What the benchmarks share: errors, percentiles, versions, output, Postgres options,
+starting a server process and waiting for it, and reading its event streams."""
 
 import argparse
+import json
+import logging
 import os
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,6 +21,7 @@ import httpx
 import psycopg
 
 from app.errors import AgentGraphError
+from app.pg import resolve_database_url
 from app.settings import Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,6 +98,50 @@ def settings_for(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def run_benchmark(
+    measure: Callable[[], dict[str, Any]],
+    render: Callable[[dict[str, Any], TextIO], None],
+    *,
+    as_json: bool,
+    logger: logging.Logger,
+    passed: Callable[[dict[str, Any]], bool] = lambda figures: True,
+) -> int:
+    """Take a benchmark's figures and print them: one JSON object on stdout with `as_json`,
+    else `render`'s report; everything else (child processes too) goes to stderr, progress
+    as `logger`'s INFO lines.
+
+    Returns:
+        The exit code: 1 if the benchmark failed with an agentgraph error (logged) or its
+        figures did not pass `passed`, else 0.
+    """
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logger.setLevel(logging.INFO)
+    with stdout_to_stderr() as out:
+        try:
+            figures = measure()
+        except AgentGraphError as exc:
+            logger.error("%s", exc)
+            return 1
+        if as_json:
+            out.write(json.dumps(figures) + "\n")
+        else:
+            render(figures, out)
+    return 0 if passed(figures) else 1
+
+
+def serving_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment of a server process the benchmark starts: this one's, on the Postgres
+    `--database-url` or `--data-dir` name (resolved here, so that every server of the
+    benchmark and its clean-up use the same one; the embedded cluster starts if need be)."""
+    env = dict(os.environ)
+    if args.data_dir is not None:
+        env["AGENTGRAPH_DATA_DIR"] = str(args.data_dir)
+    env["DATABASE_URL"] = args.database_url or resolve_database_url(settings_for(args))
+    return env
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
@@ -133,3 +181,28 @@ def wait_ready(
 
 def _said(message: str, output: Callable[[], str] | None) -> str:
     return f"{message}; {output()}" if output is not None else message
+
+
+@dataclass
+class SseEvent:
+    """One server-sent event."""
+
+    event: str
+    data: dict[str, Any]
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[SseEvent]:
+    """Parse a text/event-stream response into events; comments (keep-alives) are skipped."""
+    name = "message"
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line == "":
+            if data:
+                yield SseEvent(event=name, data=json.loads("\n".join(data)))
+            name, data = "message", []
+        elif line.startswith(":"):
+            continue
+        elif line.startswith("event:"):
+            name = line[len("event:") :].strip()
+        elif line.startswith("data:"):
+            data.append(line[len("data:") :].strip())

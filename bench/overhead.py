@@ -15,7 +15,6 @@ The figures and the JSON fields are described in bench/README.md.
 
 import argparse
 import asyncio
-import json
 import logging
 import platform
 import statistics
@@ -31,15 +30,14 @@ if not __package__:  # run as a script: import from the repository, not from ben
 from langgraph.checkpoint.memory import InMemorySaver
 
 from app.db import open_database
-from app.errors import AgentGraphError
 from app.pg import redact
 from bench.common import (
     BenchmarkError,
     add_database_options,
     check_database_options,
     quantile,
+    run_benchmark,
     settings_for,
-    stdout_to_stderr,
     version,
 )
 from bench.zero_model import MODEL_SPEC, PLAN_STEPS, REQUEST
@@ -265,21 +263,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its figures; return the exit code."""
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    return run_benchmark(
+        lambda: asyncio.run(measure(args)), render_table, as_json=args.json, logger=logger
     )
-    logger.setLevel(logging.INFO)
-    with stdout_to_stderr() as out:
-        try:
-            figures = asyncio.run(measure(args))
-        except AgentGraphError as exc:
-            logger.error("%s", exc)
-            return 1
-        if args.json:
-            out.write(json.dumps(figures) + "\n")
-        else:
-            render_table(figures, out)
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The benchmarks' chat model: it answers at once, so what is measured is everything else.
 
 `bench:zero` (any `bench:` spec, once `register` ran) is a `BaseChatModel` that streams a
-fixed three-chunk reply with usage metadata on the last chunk.
+fixed three-chunk reply with usage metadata on the last chunk. `bench:delay=0.05` waits that
+many seconds before each streamed chunk: a model with a latency, for runs that last a while.
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +15,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from app.errors import ConfigError
 from app.models import register_chat_model
 from app.settings import Settings, get_settings
 
@@ -28,7 +31,10 @@ INPUT_TOKENS = 40
 
 
 class ZeroLatencyChatModel(BaseChatModel):
-    """Answer at once with a fixed reply, streamed in a few chunks, usage on the last one."""
+    """Answer at once with a fixed reply, streamed in a few chunks, usage on the last one;
+    with `delay_s`, each streamed chunk waits that long first."""
+
+    delay_s: float = 0.0
 
     @property
     def _llm_type(self) -> str:
@@ -95,14 +101,29 @@ class ZeroLatencyChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         for chunk in self._chunks():
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
 
 
 def zero_latency_factory(spec: str, settings: Settings) -> BaseChatModel:
-    """Build the zero-latency model for `bench:*` specs."""
-    return ZeroLatencyChatModel()
+    """Build the bench model for `bench:*` specs: `bench:delay=S` waits S seconds a chunk.
+
+    Raises:
+        ConfigError: a delay that is no non-negative number.
+    """
+    name = spec.partition(":")[2]
+    if not name.startswith("delay="):
+        return ZeroLatencyChatModel()
+    try:
+        delay_s = float(name.removeprefix("delay="))
+    except ValueError:
+        delay_s = -1.0
+    if not 0 <= delay_s <= 60:
+        raise ConfigError(f"bad bench model {spec!r}: the delay is 0 to 60 seconds")
+    return ZeroLatencyChatModel(delay_s=delay_s)
 
 
 def register() -> None:

@@ -9,13 +9,14 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, StateSnapshot
 
-from app.checkpoint.saver import NEW_THREAD, UNFLUSHED_WRITES, Saver
+from app.checkpoint.saver import NEW_THREAD, ON_WRITES_COMMITTED, UNFLUSHED_WRITES, Saver
 from app.errors import AgentGraphError
 from graphs.agent import AgentGraph
 from nodes.context import Context
@@ -53,6 +54,49 @@ def _interrupt_event(snapshot: StateSnapshot, thread_id: str) -> RunEvent | None
     }
 
 
+class _AfterCommit:
+    """Hands a run's events to its sink in order, holding each step result, and what comes
+    after it, until the saver has committed that step's writes: a client that saw a step
+    finish never sees it run again because a crash took its result. The wait is one commit.
+
+    Without the Postgres saver (an in-memory one) nothing is held.
+    """
+
+    def __init__(self, sink: Callable[[RunEvent], None], *, holding: bool) -> None:
+        self.sink = sink
+        self.holding = holding
+        self.queue: deque[RunEvent] = deque()
+        self.stored: set[str] = set()
+        """Steps whose result is committed and not yet announced."""
+
+    def put(self, event: RunEvent) -> None:
+        """Queue an event (in the event loop's thread)."""
+        self.queue.append(event)
+        self._drain()
+
+    def committed(self, writes: Sequence[tuple[str, Any]]) -> None:
+        """A task's writes are committed (`ON_WRITES_COMMITTED`)."""
+        for channel, value in writes:
+            if channel == "results" and isinstance(value, dict):
+                self.stored.update(str(step_id) for step_id in value)
+        self._drain()
+
+    def release(self) -> None:
+        """The run ended: its writes are committed (or never will be); hand on the rest."""
+        self.holding = False
+        self._drain()
+
+    def _drain(self) -> None:
+        while self.queue:
+            head = self.queue[0]
+            if self.holding and head["event"] == "step_result":
+                step_id = str(head["result"]["step_id"])
+                if step_id not in self.stored:
+                    return
+                self.stored.discard(step_id)
+            self.sink(self.queue.popleft())
+
+
 async def run_events(
     graph: AgentGraph,
     *,
@@ -87,14 +131,16 @@ async def run_events(
     loop = asyncio.get_running_loop()
     loop_thread = threading.get_ident()
     finished = False
+    saver = graph.checkpointer if isinstance(graph.checkpointer, Saver) else None
+    announcer = _AfterCommit(sink, holding=saver is not None)
 
     def put(event: RunEvent) -> None:
         nonlocal finished
         finished = finished or event["event"] == "final"
         if threading.get_ident() == loop_thread:
-            sink(event)
+            announcer.put(event)
         else:
-            loop.call_soon_threadsafe(sink, event)
+            loop.call_soon_threadsafe(announcer.put, event)
 
     token = event_sink.set(put)
     try:
@@ -108,15 +154,18 @@ async def run_events(
         # The Postgres saver need not hold a super-step up until its checkpoint is committed
         # (LangGraph waits for each checkpoint before it sends the next): the checkpoints
         # queue, in order, and the run waits for all of them at its end.
-        saver = graph.checkpointer if isinstance(graph.checkpointer, Saver) else None
         if saver is not None:
             config["configurable"][UNFLUSHED_WRITES] = True
+            config["configurable"][ON_WRITES_COMMITTED] = announcer.committed
         try:
             async for _ in graph.astream(payload, config, context=context, stream_mode="values"):
                 pass
         finally:
-            if saver is not None:
-                await saver.flush(thread_id)
+            try:
+                if saver is not None:
+                    await saver.flush(thread_id)
+            finally:
+                announcer.release()
         if not finished:
             event = _interrupt_event(await graph.aget_state(thread_config(thread_id)), thread_id)
             if event is not None:

@@ -37,6 +37,9 @@ NEW_THREAD = "__agentgraph_new_thread"
 UNFLUSHED_WRITES = "__agentgraph_unflushed_writes"
 """A `configurable` key: the saver may return before a write of this run is committed, and
 whoever set it calls `Saver.flush(thread_id)` before the run counts as ended."""
+ON_WRITES_COMMITTED = "__agentgraph_on_writes_committed"
+"""A `configurable` key: a function the saver calls, in the event loop, with a task's writes
+(`(channel, value)` pairs) once they are committed."""
 
 
 class Saver(AsyncPostgresSaver):
@@ -69,14 +72,19 @@ class Saver(AsyncPostgresSaver):
 
     async def _store(
         self, configurable: dict[str, Any], statement: Statement, *, deferrable: bool = False
-    ) -> None:
-        """Commit a write of the addressed thread; return at once for a run that flushes."""
+    ) -> asyncio.Future[None]:
+        """Commit a write of the addressed thread; return at once for a run that flushes.
+
+        Returns:
+            The write's commit, done when it is committed (or failed to be).
+        """
         thread_id = configurable["thread_id"]
         stored = self._commits.enqueue(thread_id, statement, deferrable=deferrable)
         if configurable.get(UNFLUSHED_WRITES):
             self._unflushed.setdefault(thread_id, []).append(stored)
         else:
             await stored
+        return stored
 
     async def flush(self, thread_id: str) -> None:
         """Wait until every write of the thread that was stored without waiting
@@ -202,9 +210,14 @@ class Saver(AsyncPostgresSaver):
         if not by_idx:
             return
         values = [value for row in by_idx.values() for value in row]
-        await self._store(
+        stored = await self._store(
             configurable, (put_writes_sql(len(by_idx), upsert), values), deferrable=True
         )
+        on_committed = configurable.get(ON_WRITES_COMMITTED)
+        if on_committed is not None:
+            stored.add_done_callback(
+                lambda done: None if done.cancelled() or done.exception() else on_committed(writes)
+            )
 
 
 _DROP_REDUNDANT_INDEXES = """

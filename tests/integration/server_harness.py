@@ -1,11 +1,11 @@
 """A real uvicorn server on 127.0.0.1 with an ephemeral port, run in a background thread of
-the test process (so the scripted fake models registered here are reachable), and SSE parsing."""
+the test process (so the scripted fake models registered here are reachable), and reading
+its event streams (`SseEvent` and `sse_events` are `bench.common`'s)."""
 
 import asyncio
-import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 
 from app.settings import Settings
+from bench.common import SseEvent as SseEvent  # re-exported: the tests read streams with it
+from bench.common import sse_events as sse_events
 from server.app import create_app
 from server.serve import AgentServer
 
@@ -55,31 +57,6 @@ def running_server(settings: Settings, url: str, **options: Any) -> Iterator[Run
     finally:
         if running.thread.is_alive():
             running.stop()
-
-
-@dataclass
-class SseEvent:
-    """One server-sent event."""
-
-    event: str
-    data: dict[str, Any]
-
-
-async def sse_events(response: httpx.Response) -> AsyncIterator[SseEvent]:
-    """Parse a text/event-stream response into events; comments (keep-alives) are skipped."""
-    name = "message"
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if line == "":
-            if data:
-                yield SseEvent(event=name, data=json.loads("\n".join(data)))
-            name, data = "message", []
-        elif line.startswith(":"):
-            continue
-        elif line.startswith("event:"):
-            name = line[len("event:") :].strip()
-        elif line.startswith("data:"):
-            data.append(line[len("data:") :].strip())
 
 
 RUN_STREAM = "/api/v1/agent/run.stream"
