@@ -8,6 +8,7 @@ every surface refuses the same things with the same errors.
 """
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ from app.models import get_chat_model, is_loaded
 from app.settings import Settings
 from graphs.agent import AgentGraph
 from graphs.locks import BUSY, ThreadLocks
-from graphs.runs import RunEvent, run_events, stream_events
+from graphs.multitask import WAIT_S, StopRequest, Strategy
+from graphs.runs import RunEvent, StopCheck, run_events, stream_events
 from graphs.threads import get_snapshot, thread_context, thread_status
 from nodes.approval import parse_decision
 from nodes.context import Context
@@ -48,10 +50,14 @@ class RunOrder:
     proceed: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
     new_thread: bool = False
+    multitask: Strategy = "reject"
+    """What a new `request` does when a run holds the thread (`graphs.multitask`)."""
 
     def __post_init__(self) -> None:
         if sum((self.request is not None, self.decision is not None, self.proceed)) != 1:
             raise ValueError("give exactly one of a request, a decision and proceed=True")
+        if self.multitask != "reject" and self.request is None:
+            raise ValueError("only a new request takes a multitask strategy")
 
 
 @dataclass(frozen=True)
@@ -62,15 +68,18 @@ class ClaimedRun:
     order: RunOrder
     context: Context
     resume: ApprovalDecision | None
+    claim_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Names the claim in the stop request it sent, if any (`graphs.multitask`)."""
 
     @property
     def thread_id(self) -> str:
         """The thread the run is of."""
         return self.order.thread_id
 
-    async def run(self, sink: EventSink) -> None:
-        """Run to the end or the next interrupt, handing each event to `sink` (`run_events`)."""
-        await run_events(self.graph, sink=sink, **self._arguments())
+    async def run(self, sink: EventSink, *, stop: StopCheck | None = None) -> None:
+        """Run to the end or the next interrupt, handing each event to `sink`; `stop` says,
+        between super-steps, whether another run asked this one to stop (`run_events`)."""
+        await run_events(self.graph, sink=sink, stop=stop, **self._arguments())
 
     def stream(self) -> AsyncIterator[RunEvent]:
         """Run to the end or the next interrupt, yielding its events (`stream_events`)."""
@@ -92,7 +101,9 @@ async def claim_run(
     graph: AgentGraph, locks: ThreadLocks, settings: Settings, order: RunOrder
 ) -> AsyncIterator[ClaimedRun]:
     """Lock the thread, check that it can take `order`, and yield the run, under the lock
-    until the block ends.
+    until the block ends. A new request whose `multitask` strategy is not `reject` waits up
+    to `graphs.multitask.WAIT_S` for a run that holds the thread, having asked it to stop
+    first (`interrupt`, `rollback`).
 
     Raises:
         ConfigError: a bad run option, or a new run's model cannot be loaded.
@@ -106,19 +117,27 @@ async def claim_run(
     options = dict(order.options)
     if order.request is not None:
         await check_model(Context.from_settings(settings, **options).model)
+    claim_id = uuid.uuid4().hex
+    wait_s: float | None = None
     try:
         # First without the lock: a request that cannot run (a continue of a thread that
         # waits for approval, a second resume after the first one's run) must never hold the
         # lock, even for a moment, or a request that can run would meet it and be refused.
         await _run_checks(graph, settings, order, options)
     except (ThreadBusyError, NothingToResumeError, NothingToContinueError):
-        if await locks.held(order.thread_id):
+        if not await locks.held(order.thread_id):
+            raise
+        if order.multitask == "reject":
             raise ThreadBusyError(order.thread_id, BUSY) from None  # the truer reason
-        raise
-    async with locks.holding(order.thread_id):
+        # Another strategy waits for the run: the checks below decide afterwards.
+    if order.multitask != "reject":
+        wait_s = WAIT_S
+        if order.multitask in ("interrupt", "rollback") and await locks.held(order.thread_id):
+            await locks.send_stop(StopRequest(order.thread_id, order.multitask, claim_id))
+    async with locks.holding(order.thread_id, wait_s=wait_s):
         # Again under the lock: another run may have moved the thread meanwhile.
         context, resume = await _run_checks(graph, settings, order, options)
-        yield ClaimedRun(graph, order, context, resume)
+        yield ClaimedRun(graph, order, context, resume, claim_id)
 
 
 async def _run_checks(

@@ -6,6 +6,7 @@ so two processes never run one thread at once, and anyone can tell whether a thr
 steps left is being run right now or was cut off (a stop, a crash) and can be continued.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from app.errors import DatabaseError, ThreadBusyError
 from app.pg import redact
+from graphs.multitask import StopRequest, send_stop
 
 BUSY = "is running: wait for its run to end"
 """Why a thread that another run holds cannot be run."""
@@ -33,6 +35,38 @@ async def try_lock_thread(conn: AsyncConnection[Any], thread_id: str) -> bool:
     )
     row = await cursor.fetchone()
     return bool(row and row["got"])
+
+
+async def wait_lock_thread(conn: AsyncConnection[Any], thread_id: str, wait_s: float) -> bool:
+    """Take the thread's lock on `conn`, waiting up to `wait_s` for whoever holds it (in the
+    order they came, as Postgres queues lock waiters).
+
+    Returns:
+        Whether the lock was taken in time.
+    """
+    await conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(wait_s * 1000)}ms",))
+    try:
+        await conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (thread_id,))
+        return True
+    except psycopg.errors.LockNotAvailable:
+        return False
+    finally:
+        await conn.execute("RESET lock_timeout")
+
+
+async def _take(conn: AsyncConnection[Any], thread_id: str, wait_s: float | None) -> None:
+    """Take the thread's lock on `conn`: at once, or waiting up to `wait_s`.
+
+    Raises:
+        ThreadBusyError: another run holds it (still, after `wait_s`).
+    """
+    if wait_s is None:
+        got = await try_lock_thread(conn, thread_id)
+    else:
+        got = await wait_lock_thread(conn, thread_id, wait_s)
+    if not got:
+        why = BUSY if wait_s is None else f"is still running after {wait_s:.0f} s of waiting"
+        raise ThreadBusyError(thread_id, why)
 
 
 async def try_key_slot(conn: AsyncConnection[Any], key_id: str, slots: int) -> bool:
@@ -56,6 +90,13 @@ async def try_key_slot(conn: AsyncConnection[Any], key_id: str, slots: int) -> b
 async def unlock_threads(conn: AsyncConnection[Any]) -> None:
     """Release every thread lock `conn` holds."""
     await conn.execute("SELECT pg_advisory_unlock_all()")
+
+
+async def _release_or_close(conn: AsyncConnection[Any]) -> None:
+    try:
+        await unlock_threads(conn)
+    except (psycopg.Error, asyncio.CancelledError):
+        await conn.close()
 
 
 async def locked_threads(conn: AsyncConnection[Any], thread_ids: list[str]) -> set[str]:
@@ -82,8 +123,11 @@ async def locked_threads(conn: AsyncConnection[Any], thread_ids: list[str]) -> s
 
 
 @asynccontextmanager
-async def holding_thread(url: str, thread_id: str) -> AsyncIterator[None]:
-    """Hold the thread's lock, on a connection of its own, for the length of the block.
+async def holding_thread(
+    url: str, thread_id: str, *, wait_s: float | None = None
+) -> AsyncIterator[None]:
+    """Hold the thread's lock, on a connection of its own, for the length of the block;
+    with `wait_s`, wait that long for another holder to let go.
 
     Raises:
         ThreadBusyError: another run (in any process) holds the thread.
@@ -94,21 +138,27 @@ async def holding_thread(url: str, thread_id: str) -> AsyncIterator[None]:
     except psycopg.OperationalError as exc:
         raise DatabaseError(f"cannot reach Postgres at {redact(url)}: {exc}") from exc
     async with conn:  # closing the session releases its lock
-        if not await try_lock_thread(conn, thread_id):
-            raise ThreadBusyError(thread_id, BUSY)
+        await _take(conn, thread_id, wait_s)
         yield
 
 
 class ThreadLocks(Protocol):
     """Where a process takes its thread locks from."""
 
-    def holding(self, thread_id: str) -> AbstractAsyncContextManager[None]:
-        """Hold the thread's lock for the length of the block.
+    def holding(
+        self, thread_id: str, *, wait_s: float | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the thread's lock for the length of the block; with `wait_s`, wait up to
+        that long for another run to let go of it.
 
         Raises:
             ThreadBusyError: another run (in any process) holds the thread.
             DatabaseError: no connection to hold it on.
         """
+        ...
+
+    async def send_stop(self, request: StopRequest) -> None:
+        """Ask the run that holds a thread, on any server, to stop (`graphs.multitask`)."""
         ...
 
     async def held(self, thread_id: str) -> bool:
@@ -122,9 +172,20 @@ class OwnConnectionLocks:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def holding(self, thread_id: str) -> AbstractAsyncContextManager[None]:
+    def holding(
+        self, thread_id: str, *, wait_s: float | None = None
+    ) -> AbstractAsyncContextManager[None]:
         """Hold the thread's lock on a new connection (see `ThreadLocks`)."""
-        return holding_thread(self.url, thread_id)
+        return holding_thread(self.url, thread_id, wait_s=wait_s)
+
+    async def send_stop(self, request: StopRequest) -> None:
+        """Send a stop request on a new connection (see `ThreadLocks`)."""
+        try:
+            conn = await AsyncConnection.connect(self.url, autocommit=True, row_factory=dict_row)
+        except psycopg.OperationalError as exc:
+            raise DatabaseError(f"cannot reach Postgres at {redact(self.url)}: {exc}") from exc
+        async with conn:
+            await send_stop(conn, request)
 
     async def held(self, thread_id: str) -> bool:
         """Whether the thread's lock is held (see `ThreadLocks`), asked on a new connection.
@@ -149,9 +210,9 @@ class PooledLocks:
         self.wait_s = wait_s
 
     @asynccontextmanager
-    async def holding(self, thread_id: str) -> AsyncIterator[None]:
+    async def holding(self, thread_id: str, *, wait_s: float | None = None) -> AsyncIterator[None]:
         """Hold the thread's lock on a pooled connection (see `ThreadLocks`), waiting up to
-        `wait_s` for a connection when every one holds a run."""
+        the pool's `wait_s` for a connection when every one holds a run."""
         try:
             conn: AsyncConnection[Any] = await self.pool.getconn(timeout=self.wait_s)
         except PoolTimeout:
@@ -159,14 +220,29 @@ class PooledLocks:
                 f"{self.pool.max_size} runs are in flight, the most this process takes: retry later"
             ) from None
         try:
-            if not await try_lock_thread(conn, thread_id):
-                raise ThreadBusyError(thread_id, BUSY)
+            try:
+                await _take(conn, thread_id, wait_s)
+            except BaseException:
+                # A wait cancelled as the lock was granted must not leave it on a pooled
+                # connection: give it back, or close the connection (which gives it back).
+                await _release_or_close(conn)
+                raise
             try:
                 yield
             finally:
                 await unlock_threads(conn)
         finally:
             await self.pool.putconn(conn)
+
+    async def send_stop(self, request: StopRequest) -> None:
+        """Send a stop request on a pooled connection (see `ThreadLocks`)."""
+        try:
+            async with self.pool.connection(timeout=self.wait_s) as conn:
+                await send_stop(conn, request)
+        except PoolTimeout:
+            raise DatabaseError(
+                f"{self.pool.max_size} runs are in flight, the most this process takes: retry later"
+            ) from None
 
     async def held(self, thread_id: str) -> bool:
         """Whether the thread's lock is held (see `ThreadLocks`), asked on a pooled

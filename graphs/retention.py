@@ -258,3 +258,24 @@ async def delete_thread(pool: AsyncConnectionPool[Any], thread_id: str) -> int:
             await unlock_threads(conn)
     count: int = deleted.rowcount
     return count
+
+
+async def discard_since(pool: AsyncConnectionPool[Any], thread_id: str, since: datetime) -> int:
+    """Discard the checkpoints a run wrote from `since` on, with their pending writes and
+    the channel values only they named: the thread is as it was before that run. The
+    caller holds the thread's lock (the run that is rolled back does this itself).
+
+    Returns:
+        How many checkpoints were discarded.
+    """
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = ''"
+            " AND (checkpoint->>'ts')::timestamptz >= %s",
+            (thread_id, since),
+        )
+        ids = [r["checkpoint_id"] for r in await cursor.fetchall()]
+        if ids:
+            async with conn.transaction():
+                await _apply(conn, thread_id, PrunePlan(delete=ids, reparent={}))
+    return len(ids)

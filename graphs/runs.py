@@ -10,8 +10,9 @@ import logging
 import threading
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, StateSnapshot
@@ -19,6 +20,8 @@ from langgraph.types import Command, StateSnapshot
 from app.checkpoint.saver import NEW_THREAD, ON_WRITES_COMMITTED, UNFLUSHED_WRITES, Saver
 from app.errors import AgentGraphError
 from graphs.agent import AgentGraph
+from graphs.multitask import StopMode
+from graphs.retention import discard_since
 from nodes.context import Context
 from nodes.events import EventSink, event_sink
 from nodes.schemas import ApprovalDecision
@@ -27,6 +30,14 @@ from nodes.state import InputState
 logger = logging.getLogger(__name__)
 
 RunEvent = dict[str, Any]
+StopCheck = Callable[[], StopMode | None]
+"""Asked between super-steps: whether another run asked this one to stop, and how."""
+STOPPED = {
+    "interrupt": "another run took this thread (multitask_strategy=interrupt): this one "
+    "stopped after its last finished super-step, which the thread keeps",
+    "rollback": "another run took this thread (multitask_strategy=rollback): this one "
+    "stopped and every checkpoint it wrote was discarded",
+}
 
 
 def new_thread_id() -> str:
@@ -107,10 +118,15 @@ async def run_events(
     resume: ApprovalDecision | None = None,
     proceed: bool = False,
     new_thread: bool = False,
+    stop: StopCheck | None = None,
 ) -> None:
     """Run (or resume, or continue) a thread to its end or its next interrupt, handing each
     event to `sink` as it happens: plan_update, handoff, delta, step_result, interrupt,
     final, and error when the run fails.
+
+    `stop` is asked before each super-step: when it says `interrupt`, the run ends there
+    (the thread keeps what it finished and reads as cut off); `rollback` also discards every
+    checkpoint the run wrote. Either ends with an `error` event of type `RunStopped`.
 
     Exactly one of `request`, `resume` and `proceed` is given. `proceed` runs on from the
     thread's latest checkpoint with no new input: what a run cut off by a stop or a crash
@@ -157,15 +173,29 @@ async def run_events(
         if saver is not None:
             config["configurable"][UNFLUSHED_WRITES] = True
             config["configurable"][ON_WRITES_COMMITTED] = announcer.committed
+        started_at = datetime.now(UTC)
+        stopped: StopMode | None = stop() if stop is not None else None
         try:
-            async for _ in graph.astream(payload, config, context=context, stream_mode="values"):
-                pass
+            if stopped is None:
+                steps = cast(
+                    AsyncGenerator[Any, None],
+                    graph.astream(payload, config, context=context, stream_mode="values"),
+                )
+                async with contextlib.aclosing(steps):
+                    async for _ in steps:
+                        if stop is not None and (stopped := stop()) is not None:
+                            break
         finally:
             try:
                 if saver is not None:
                     await saver.flush(thread_id)
             finally:
                 announcer.release()
+        if stopped is not None:
+            if stopped == "rollback" and saver is not None:
+                await discard_since(saver.conn, thread_id, started_at)
+            put({"event": "error", "type": "RunStopped", "message": STOPPED[stopped]})
+            return
         if not finished:
             event = _interrupt_event(await graph.aget_state(thread_config(thread_id)), thread_id)
             if event is not None:

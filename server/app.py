@@ -16,6 +16,7 @@ from app.errors import AgentGraphError
 from app.pg import open_pool
 from app.settings import Settings, get_settings
 from graphs.inbox import setup_inbox
+from graphs.multitask import listen_for_stops
 from graphs.retention import prune_periodically
 from graphs.service import Agent, open_agent
 from server.deps import Services
@@ -99,6 +100,8 @@ def create_app(
                     guards.enter_context(stopping_runs_on_exit_signals(runs))
                     if cfg.worker_timeout_s:
                         await guards.enter_async_context(loop_watchdog(cfg.worker_timeout_s))
+                    listening = asyncio.create_task(listen_for_stops(agent.db.url, runs.on_stop))
+                    guards.callback(listening.cancel)
                     if cfg.checkpoint_ttl:
                         pruning = asyncio.create_task(
                             prune_periodically(agent.db.pool, cfg.checkpoint_ttl)

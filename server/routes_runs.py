@@ -48,6 +48,7 @@ async def _start(svc: Services, body: RunRequest, who: Principal) -> RunHandle:
             request=body.question,
             options=body.overrides(),
             new_thread=body.thread_id is None,
+            multitask=body.multitask_strategy,
         ),
         who,
     )

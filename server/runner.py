@@ -26,6 +26,7 @@ from app.errors import DatabaseError, RateLimitedError, ServerStoppingError
 from app.settings import Settings
 from graphs.driver import ClaimedRun, RunOrder, claim_run
 from graphs.locks import PooledLocks, locked_threads, try_key_slot, unlock_threads
+from graphs.multitask import StopMode, StopRequest
 from graphs.runs import RunEvent
 from graphs.service import Agent
 
@@ -60,6 +61,10 @@ class RunHandle:
     plan: dict[str, Any] | None = None
     final: RunEvent | None = None
     task: asyncio.Task[None] | None = None
+    claim_id: str = ""
+    """The claim's name in a stop request it sent (a run never stops for its own)."""
+    stop_mode: StopMode | None = None
+    """Set when another run asked this one to stop (`graphs.multitask`)."""
 
 
 @contextmanager
@@ -172,7 +177,10 @@ class RunManager:
             await claim.aclose()
             raise
         handle = RunHandle(
-            thread_id=order.thread_id, run_id=uuid.uuid4().hex, model=run.context.model
+            thread_id=order.thread_id,
+            run_id=uuid.uuid4().hex,
+            model=run.context.model,
+            claim_id=run.claim_id,
         )
         self.runs[handle.run_id] = handle
         # A fresh context: the run outlives the request that started it, and must not report
@@ -198,7 +206,10 @@ class RunManager:
                     finally:
                         self.waiting -= 1
                     try:
-                        await run.run(lambda event: self._record(handle, event))
+                        await run.run(
+                            lambda event: self._record(handle, event),
+                            stop=lambda: handle.stop_mode,
+                        )
                     finally:
                         self.slots.release()
                 except asyncio.CancelledError:
@@ -216,6 +227,13 @@ class RunManager:
             handle.queue.put_nowait(None)
             handle.done.set()
             self.runs.pop(handle.run_id, None)
+
+    def on_stop(self, request: StopRequest) -> None:
+        """Another run asked the run of a thread to stop: if this process runs it, it stops
+        before its next super-step (`graphs.multitask.listen_for_stops` calls this)."""
+        for handle in self.runs.values():
+            if handle.thread_id == request.thread_id and handle.claim_id != request.request_id:
+                handle.stop_mode = request.mode
 
     @staticmethod
     def _record(handle: RunHandle, event: RunEvent) -> None:

@@ -5,6 +5,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.settings import ApprovalPolicy, PlannerKind
+from graphs.multitask import Strategy
 from nodes.context import Mode, Synthesis
 from retrievers.names import COLLECTION_NAME_PATTERN
 
@@ -60,6 +61,12 @@ class RunRequest(RunOptions):
         max_length=MAX_THREAD_ID_CHARS,
         pattern=THREAD_ID_PATTERN,
         description="Continue this thread; a new one is created when unset.",
+    )
+    multitask_strategy: Strategy = Field(
+        default="reject",
+        description="When a run holds the thread: reject (409), enqueue (run after it), "
+        "interrupt (stop it at its next super-step, keeping what it finished, then run) or "
+        "rollback (stop it and discard its checkpoints, then run).",
     )
 
 
