@@ -53,6 +53,15 @@ CREATE TABLE IF NOT EXISTS agentgraph_thread_owners (
 CREATE INDEX IF NOT EXISTS agentgraph_thread_owners_tenant ON agentgraph_thread_owners (tenant);
 ALTER TABLE agentgraph_api_keys ADD COLUMN IF NOT EXISTS rate_per_minute integer;
 ALTER TABLE agentgraph_api_keys ADD COLUMN IF NOT EXISTS concurrent_runs integer;
+ALTER TABLE agentgraph_api_keys ADD COLUMN IF NOT EXISTS daily_tokens bigint;
+ALTER TABLE agentgraph_api_keys ADD COLUMN IF NOT EXISTS daily_cost double precision;
+CREATE TABLE IF NOT EXISTS agentgraph_key_usage (
+    key_id text NOT NULL,
+    day date NOT NULL,
+    tokens bigint NOT NULL DEFAULT 0,
+    cost double precision NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, day)
+);
 CREATE UNLOGGED TABLE IF NOT EXISTS agentgraph_key_rate (
     key_id text PRIMARY KEY,
     tat timestamptz NOT NULL
@@ -82,6 +91,17 @@ class Principal:
     """Requests the key may make per minute (None: no limit)."""
     concurrent_runs: int | None = None
     """Runs of the key that may be in flight at once, on all servers (None: no limit)."""
+    daily_tokens: int | None = None
+    """Tokens the key's runs may spend per day, UTC (None: no limit)."""
+    daily_cost: float | None = None
+    """What the key's runs may cost per day, UTC, in the price table's currency."""
+
+    @property
+    def has_budget(self) -> bool:
+        """Whether the key's runs are held to a daily budget."""
+        return self.key_id is not None and (
+            self.daily_tokens is not None or self.daily_cost is not None
+        )
 
     @property
     def label(self) -> str:
@@ -110,6 +130,16 @@ class KeyInfo:
     revoked_at: datetime | None
     rate_per_minute: int | None = None
     concurrent_runs: int | None = None
+    daily_tokens: int | None = None
+    daily_cost: float | None = None
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What a key's runs spent today (UTC)."""
+
+    tokens: int = 0
+    cost: float = 0.0
 
 
 def _digest(key: str) -> str:
@@ -156,6 +186,8 @@ class Keys:
         expires_at: datetime | None = None,
         rate_per_minute: int | None = None,
         concurrent_runs: int | None = None,
+        daily_tokens: int | None = None,
+        daily_cost: float | None = None,
     ) -> tuple[KeyInfo, str]:
         """Make a key; return it as listed and its secret, which is not stored.
 
@@ -166,6 +198,10 @@ class Keys:
             raise ConfigError("a key's rate must be at least 1 request per minute")
         if concurrent_runs is not None and not 1 <= concurrent_runs <= MAX_KEY_RUNS:
             raise ConfigError(f"a key's concurrent runs must be 1 to {MAX_KEY_RUNS}")
+        if daily_tokens is not None and daily_tokens < 1:
+            raise ConfigError("a key's daily token budget must be at least 1")
+        if daily_cost is not None and not daily_cost > 0:
+            raise ConfigError("a key's daily cost budget must be above 0")
         if not _TENANT.match(tenant):
             raise ConfigError(
                 f"bad tenant name {tenant!r}: 1-64 letters, digits, '.', '_' or '-', "
@@ -177,9 +213,9 @@ class Keys:
         secret = f"agk_{key_id}_{secrets.token_urlsafe(32)}"
         async with self.pool.connection() as conn:
             cursor = await conn.execute(
-                "INSERT INTO agentgraph_api_keys"
-                " (id, tenant, scopes, hash, expires_at, rate_per_minute, concurrent_runs)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                "INSERT INTO agentgraph_api_keys (id, tenant, scopes, hash, expires_at,"
+                " rate_per_minute, concurrent_runs, daily_tokens, daily_cost)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
                 (
                     key_id,
                     tenant,
@@ -188,6 +224,8 @@ class Keys:
                     expires_at,
                     rate_per_minute,
                     concurrent_runs,
+                    daily_tokens,
+                    daily_cost,
                 ),
             )
             row = await cursor.fetchone()
@@ -248,6 +286,8 @@ class Keys:
             key_id=row["id"],
             rate_per_minute=row["rate_per_minute"],
             concurrent_runs=row["concurrent_runs"],
+            daily_tokens=row["daily_tokens"],
+            daily_cost=row["daily_cost"],
         )
         if len(self._verified) > 10_000:
             self._verified.clear()
@@ -293,6 +333,30 @@ class Keys:
             row = await cursor.fetchone()
         return max(float(row["wait_s"]) if row else 0.0, 0.0)
 
+    async def spent_today(self, key_id: str) -> Spent:
+        """What the key's runs spent today (UTC), on every server."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT tokens, cost FROM agentgraph_key_usage"
+                " WHERE key_id = %s AND day = (now() AT TIME ZONE 'UTC')::date",
+                (key_id,),
+            )
+            row = await cursor.fetchone()
+        return Spent(int(row["tokens"]), float(row["cost"])) if row else Spent()
+
+    async def charge(self, key_id: str, tokens: int, cost: float) -> None:
+        """Add what a run of the key spent to today's (UTC) account."""
+        if tokens <= 0 and cost <= 0:
+            return
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO agentgraph_key_usage AS u (key_id, day, tokens, cost)"
+                " VALUES (%s, (now() AT TIME ZONE 'UTC')::date, %s, %s)"
+                " ON CONFLICT (key_id, day)"
+                " DO UPDATE SET tokens = u.tokens + excluded.tokens, cost = u.cost + excluded.cost",
+                (key_id, tokens, cost),
+            )
+
     async def forget(self, thread_id: str) -> None:
         """Drop the record of who owns a thread (it was deleted)."""
         async with self.pool.connection() as conn:
@@ -329,6 +393,8 @@ def _info(row: dict[str, Any]) -> KeyInfo:
         revoked_at=row["revoked_at"],
         rate_per_minute=row["rate_per_minute"],
         concurrent_runs=row["concurrent_runs"],
+        daily_tokens=row["daily_tokens"],
+        daily_cost=row["daily_cost"],
     )
 
 

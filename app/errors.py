@@ -94,3 +94,8 @@ class RateLimitedError(AgentGraphError):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(message)
+
+
+class BudgetExceededError(RateLimitedError):
+    """The key's runs spent its daily token or cost budget (429, Retry-After: until the
+    next day, UTC)."""

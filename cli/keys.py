@@ -62,6 +62,19 @@ def register(app: typer.Typer, run: RunFn) -> None:
             int | None,
             typer.Option(min=1, help="Runs the key may have in flight at once; no limit if unset."),
         ] = None,
+        daily_tokens: Annotated[
+            int | None,
+            typer.Option(
+                min=1, help="Tokens the key's runs may spend a day (UTC); no limit if unset."
+            ),
+        ] = None,
+        daily_cost: Annotated[
+            float | None,
+            typer.Option(
+                min=0.000001,
+                help="Cost the key's runs may spend a day (UTC, AGENTGRAPH_PRICES); unset: none.",
+            ),
+        ] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Make a key; its secret is printed once and not stored."""
@@ -78,6 +91,8 @@ def register(app: typer.Typer, run: RunFn) -> None:
                     expires_at=moment,
                     rate_per_minute=rate,
                     concurrent_runs=concurrent,
+                    daily_tokens=daily_tokens,
+                    daily_cost=daily_cost,
                 )
             if as_json:
                 print_json({**_row(info), "key": secret})
@@ -88,6 +103,8 @@ def register(app: typer.Typer, run: RunFn) -> None:
                 + (f", expires {info.expires_at.isoformat()}" if info.expires_at else "")
                 + (f", {info.rate_per_minute} requests a minute" if info.rate_per_minute else "")
                 + (f", {info.concurrent_runs} runs at once" if info.concurrent_runs else "")
+                + (f", {info.daily_tokens} tokens a day" if info.daily_tokens else "")
+                + (f", {info.daily_cost:g} a day" if info.daily_cost else "")
                 + ". This is the only time it is shown.",
                 markup=False,
             )
@@ -110,6 +127,8 @@ def register(app: typer.Typer, run: RunFn) -> None:
                 expiry = f", expires {r['expires_at']}" if r["expires_at"] else ""
                 expiry += f", {r['rate_per_minute']}/min" if r["rate_per_minute"] else ""
                 expiry += f", {r['concurrent_runs']} at once" if r["concurrent_runs"] else ""
+                expiry += f", {r['daily_tokens']} tokens/day" if r["daily_tokens"] else ""
+                expiry += f", {r['daily_cost']:g}/day" if r["daily_cost"] else ""
                 out.print(
                     f"{r['id']}  {r['tenant']}  {','.join(r['scopes'])}  {state}{expiry}",
                     markup=False,
@@ -146,6 +165,8 @@ def _row(info: "KeyInfo") -> dict[str, Any]:
         "revoked_at": info.revoked_at.isoformat() if info.revoked_at else None,
         "rate_per_minute": info.rate_per_minute,
         "concurrent_runs": info.concurrent_runs,
+        "daily_tokens": info.daily_tokens,
+        "daily_cost": info.daily_cost,
     }
 
 

@@ -28,6 +28,8 @@ _FROM_SETTINGS = (
     "max_output_tokens",
 )
 """The options whose default is a process setting of the same name."""
+SERVER_SET = ("budget_label",)
+"""Fields of the context that the server sets (from an API key's budget), never a caller."""
 
 
 def _setting_default(name: str) -> Any:
@@ -67,6 +69,9 @@ class Context:
     """How many times the critic may send the plan back."""
     token_budget: int = _setting_default("token_budget")
     """Tokens the whole run may spend; the critic stops the run when they are spent."""
+    budget_label: str = "token budget"
+    """What the token budget is, as the run's report names it when it is spent (a run whose
+    budget an API key's daily budget set says so)."""
     max_steps: int = _setting_default("max_steps")
     """Largest plan accepted."""
     max_output_tokens: int = _setting_default("max_output_tokens")

@@ -53,7 +53,7 @@ def judge(state: State, context: Context) -> Critique:
     verdict: Verdict
     if exhausted:
         verdict = "give_up"
-        reason = f"token budget exhausted: {used} of {context.token_budget} tokens used"
+        reason = f"{context.budget_label} exhausted: {used} of {context.token_budget} tokens used"
         feedback = ""
     elif not failed:
         verdict, reason, feedback = "accept", "every step succeeded", ""

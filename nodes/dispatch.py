@@ -57,7 +57,11 @@ def _skipped(step: Step, why: str) -> StepResult:
 
 
 def blocked_steps(
-    plan: Plan, results: dict[str, StepResult], *, budget_exhausted: bool
+    plan: Plan,
+    results: dict[str, StepResult],
+    *,
+    budget_exhausted: bool,
+    budget_label: str = "token budget",
 ) -> dict[str, StepResult]:
     """Mark as skipped the steps that can no longer run: a dependency failed, or no budget."""
     blocked: dict[str, StepResult] = {}
@@ -68,7 +72,7 @@ def blocked_steps(
             if s["id"] in results or s["id"] in blocked:
                 continue
             if budget_exhausted:
-                blocked[s["id"]] = _skipped(s, "not run: the token budget is spent")
+                blocked[s["id"]] = _skipped(s, f"not run: the {budget_label} is spent")
                 changed = True
                 continue
             bad = [
@@ -89,7 +93,12 @@ async def dispatch(state: State, runtime: Runtime[Context]) -> DispatchUpdate:
     started = time.time()
     plan = state["plan"]
     results = state.get("results", {})
-    blocked = blocked_steps(plan, results, budget_exhausted=budget_spent(state, runtime.context))
+    blocked = blocked_steps(
+        plan,
+        results,
+        budget_exhausted=budget_spent(state, runtime.context),
+        budget_label=runtime.context.budget_label,
+    )
     for result in blocked.values():
         emit(runtime.stream_writer, "step_result", result=result)
     for step in ready_steps(plan, {**results, **blocked}):

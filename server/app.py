@@ -81,9 +81,9 @@ def create_app(
             lock_pool = await open_pool(
                 agent.db.url, max_size=LOCK_POOL_SIZE, prepared=cfg.db_prepared_statements
             )
-            runs = RunManager(agent, cfg, lock_pool)
             keys = Keys(agent.db.pool)
             await keys.setup()
+            runs = RunManager(agent, cfg, lock_pool, keys)
             # "auto" is decided by `agentgraph serve` from the address it listens on; an app
             # served any other way, whose address this cannot know, asks for keys.
             app.state.services = Services(

@@ -21,7 +21,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from app.auth import LOCAL, Principal
+from app.auth import LOCAL, Keys, Principal, Spent
 from app.errors import DatabaseError, RateLimitedError, ServerStoppingError
 from app.settings import Settings
 from graphs.driver import ClaimedRun, RunOrder, claim_run
@@ -29,6 +29,7 @@ from graphs.locks import PooledLocks, locked_threads, try_key_slot, unlock_threa
 from graphs.multitask import StopMode, StopRequest
 from graphs.runs import RunEvent
 from graphs.service import Agent
+from server.budgets import budgeted, charge
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +106,11 @@ class RunManager:
         agent: Agent,
         settings: Settings,
         lock_pool: AsyncConnectionPool[Any],
+        keys: Keys | None = None,
     ) -> None:
         self.agent = agent
+        self.keys = keys
+        """The key store, to hold keys with a daily budget to it (`server.budgets`)."""
         self.settings = settings
         self.locks = PooledLocks(lock_pool, wait_s=LOCK_WAIT_S)
         self.runs: dict[str, RunHandle] = {}
@@ -167,6 +171,9 @@ class RunManager:
             AgentGraphError: the thread cannot take the run (see `claim_run`).
         """
         self._check_running()
+        before: Spent | None = None
+        if self.keys is not None and who.has_budget:
+            order, before = await budgeted(self.keys, self.agent.graph, self.settings, order, who)
         claim = contextlib.AsyncExitStack()
         try:
             await claim.enter_async_context(self._key_slot(who))
@@ -185,6 +192,8 @@ class RunManager:
         self.runs[handle.run_id] = handle
         # A fresh context: the run outlives the request that started it, and must not report
         # to the request's callbacks (LangServe's stream_events would try to serialise them).
+        if before is not None:
+            claim.push_async_callback(self._charge, handle, who, before)
         handle.task = asyncio.create_task(
             self._run(handle, claim, run),
             name=f"run-{handle.run_id}",
@@ -227,6 +236,15 @@ class RunManager:
             handle.queue.put_nowait(None)
             handle.done.set()
             self.runs.pop(handle.run_id, None)
+
+    async def _charge(self, handle: RunHandle, who: Principal, before: Spent) -> None:
+        """Charge the run's key what the run spent (under the thread's lock still, so that
+        nothing else moved the thread meanwhile)."""
+        assert self.keys is not None
+        try:
+            await charge(self.keys, self.agent.graph, handle.thread_id, who, before)
+        except Exception:
+            logger.exception("could not charge run %s to key %s", handle.run_id, who.key_id)
 
     def on_stop(self, request: StopRequest) -> None:
         """Another run asked the run of a thread to stop: if this process runs it, it stops

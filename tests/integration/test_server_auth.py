@@ -16,7 +16,7 @@ import pytest
 from langserve import RemoteRunnable
 
 from app.auth import Keys
-from app.settings import Settings
+from app.settings import Settings, get_settings
 from bench.common import free_port, wait_ready
 from tests.fakes import MakeModel, register_fakes, scripted_spec
 from tests.integration.conftest import Cli
@@ -305,3 +305,81 @@ async def test_a_keys_concurrent_runs_are_capped_across_servers(
             )
             assert again.status_code == 200, again.text
             assert again.json()["status"] == "done"
+
+
+async def test_a_keys_daily_token_budget_stops_runs_between_steps_then_refuses_them(
+    secured: RunningServer, keys: Keys, make_model: MakeModel, cli: Cli
+) -> None:
+    """A key's runs are charged what they spend. A run that would overrun what is left of
+    the key's day stops between steps with the key's budget as its reason; once the day's
+    budget is spent, a new run gets 429 with Retry-After until midnight UTC."""
+    spec, _ = make_model(reply="A budgeted answer.")
+    body = {"question": QUESTION, "model": spec, "approval": "never", "mode": "plan"}
+    probe, probe_secret = await keys.create(
+        f"probe-{uuid.uuid4().hex[:6]}", ["runs"], daily_tokens=1_000_000
+    )
+    async with httpx.AsyncClient(base_url=secured.base_url, timeout=60) as client:
+        whole = await client.post("/api/v1/agent/run", json=body, headers=_auth(probe_secret))
+        assert whole.json()["status"] == "done", whole.text
+        run_tokens = whole.json()["report"]["total_tokens"]
+        assert (await keys.spent_today(probe.id)).tokens == run_tokens
+
+        # Room for one whole run and 5 tokens more, in a key made with the real CLI.
+        made = cli.json(
+            "keys",
+            "create",
+            "--tenant",
+            f"budget-{uuid.uuid4().hex[:6]}",
+            "--daily-tokens",
+            str(run_tokens + 5),
+        )
+        assert made["daily_tokens"] == run_tokens + 5
+        secret = made["key"]
+        first = await client.post("/api/v1/agent/run", json=body, headers=_auth(secret))
+        assert first.json()["status"] == "done", first.text
+        assert not first.json()["report"]["budget_exhausted"]
+
+        second = await client.post("/api/v1/agent/run", json=body, headers=_auth(secret))
+        report = second.json()["report"]
+        assert report["budget_exhausted"], second.text
+        assert report["token_budget"] == 5
+        assert report["verdict_reason"].startswith("API key's daily budget exhausted")
+        assert "Stopped early: API key's daily budget exhausted" in second.json()["answer"]
+        spent = await keys.spent_today(made["id"])
+        assert spent.tokens == run_tokens + report["total_tokens"] > run_tokens + 5
+
+        refused = await client.post("/api/v1/agent/run", json=body, headers=_auth(secret))
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"] == "BudgetExceededError"
+        assert f"spent its {run_tokens + 5} tokens of today" in refused.json()["message"]
+        until_midnight = (
+            datetime.now(UTC).replace(hour=0, minute=0, second=0) + timedelta(days=1)
+        ) - datetime.now(UTC)
+        assert abs(int(refused.headers["retry-after"]) - until_midnight.total_seconds()) < 60
+
+
+async def test_a_keys_daily_cost_budget_caps_its_runs_at_the_models_price(
+    secured: RunningServer, keys: Keys, make_model: MakeModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a price of 1 a token, a daily cost budget of 5 lets a run spend 5 tokens, then the
+    key is refused for the day."""
+    spec, _ = make_model(reply="A priced answer.")
+    price = {"input_per_mtok": 1_000_000, "output_per_mtok": 1_000_000}
+    monkeypatch.setenv("AGENTGRAPH_PRICES", json.dumps({spec: price}))
+    get_settings.cache_clear()
+    try:
+        key, secret = await keys.create(f"cost-{uuid.uuid4().hex[:6]}", ["runs"], daily_cost=5.0)
+        body = {"question": QUESTION, "model": spec, "approval": "never", "mode": "plan"}
+        async with httpx.AsyncClient(base_url=secured.base_url, timeout=60) as client:
+            run = await client.post("/api/v1/agent/run", json=body, headers=_auth(secret))
+            report = run.json()["report"]
+            assert report["token_budget"] == 5, run.text
+            assert report["budget_exhausted"]
+            spent = await keys.spent_today(key.id)
+            assert spent.cost == pytest.approx(report["total_cost"]) == report["total_tokens"]
+            refused = await client.post("/api/v1/agent/run", json=body, headers=_auth(secret))
+            assert refused.status_code == 429, refused.text
+            assert "spent its budget of 5 of today" in refused.json()["message"]
+    finally:
+        monkeypatch.delenv("AGENTGRAPH_PRICES")
+        get_settings.cache_clear()

@@ -16,7 +16,7 @@ from app.errors import (
     ThreadBusyError,
     ThreadNotFoundError,
 )
-from nodes.context import Context
+from nodes.context import SERVER_SET, Context
 from server.errors import status_of
 from server.langserve_routes import AgentInput
 from server.schemas import RunOptions, RunRequest
@@ -74,4 +74,4 @@ def test_run_request_uses_the_cli_option_names() -> None:
 
 
 def test_every_run_option_can_be_set_over_http() -> None:
-    assert set(RunOptions.model_fields) == {f.name for f in fields(Context)}
+    assert set(RunOptions.model_fields) == {f.name for f in fields(Context)} - set(SERVER_SET)

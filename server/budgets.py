@@ -1,0 +1,102 @@
+"""Daily token and cost budgets per API key, held across every server in Postgres.
+
+Before a run starts, a key that spent its budget today (UTC) gets 429 with `Retry-After` until
+midnight UTC. Otherwise the run's token budget is capped to what is left, in tokens, and to
+what the money left buys at the run's model's dearer price (input or output), so the run's
+own budget check stops it between steps, with the key's budget named as the reason. When the
+run ends, what it spent is added to the key's day.
+
+Runs of one key that start together each see what is left at their start: together they may
+spend past the budget by what they run at once; cap the key's concurrent runs to bound that.
+"""
+
+import dataclasses
+import math
+from datetime import UTC, datetime, timedelta
+
+from app.accounting import price_of, tokens_used
+from app.auth import Keys, Principal, Spent
+from app.errors import BudgetExceededError
+from app.settings import Settings, get_settings
+from graphs.agent import AgentGraph
+from graphs.driver import RunOrder
+from graphs.runs import thread_config
+from graphs.threads import thread_context
+from nodes.context import Context
+
+KEY_BUDGET = "API key's daily budget"
+"""How a run's report names a token budget that the key's daily budget set."""
+
+
+def _until_midnight_s() -> float:
+    now = datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight - now).total_seconds()
+
+
+async def thread_spent(graph: AgentGraph, thread_id: str) -> Spent:
+    """What the thread's current request spent so far (its usage records)."""
+    state = await graph.aget_state(thread_config(thread_id))
+    usage = (state.values or {}).get("usage", [])
+    return Spent(tokens_used(usage), sum(float(r["cost"]) for r in usage))
+
+
+async def budgeted(
+    keys: Keys, graph: AgentGraph, settings: Settings, order: RunOrder, who: Principal
+) -> tuple[RunOrder, Spent]:
+    """Check the key's budget before a run and cap the run to what is left.
+
+    Returns:
+        The order (its token budget capped, when the key's budget is the tighter) and what
+        the thread's request had spent before the run (the run is charged the difference).
+
+    Raises:
+        BudgetExceededError: the key spent its daily tokens or cost already.
+    """
+    assert who.key_id is not None
+    spent = await keys.spent_today(who.key_id)
+    retry = _until_midnight_s()
+    if who.daily_tokens is not None and spent.tokens >= who.daily_tokens:
+        raise BudgetExceededError(
+            f"this API key spent its {who.daily_tokens} tokens of today (UTC): "
+            f"retry in {math.ceil(retry)} s, after midnight UTC",
+            retry_after_s=retry,
+        )
+    if who.daily_cost is not None and spent.cost >= who.daily_cost:
+        raise BudgetExceededError(
+            f"this API key spent its budget of {who.daily_cost:g} of today (UTC): "
+            f"retry in {math.ceil(retry)} s, after midnight UTC",
+            retry_after_s=retry,
+        )
+    options = dict(order.options)
+    if order.request is not None:
+        context = Context.from_settings(settings, **options)
+        before = Spent()
+    else:
+        context = await thread_context(graph, settings, order.thread_id, options)
+        before = await thread_spent(graph, order.thread_id)
+    left: list[int] = []
+    if who.daily_tokens is not None:
+        left.append(who.daily_tokens - spent.tokens)
+    if who.daily_cost is not None:
+        # The process's prices, as every run's cost is reckoned (`app.accounting.cost_of`).
+        price = price_of(context.model, get_settings().prices)
+        per_token = max(price.input_per_mtok, price.output_per_mtok) / 1e6
+        if per_token > 0:
+            left.append(math.floor((who.daily_cost - spent.cost) / per_token))
+    if not left:
+        return order, before
+    cap = before.tokens + max(1, min(left))
+    if cap >= context.token_budget:
+        return order, before
+    capped = {**options, "token_budget": cap, "budget_label": KEY_BUDGET}
+    return dataclasses.replace(order, options=capped), before
+
+
+async def charge(
+    keys: Keys, graph: AgentGraph, thread_id: str, who: Principal, before: Spent
+) -> None:
+    """Add what the run spent (the thread's request now, less `before`) to the key's day."""
+    assert who.key_id is not None
+    after = await thread_spent(graph, thread_id)
+    await keys.charge(who.key_id, after.tokens - before.tokens, after.cost - before.cost)
