@@ -16,7 +16,7 @@ import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -80,6 +80,52 @@ FROM agentgraph_key_rate WHERE key_id = %(key)s
 
 
 @dataclass(frozen=True)
+class KeyLimits:
+    """What a key may do per minute, at once and per day (None: no limit); each is a column
+    of the key's row of the same name."""
+
+    rate_per_minute: int | None = None
+    """Requests the key may make per minute."""
+    concurrent_runs: int | None = None
+    """Runs of the key that may be in flight at once, on all servers."""
+    daily_tokens: int | None = None
+    """Tokens the key's runs may spend per day, UTC."""
+    daily_cost: float | None = None
+    """What the key's runs may cost per day, UTC, in the price table's currency."""
+
+    @classmethod
+    def of_row(cls, row: dict[str, Any]) -> "KeyLimits":
+        """The limits of a key's row."""
+        return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+    def check(self) -> None:
+        """Raises:
+        ConfigError: a limit below its least value.
+        """
+        if self.rate_per_minute is not None and self.rate_per_minute < 1:
+            raise ConfigError("a key's rate must be at least 1 request per minute")
+        if self.concurrent_runs is not None and not 1 <= self.concurrent_runs <= MAX_KEY_RUNS:
+            raise ConfigError(f"a key's concurrent runs must be 1 to {MAX_KEY_RUNS}")
+        if self.daily_tokens is not None and self.daily_tokens < 1:
+            raise ConfigError("a key's daily token budget must be at least 1")
+        if self.daily_cost is not None and not self.daily_cost > 0:
+            raise ConfigError("a key's daily cost budget must be above 0")
+
+    def described(self) -> list[str]:
+        """Each limit that is set, in words."""
+        said = (
+            (self.rate_per_minute, "{} requests a minute"),
+            (self.concurrent_runs, "{} runs at once"),
+            (self.daily_tokens, "{} tokens a day"),
+            (self.daily_cost, "{:g} a day"),
+        )
+        return [form.format(value) for value, form in said if value is not None]
+
+
+_LIMIT_COLUMNS = tuple(f.name for f in fields(KeyLimits))
+
+
+@dataclass(frozen=True)
 class Principal:
     """Who a request acts for."""
 
@@ -87,20 +133,13 @@ class Principal:
     scopes: frozenset[str]
     key_id: str | None = None
     """None when authentication is off: the local operator, who may do everything."""
-    rate_per_minute: int | None = None
-    """Requests the key may make per minute (None: no limit)."""
-    concurrent_runs: int | None = None
-    """Runs of the key that may be in flight at once, on all servers (None: no limit)."""
-    daily_tokens: int | None = None
-    """Tokens the key's runs may spend per day, UTC (None: no limit)."""
-    daily_cost: float | None = None
-    """What the key's runs may cost per day, UTC, in the price table's currency."""
+    limits: KeyLimits = KeyLimits()
 
     @property
     def has_budget(self) -> bool:
         """Whether the key's runs are held to a daily budget."""
         return self.key_id is not None and (
-            self.daily_tokens is not None or self.daily_cost is not None
+            self.limits.daily_tokens is not None or self.limits.daily_cost is not None
         )
 
     @property
@@ -128,10 +167,7 @@ class KeyInfo:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
-    rate_per_minute: int | None = None
-    concurrent_runs: int | None = None
-    daily_tokens: int | None = None
-    daily_cost: float | None = None
+    limits: KeyLimits = KeyLimits()
 
 
 @dataclass(frozen=True)
@@ -184,24 +220,14 @@ class Keys:
         scopes: list[Scope],
         *,
         expires_at: datetime | None = None,
-        rate_per_minute: int | None = None,
-        concurrent_runs: int | None = None,
-        daily_tokens: int | None = None,
-        daily_cost: float | None = None,
+        limits: KeyLimits = KeyLimits(),
     ) -> tuple[KeyInfo, str]:
         """Make a key; return it as listed and its secret, which is not stored.
 
         Raises:
             ConfigError: a bad tenant name, no scope, or a rate below 1.
         """
-        if rate_per_minute is not None and rate_per_minute < 1:
-            raise ConfigError("a key's rate must be at least 1 request per minute")
-        if concurrent_runs is not None and not 1 <= concurrent_runs <= MAX_KEY_RUNS:
-            raise ConfigError(f"a key's concurrent runs must be 1 to {MAX_KEY_RUNS}")
-        if daily_tokens is not None and daily_tokens < 1:
-            raise ConfigError("a key's daily token budget must be at least 1")
-        if daily_cost is not None and not daily_cost > 0:
-            raise ConfigError("a key's daily cost budget must be above 0")
+        limits.check()
         if not _TENANT.match(tenant):
             raise ConfigError(
                 f"bad tenant name {tenant!r}: 1-64 letters, digits, '.', '_' or '-', "
@@ -214,19 +240,10 @@ class Keys:
         async with self.pool.connection() as conn:
             cursor = await conn.execute(
                 "INSERT INTO agentgraph_api_keys (id, tenant, scopes, hash, expires_at,"
-                " rate_per_minute, concurrent_runs, daily_tokens, daily_cost)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
-                (
-                    key_id,
-                    tenant,
-                    list(scopes),
-                    _digest(secret),
-                    expires_at,
-                    rate_per_minute,
-                    concurrent_runs,
-                    daily_tokens,
-                    daily_cost,
-                ),
+                f" {', '.join(_LIMIT_COLUMNS)})"
+                f" VALUES (%s, %s, %s, %s, %s, {', '.join('%s' for _ in _LIMIT_COLUMNS)})"
+                " RETURNING *",
+                (key_id, tenant, list(scopes), _digest(secret), expires_at, *astuple(limits)),
             )
             row = await cursor.fetchone()
         assert row is not None
@@ -284,10 +301,7 @@ class Keys:
             tenant=row["tenant"],
             scopes=frozenset(row["scopes"]),
             key_id=row["id"],
-            rate_per_minute=row["rate_per_minute"],
-            concurrent_runs=row["concurrent_runs"],
-            daily_tokens=row["daily_tokens"],
-            daily_cost=row["daily_cost"],
+            limits=KeyLimits.of_row(row),
         )
         if len(self._verified) > 10_000:
             self._verified.clear()
@@ -317,7 +331,7 @@ class Keys:
         timestamp per key), so it holds across every server on the database: a key may send
         up to its rate at once, then one request each 60/rate seconds.
         """
-        rate = principal.rate_per_minute
+        rate = principal.limits.rate_per_minute
         if principal.key_id is None or not rate:
             return None
         values = {
@@ -391,10 +405,7 @@ def _info(row: dict[str, Any]) -> KeyInfo:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
-        rate_per_minute=row["rate_per_minute"],
-        concurrent_runs=row["concurrent_runs"],
-        daily_tokens=row["daily_tokens"],
-        daily_cost=row["daily_cost"],
+        limits=KeyLimits.of_row(row),
     )
 
 

@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -80,7 +81,7 @@ def register(app: typer.Typer, run: RunFn) -> None:
         """Make a key; its secret is printed once and not stored."""
 
         async def make(settings: Settings) -> int:
-            from app.auth import parse_scopes
+            from app.auth import KeyLimits, parse_scopes
 
             chosen = parse_scopes(scopes)
             moment = parse_expiry(expires) if expires else None
@@ -89,10 +90,7 @@ def register(app: typer.Typer, run: RunFn) -> None:
                     tenant,
                     chosen,
                     expires_at=moment,
-                    rate_per_minute=rate,
-                    concurrent_runs=concurrent,
-                    daily_tokens=daily_tokens,
-                    daily_cost=daily_cost,
+                    limits=KeyLimits(rate, concurrent, daily_tokens, daily_cost),
                 )
             if as_json:
                 print_json({**_row(info), "key": secret})
@@ -101,10 +99,7 @@ def register(app: typer.Typer, run: RunFn) -> None:
             err.print(
                 f"key {info.id} for tenant {info.tenant!r}, scopes {', '.join(info.scopes)}"
                 + (f", expires {info.expires_at.isoformat()}" if info.expires_at else "")
-                + (f", {info.rate_per_minute} requests a minute" if info.rate_per_minute else "")
-                + (f", {info.concurrent_runs} runs at once" if info.concurrent_runs else "")
-                + (f", {info.daily_tokens} tokens a day" if info.daily_tokens else "")
-                + (f", {info.daily_cost:g} a day" if info.daily_cost else "")
+                + "".join(f", {limit}" for limit in info.limits.described())
                 + ". This is the only time it is shown.",
                 markup=False,
             )
@@ -118,19 +113,17 @@ def register(app: typer.Typer, run: RunFn) -> None:
 
         async def show(settings: Settings) -> int:
             async with _keys(settings) as store:
-                rows = [_row(k) for k in await store.listed()]
+                infos = await store.listed()
             if as_json:
-                print_json({"keys": rows})
+                print_json({"keys": [_row(k) for k in infos]})
                 return 0
-            for r in rows:
-                state = "revoked" if r["revoked_at"] else "live"
-                expiry = f", expires {r['expires_at']}" if r["expires_at"] else ""
-                expiry += f", {r['rate_per_minute']}/min" if r["rate_per_minute"] else ""
-                expiry += f", {r['concurrent_runs']} at once" if r["concurrent_runs"] else ""
-                expiry += f", {r['daily_tokens']} tokens/day" if r["daily_tokens"] else ""
-                expiry += f", {r['daily_cost']:g}/day" if r["daily_cost"] else ""
+            for k in infos:
+                state = "revoked" if k.revoked_at else "live"
+                said = [f"expires {k.expires_at.isoformat()}"] if k.expires_at else []
+                said += k.limits.described()
                 out.print(
-                    f"{r['id']}  {r['tenant']}  {','.join(r['scopes'])}  {state}{expiry}",
+                    f"{k.id}  {k.tenant}  {','.join(k.scopes)}  {state}"
+                    + "".join(f", {s}" for s in said),
                     markup=False,
                 )
             return 0
@@ -163,10 +156,7 @@ def _row(info: "KeyInfo") -> dict[str, Any]:
         "created_at": info.created_at.isoformat(),
         "expires_at": info.expires_at.isoformat() if info.expires_at else None,
         "revoked_at": info.revoked_at.isoformat() if info.revoked_at else None,
-        "rate_per_minute": info.rate_per_minute,
-        "concurrent_runs": info.concurrent_runs,
-        "daily_tokens": info.daily_tokens,
-        "daily_cost": info.daily_cost,
+        **asdict(info.limits),
     }
 
 

@@ -48,7 +48,7 @@ async def caller(request: Request) -> Principal:
     wait_s = await svc.keys.take_request(principal)
     if wait_s is not None:
         raise RateLimitedError(
-            f"this API key may make {principal.rate_per_minute} requests a minute: "
+            f"this API key may make {principal.limits.rate_per_minute} requests a minute: "
             f"retry in {max(1, math.ceil(wait_s))} s",
             retry_after_s=wait_s,
         )

@@ -56,15 +56,15 @@ async def budgeted(
     assert who.key_id is not None
     spent = await keys.spent_today(who.key_id)
     retry = _until_midnight_s()
-    if who.daily_tokens is not None and spent.tokens >= who.daily_tokens:
+    if who.limits.daily_tokens is not None and spent.tokens >= who.limits.daily_tokens:
         raise BudgetExceededError(
-            f"this API key spent its {who.daily_tokens} tokens of today (UTC): "
+            f"this API key spent its {who.limits.daily_tokens} tokens of today (UTC): "
             f"retry in {math.ceil(retry)} s, after midnight UTC",
             retry_after_s=retry,
         )
-    if who.daily_cost is not None and spent.cost >= who.daily_cost:
+    if who.limits.daily_cost is not None and spent.cost >= who.limits.daily_cost:
         raise BudgetExceededError(
-            f"this API key spent its budget of {who.daily_cost:g} of today (UTC): "
+            f"this API key spent its budget of {who.limits.daily_cost:g} of today (UTC): "
             f"retry in {math.ceil(retry)} s, after midnight UTC",
             retry_after_s=retry,
         )
@@ -76,14 +76,14 @@ async def budgeted(
         context = await thread_context(graph, settings, order.thread_id, options)
         before = await thread_spent(graph, order.thread_id)
     left: list[int] = []
-    if who.daily_tokens is not None:
-        left.append(who.daily_tokens - spent.tokens)
-    if who.daily_cost is not None:
+    if who.limits.daily_tokens is not None:
+        left.append(who.limits.daily_tokens - spent.tokens)
+    if who.limits.daily_cost is not None:
         # The process's prices, as every run's cost is reckoned (`app.accounting.cost_of`).
         price = price_of(context.model, get_settings().prices)
         per_token = max(price.input_per_mtok, price.output_per_mtok) / 1e6
         if per_token > 0:
-            left.append(math.floor((who.daily_cost - spent.cost) / per_token))
+            left.append(math.floor((who.limits.daily_cost - spent.cost) / per_token))
     if not left:
         return order, before
     cap = before.tokens + max(1, min(left))

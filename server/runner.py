@@ -138,7 +138,7 @@ class RunManager:
         Raises:
             RateLimitedError: every slot of the key is taken, on this server or another.
         """
-        if who.key_id is None or not who.concurrent_runs:
+        if who.key_id is None or not who.limits.concurrent_runs:
             yield
             return
         pool = self.locks.pool
@@ -149,9 +149,9 @@ class RunManager:
                 f"{pool.max_size} runs are in flight, the most this process takes: retry later"
             ) from None
         try:
-            if not await try_key_slot(conn, who.key_id, who.concurrent_runs):
+            if not await try_key_slot(conn, who.key_id, who.limits.concurrent_runs):
                 raise RateLimitedError(
-                    f"this API key may have {who.concurrent_runs} runs in flight at once: "
+                    f"this API key may have {who.limits.concurrent_runs} runs in flight at once: "
                     "retry when one ends",
                     retry_after_s=KEY_SLOT_RETRY_S,
                 )

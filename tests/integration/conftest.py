@@ -18,6 +18,7 @@ import pytest
 from app.auth import Keys
 from app.pg import open_pool, resolve_database_url
 from app.settings import Settings
+from bench import served
 from bench.common import free_port, wait_ready
 from graphs.service import Agent, open_agent
 
@@ -248,3 +249,22 @@ if TYPE_CHECKING:
     from langserve import RemoteRunnable
 
     from tests.integration.server_harness import RunningServer
+
+
+@pytest.fixture(scope="module")
+def bench_servers(cli: Cli) -> Iterator[tuple[str, str]]:
+    """Two `bench.served` processes (the `bench:` models registered) on the session's
+    database; their base URLs."""
+    procs: list[subprocess.Popen[bytes]] = []
+    bases: list[str] = []
+    try:
+        for _ in range(2):
+            proc, base = served.start(cli.env, workers=1)
+            procs.append(proc)
+            bases.append(base)
+        yield bases[0], bases[1]
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)

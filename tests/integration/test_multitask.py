@@ -2,37 +2,15 @@
 under way on the other server, with each `multitask_strategy`."""
 
 import asyncio
-import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
-from bench import served
 from bench.common import SseEvent, sse_events
-from tests.integration.conftest import Cli
 
 MODEL = "bench:delay=0.2"
 """Each model call streams three chunks 0.2 s apart: a run lasts a few seconds."""
 RUN_STREAM = "/api/v1/agent/run.stream"
-
-
-@pytest.fixture(scope="module")
-def two_servers(cli: Cli) -> Iterator[tuple[str, str]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    bases: list[str] = []
-    try:
-        for _ in range(2):
-            proc, base = served.start(cli.env, workers=1)
-            procs.append(proc)
-            bases.append(base)
-        yield bases[0], bases[1]
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=60)
 
 
 def _body(question: str, thread_id: str, **extra: Any) -> dict[str, Any]:
@@ -86,9 +64,9 @@ def _inputs(checkpoints: list[dict[str, Any]]) -> int:
 
 
 async def test_reject_is_the_default_and_refuses_with_409(
-    two_servers: tuple[str, str], thread_id: str
+    bench_servers: tuple[str, str], thread_id: str
 ) -> None:
-    events, answered, _ = await _first_run_then(two_servers, thread_id, "reject")
+    events, answered, _ = await _first_run_then(bench_servers, thread_id, "reject")
     assert answered.status_code == 409, answered.text
     assert answered.json()["error"] == "ThreadBusyError"
     assert events[-1].event == "final"
@@ -96,23 +74,23 @@ async def test_reject_is_the_default_and_refuses_with_409(
 
 
 async def test_enqueue_runs_after_the_current_run(
-    two_servers: tuple[str, str], thread_id: str
+    bench_servers: tuple[str, str], thread_id: str
 ) -> None:
-    events, answered, gap = await _first_run_then(two_servers, thread_id, "enqueue")
+    events, answered, gap = await _first_run_then(bench_servers, thread_id, "enqueue")
     assert events[-1].event == "final", events[-1]  # the first run was not disturbed
     assert events[-1].data["status"] == "done"
     assert answered.status_code == 200, answered.text
     assert answered.json()["status"] == "done"
     assert gap > 0  # it answered after the first run ended
-    thread, checkpoints = await _thread(two_servers[0], thread_id)
+    thread, checkpoints = await _thread(bench_servers[0], thread_id)
     assert thread["status"] == "done"
     assert _inputs(checkpoints) == 2
 
 
 async def test_interrupt_stops_the_run_keeping_what_it_finished(
-    two_servers: tuple[str, str], thread_id: str
+    bench_servers: tuple[str, str], thread_id: str
 ) -> None:
-    events, answered, _ = await _first_run_then(two_servers, thread_id, "interrupt")
+    events, answered, _ = await _first_run_then(bench_servers, thread_id, "interrupt")
     stop = events[-1]
     assert stop.event == "error", stop
     assert stop.data["type"] == "RunStopped"
@@ -127,28 +105,28 @@ async def test_interrupt_stops_the_run_keeping_what_it_finished(
 
     assert answered.status_code == 200, answered.text
     assert answered.json()["status"] == "done"
-    thread, checkpoints = await _thread(two_servers[1], thread_id)
+    thread, checkpoints = await _thread(bench_servers[1], thread_id)
     assert thread["status"] == "done"
     assert thread["request"] == "What is C?"
     assert _inputs(checkpoints) == 2  # the stopped run's checkpoints stay in the history
 
 
 async def test_rollback_discards_the_stopped_runs_checkpoints(
-    two_servers: tuple[str, str], thread_id: str
+    bench_servers: tuple[str, str], thread_id: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=two_servers[0], timeout=120) as a:
+    async with httpx.AsyncClient(base_url=bench_servers[0], timeout=120) as a:
         before = await a.post("/api/v1/agent/run", json=_body("What is Z?", thread_id))
         assert before.json()["status"] == "done", before.text
-    _, kept = await _thread(two_servers[0], thread_id)
+    _, kept = await _thread(bench_servers[0], thread_id)
 
-    events, answered, _ = await _first_run_then(two_servers, thread_id, "rollback")
+    events, answered, _ = await _first_run_then(bench_servers, thread_id, "rollback")
     assert events[-1].event == "error", events[-1]
     assert events[-1].data["type"] == "RunStopped"
     assert "discarded" in events[-1].data["message"]
     assert answered.status_code == 200, answered.text
     assert answered.json()["status"] == "done"
 
-    thread, checkpoints = await _thread(two_servers[1], thread_id)
+    thread, checkpoints = await _thread(bench_servers[1], thread_id)
     assert thread["status"] == "done"
     assert thread["request"] == "What is C?"
     # What came before the stopped run is all there; of the stopped run, nothing.
@@ -159,8 +137,8 @@ async def test_rollback_discards_the_stopped_runs_checkpoints(
     assert _inputs(new) == 1
 
 
-async def test_a_bad_strategy_is_a_422(two_servers: tuple[str, str], thread_id: str) -> None:
-    async with httpx.AsyncClient(base_url=two_servers[0], timeout=60) as client:
+async def test_a_bad_strategy_is_a_422(bench_servers: tuple[str, str], thread_id: str) -> None:
+    async with httpx.AsyncClient(base_url=bench_servers[0], timeout=60) as client:
         refused = await client.post(
             "/api/v1/agent/run", json=_body("What?", thread_id, multitask_strategy="queue")
         )

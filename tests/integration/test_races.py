@@ -4,16 +4,11 @@ once, one to each server; exactly one run goes ahead, the other request gets a 4
 thread ends as if the two had come one after the other."""
 
 import asyncio
-import subprocess
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-import pytest
-
-from bench import served
-from tests.integration.conftest import Cli
 
 ROUNDS = 100
 AT_ONCE = 4
@@ -23,24 +18,6 @@ MODEL = "bench:zero"
 APPROVE = {"decision": "approve"}
 
 Clients = tuple[httpx.AsyncClient, httpx.AsyncClient]
-
-
-@pytest.fixture(scope="module")
-def two_servers(cli: Cli) -> Iterator[tuple[str, str]]:
-    """Two `bench.served` processes (the bench model registered) on the session's database."""
-    procs: list[subprocess.Popen[bytes]] = []
-    bases: list[str] = []
-    try:
-        for _ in range(2):
-            proc, base = served.start(cli.env, workers=1)
-            procs.append(proc)
-            bases.append(base)
-        yield bases[0], bases[1]
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=60)
 
 
 async def _rounds(
@@ -89,8 +66,8 @@ def _decisions(thread: dict[str, Any]) -> list[str]:
     return [a["decision"] for a in (thread["report"] or {}).get("approvals", [])]
 
 
-async def test_two_resumes_on_two_servers_one_wins_every_round(
-    two_servers: tuple[str, str],
+async def test_two_resumes_on_bench_servers_one_wins_every_round(
+    bench_servers: tuple[str, str],
 ) -> None:
     async def one_round(clients: Clients) -> str:
         thread_id = await _waiting(clients[0])
@@ -105,15 +82,15 @@ async def test_two_resumes_on_two_servers_one_wins_every_round(
         assert _decisions(thread) == ["approve"]  # one decision, taken once
         return refused
 
-    outcomes = await _rounds(two_servers, one_round)
+    outcomes = await _rounds(bench_servers, one_round)
     print(dict(outcomes))  # how the rounds fell, with -s
     # The loser met the winner's run (busy) or came after it (nothing left to resume).
     assert set(outcomes) <= {"ThreadBusyError", "NothingToResumeError"}, outcomes
     assert outcomes["ThreadBusyError"] > 0, f"no round overlapped: {outcomes}"
 
 
-async def test_a_resume_and_a_continue_on_two_servers_one_wins_every_round(
-    two_servers: tuple[str, str],
+async def test_a_resume_and_a_continue_on_bench_servers_one_wins_every_round(
+    bench_servers: tuple[str, str],
 ) -> None:
     async def one_round(clients: Clients) -> str:
         thread_id = await _waiting(clients[0])
@@ -130,13 +107,13 @@ async def test_a_resume_and_a_continue_on_two_servers_one_wins_every_round(
         assert _decisions(thread) == ["approve"]
         return refused
 
-    outcomes = await _rounds(two_servers, one_round)
+    outcomes = await _rounds(bench_servers, one_round)
     print(dict(outcomes))
     assert set(outcomes) <= {"ThreadBusyError", "NothingToContinueError"}, outcomes
 
 
-async def test_a_fork_and_a_resume_on_two_servers_never_interleave(
-    two_servers: tuple[str, str],
+async def test_a_fork_and_a_resume_on_bench_servers_never_interleave(
+    bench_servers: tuple[str, str],
 ) -> None:
     async def one_round(clients: Clients) -> str:
         thread_id = await _waiting(clients[0])
@@ -175,6 +152,6 @@ async def test_a_fork_and_a_resume_on_two_servers_never_interleave(
         assert any(c["next"] == [] for c in history["checkpoints"][1:])
         return "run finished, then fork"
 
-    outcomes = await _rounds(two_servers, one_round)
+    outcomes = await _rounds(bench_servers, one_round)
     assert sum(outcomes.values()) == ROUNDS, outcomes
     print(dict(outcomes))

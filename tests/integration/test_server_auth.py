@@ -15,7 +15,7 @@ import httpx
 import pytest
 from langserve import RemoteRunnable
 
-from app.auth import Keys
+from app.auth import KeyLimits, Keys
 from app.settings import Settings, get_settings
 from bench.common import free_port, wait_ready
 from tests.fakes import MakeModel, register_fakes, scripted_spec
@@ -215,7 +215,9 @@ async def test_a_burst_over_a_keys_rate_gets_429_on_every_server_and_retry_after
 ) -> None:
     """A key of 30 requests a minute, sending 40 at once across two servers on one database:
     30 go through, the rest get 429 with a Retry-After that, honoured, lets the next one in."""
-    _, limited = await keys.create(f"burst-{uuid.uuid4().hex[:6]}", ["runs"], rate_per_minute=30)
+    _, limited = await keys.create(
+        f"burst-{uuid.uuid4().hex[:6]}", ["runs"], limits=KeyLimits(rate_per_minute=30)
+    )
     _, other = await keys.create(f"calm-{uuid.uuid4().hex[:6]}", ["runs"])
     second_settings = settings.model_copy(update={"auth": "required"})
     with running_server(second_settings, embedded_url) as second:
@@ -252,7 +254,9 @@ async def test_a_keys_concurrent_runs_are_capped_across_servers(
     gate = tmp_path / "gate"
     held = scripted_spec(reply="Held answer.", gate_file=str(gate))
     quick = scripted_spec(reply="Quick answer.")
-    _, single = await keys.create(f"one-{uuid.uuid4().hex[:6]}", ["runs"], concurrent_runs=1)
+    _, single = await keys.create(
+        f"one-{uuid.uuid4().hex[:6]}", ["runs"], limits=KeyLimits(concurrent_runs=1)
+    )
     _, other = await keys.create(f"free-{uuid.uuid4().hex[:6]}", ["runs"])
     body = {"question": "What is A?", "approval": "never", "mode": "plan"}
     second_settings = settings.model_copy(update={"auth": "required"})
@@ -316,7 +320,7 @@ async def test_a_keys_daily_token_budget_stops_runs_between_steps_then_refuses_t
     spec, _ = make_model(reply="A budgeted answer.")
     body = {"question": QUESTION, "model": spec, "approval": "never", "mode": "plan"}
     probe, probe_secret = await keys.create(
-        f"probe-{uuid.uuid4().hex[:6]}", ["runs"], daily_tokens=1_000_000
+        f"probe-{uuid.uuid4().hex[:6]}", ["runs"], limits=KeyLimits(daily_tokens=1_000_000)
     )
     async with httpx.AsyncClient(base_url=secured.base_url, timeout=60) as client:
         whole = await client.post("/api/v1/agent/run", json=body, headers=_auth(probe_secret))
@@ -368,7 +372,9 @@ async def test_a_keys_daily_cost_budget_caps_its_runs_at_the_models_price(
     monkeypatch.setenv("AGENTGRAPH_PRICES", json.dumps({spec: price}))
     get_settings.cache_clear()
     try:
-        key, secret = await keys.create(f"cost-{uuid.uuid4().hex[:6]}", ["runs"], daily_cost=5.0)
+        key, secret = await keys.create(
+            f"cost-{uuid.uuid4().hex[:6]}", ["runs"], limits=KeyLimits(daily_cost=5.0)
+        )
         body = {"question": QUESTION, "model": spec, "approval": "never", "mode": "plan"}
         async with httpx.AsyncClient(base_url=secured.base_url, timeout=60) as client:
             run = await client.post("/api/v1/agent/run", json=body, headers=_auth(secret))
