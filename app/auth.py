@@ -18,11 +18,14 @@ import secrets
 import time
 from dataclasses import astuple, dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from psycopg_pool import AsyncConnectionPool
 
 from app.errors import AuthError, ConfigError
+
+if TYPE_CHECKING:
+    from app.rates import RedisRates
 
 Scope = Literal["runs", "approvals", "admin"]
 SCOPES: tuple[Scope, ...] = ("runs", "approvals", "admin")
@@ -203,6 +206,8 @@ class Keys:
     """API keys and thread owners on a pool (autocommit, dict rows)."""
 
     pool: AsyncConnectionPool[Any]
+    rates: "RedisRates | None" = None
+    """Where request rates are counted when not in Postgres (`AGENTGRAPH_REDIS_URL`)."""
     _verified: dict[str, tuple[float, Principal]] = field(default_factory=dict)
 
     async def setup(self) -> None:
@@ -327,13 +332,16 @@ class Keys:
         """Count one request against the key's rate; return None when it may go ahead, or
         the seconds to wait before the next one may.
 
-        The limit is a token bucket kept in Postgres (the generic cell rate algorithm: one
-        timestamp per key), so it holds across every server on the database: a key may send
-        up to its rate at once, then one request each 60/rate seconds.
+        The limit is a token bucket kept in Postgres, or in Redis with `rates` (the generic
+        cell rate algorithm: one timestamp per key), so it holds across every server on the
+        database: a key may send up to its rate at once, then one request each 60/rate
+        seconds.
         """
         rate = principal.limits.rate_per_minute
         if principal.key_id is None or not rate:
             return None
+        if self.rates is not None:
+            return await self.rates.take(principal.key_id, rate)
         values = {
             "key": principal.key_id,
             "interval": timedelta(seconds=60 / rate),

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
         "each thread's latest, the heads of its branches and its fork points stay. A server "
         "prunes hourly. Unset: keep every checkpoint.",
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis (redis://HOST:PORT/DB) to count API keys' request rates in, shared "
+        "by every server that uses it. Unset: they are counted in Postgres.",
+    )
     auth: AuthMode = Field(
         default="auto",
         description="API keys: 'required', 'off', or 'auto': off when `agentgraph serve` "

@@ -14,6 +14,7 @@ from app.auth import Keys
 from app.embeddings import get_embedder
 from app.errors import AgentGraphError
 from app.pg import open_pool
+from app.rates import RedisRates
 from app.settings import Settings, get_settings
 from graphs.inbox import setup_inbox
 from graphs.multitask import listen_for_stops
@@ -81,7 +82,10 @@ def create_app(
             lock_pool = await open_pool(
                 agent.db.url, max_size=LOCK_POOL_SIZE, prepared=cfg.db_prepared_statements
             )
-            keys = Keys(agent.db.pool)
+            rates = RedisRates(cfg.redis_url) if cfg.redis_url else None
+            if rates is not None:
+                await rates.check()
+            keys = Keys(agent.db.pool, rates)
             await keys.setup()
             runs = RunManager(agent, cfg, lock_pool, keys)
             # "auto" is decided by `agentgraph serve` from the address it listens on; an app
@@ -112,6 +116,8 @@ def create_app(
                 warming.cancel()
                 await runs.stop()
                 await lock_pool.close()
+                if rates is not None:
+                    await rates.close()
 
     app = FastAPI(
         title="agentgraph",

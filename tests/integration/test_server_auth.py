@@ -389,3 +389,40 @@ async def test_a_keys_daily_cost_budget_caps_its_runs_at_the_models_price(
     finally:
         monkeypatch.delenv("AGENTGRAPH_PRICES")
         get_settings.cache_clear()
+
+
+async def test_with_redis_configured_request_rates_are_counted_there(
+    settings: Settings, embedded_url: str, keys: Keys
+) -> None:
+    """AGENTGRAPH_REDIS_URL: two servers count one key's requests in the machine's Redis
+    (not in Postgres), so a burst over its rate across both is refused with 429."""
+    import redis.asyncio as aioredis
+
+    url = "redis://127.0.0.1:6379/15"
+    info, secret = await keys.create(
+        f"redis-{uuid.uuid4().hex[:6]}", ["runs"], limits=KeyLimits(rate_per_minute=10)
+    )
+    with_redis = settings.model_copy(update={"auth": "required", "redis_url": url})
+    with (
+        running_server(with_redis, embedded_url) as one,
+        running_server(with_redis, embedded_url) as two,
+    ):
+        async with httpx.AsyncClient(timeout=30) as client:
+            statuses = [
+                (await client.get(f"{b}/api/v1/approvals", headers=_auth(secret))).status_code
+                for b in [one.base_url, two.base_url] * 8
+            ]
+    assert statuses[:10] == [200] * 10, statuses
+    assert statuses[10:].count(429) >= 5, statuses
+    stored = aioredis.from_url(url)
+    try:
+        assert await stored.exists(f"agentgraph:rate:{info.id}")
+    finally:
+        await stored.aclose()
+    async with keys.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) AS n FROM agentgraph_key_rate WHERE key_id = %s", (info.id,)
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    assert row["n"] == 0

@@ -85,3 +85,10 @@ def test_auto_is_decided_by_the_address(
         assert get_settings().auth == decided
     finally:
         get_settings.cache_clear()
+
+
+def test_a_redis_url_is_shown_without_its_password() -> None:
+    from app.rates import redact
+
+    assert redact("redis://user:s3cret@cache:6380/2") == "redis://user:***@cache:6380/2"
+    assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
