@@ -236,6 +236,13 @@ def test_sighup_keeps_the_workers_when_new_ones_cannot_start(tmp_path: Path) -> 
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(proc, f"{base}/readyz", timeout_s=60, name="the server", output=log.read_text)
+        # One worker answering is not both started: told to fail before the second one's
+        # start-up, the second would fail then, not at the restart.
+        _until(
+            lambda: log.read_text().count("Application startup complete.") == 2,
+            "the two workers did not start",
+            output=log.read_text,
+        )
         old = _workers(proc.pid)
         fail.touch()
         proc.send_signal(signal.SIGHUP)
