@@ -34,21 +34,21 @@ def _until_midnight_s() -> float:
     return (midnight - now).total_seconds()
 
 
-async def thread_spent(graph: AgentGraph, thread_id: str) -> Spent:
-    """What the thread's current request spent so far (its usage records)."""
+async def thread_spent(graph: AgentGraph, thread_id: str, *, since: float = 0.0) -> Spent:
+    """What the thread's current request spent (its usage records), in the calls that
+    started at `since` (seconds since the epoch) or later."""
     state = await graph.aget_state(thread_config(thread_id))
-    usage = (state.values or {}).get("usage", [])
+    usage = [r for r in (state.values or {}).get("usage", []) if r["started_at"] >= since]
     return Spent(tokens_used(usage), sum(float(r["cost"]) for r in usage))
 
 
 async def budgeted(
     keys: Keys, graph: AgentGraph, settings: Settings, order: RunOrder, who: Principal
-) -> tuple[RunOrder, Spent]:
+) -> RunOrder:
     """Check the key's budget before a run and cap the run to what is left.
 
     Returns:
-        The order (its token budget capped, when the key's budget is the tighter) and what
-        the thread's request had spent before the run (the run is charged the difference).
+        The order, its token budget capped when the key's budget is the tighter.
 
     Raises:
         BudgetExceededError: the key spent its daily tokens or cost already.
@@ -85,18 +85,21 @@ async def budgeted(
         if per_token > 0:
             left.append(math.floor((who.limits.daily_cost - spent.cost) / per_token))
     if not left:
-        return order, before
+        return order
+    # The run's budget counts its request's tokens before it too (a resume's plan).
     cap = before.tokens + max(1, min(left))
     if cap >= context.token_budget:
-        return order, before
+        return order
     capped = {**options, "token_budget": cap, "budget_label": KEY_BUDGET}
-    return dataclasses.replace(order, options=capped), before
+    return dataclasses.replace(order, options=capped)
 
 
 async def charge(
-    keys: Keys, graph: AgentGraph, thread_id: str, who: Principal, before: Spent
+    keys: Keys, graph: AgentGraph, thread_id: str, who: Principal, since: float
 ) -> None:
-    """Add what the run spent (the thread's request now, less `before`) to the key's day."""
+    """Add what a run that started at `since` spent (its thread's usage records from then
+    on) to the key's day. A run rolled back (`multitask_strategy=rollback`) left no records:
+    what it spent is not charged."""
     assert who.key_id is not None
-    after = await thread_spent(graph, thread_id)
-    await keys.charge(who.key_id, after.tokens - before.tokens, after.cost - before.cost)
+    spent = await thread_spent(graph, thread_id, since=since)
+    await keys.charge(who.key_id, spent.tokens, spent.cost)

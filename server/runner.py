@@ -12,6 +12,7 @@ import contextvars
 import logging
 import signal
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -21,7 +22,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from app.auth import LOCAL, Keys, Principal, Spent
+from app.auth import LOCAL, Keys, Principal
 from app.errors import DatabaseError, RateLimitedError, ServerStoppingError
 from app.settings import Settings
 from graphs.driver import ClaimedRun, RunOrder, claim_run
@@ -171,9 +172,10 @@ class RunManager:
             AgentGraphError: the thread cannot take the run (see `claim_run`).
         """
         self._check_running()
-        before: Spent | None = None
+        budget_from: float | None = None
         if self.keys is not None and who.has_budget:
-            order, before = await budgeted(self.keys, self.agent.graph, self.settings, order, who)
+            budget_from = time.time()
+            order = await budgeted(self.keys, self.agent.graph, self.settings, order, who)
         claim = contextlib.AsyncExitStack()
         try:
             await claim.enter_async_context(self._key_slot(who))
@@ -192,8 +194,8 @@ class RunManager:
         self.runs[handle.run_id] = handle
         # A fresh context: the run outlives the request that started it, and must not report
         # to the request's callbacks (LangServe's stream_events would try to serialise them).
-        if before is not None:
-            claim.push_async_callback(self._charge, handle, who, before)
+        if budget_from is not None:
+            claim.push_async_callback(self._charge, handle, who, budget_from)
         handle.task = asyncio.create_task(
             self._run(handle, claim, run),
             name=f"run-{handle.run_id}",
@@ -237,12 +239,12 @@ class RunManager:
             handle.done.set()
             self.runs.pop(handle.run_id, None)
 
-    async def _charge(self, handle: RunHandle, who: Principal, before: Spent) -> None:
+    async def _charge(self, handle: RunHandle, who: Principal, since: float) -> None:
         """Charge the run's key what the run spent (under the thread's lock still, so that
         nothing else moved the thread meanwhile)."""
         assert self.keys is not None
         try:
-            await charge(self.keys, self.agent.graph, handle.thread_id, who, before)
+            await charge(self.keys, self.agent.graph, handle.thread_id, who, since)
         except Exception:
             logger.exception("could not charge run %s to key %s", handle.run_id, who.key_id)
 
