@@ -99,3 +99,7 @@ class RateLimitedError(AgentGraphError):
 class BudgetExceededError(RateLimitedError):
     """The key's runs spent its daily token or cost budget (429, Retry-After: until the
     next day, UTC)."""
+
+
+class ModelNotFoundError(AgentGraphError):
+    """A request named a model the server does not offer (404)."""

@@ -69,7 +69,7 @@ def create_app(
         url: Connect to this Postgres instead of what the settings say.
         keepalive_s: Longest silence on an event stream before a keep-alive comment.
     """
-    from server import routes_approvals, routes_health, routes_runs, routes_threads
+    from server import openai_api, routes_approvals, routes_health, routes_runs, routes_threads
     from server.langserve_routes import add_agent_routes
 
     cfg = settings or get_settings()
@@ -132,5 +132,6 @@ def create_app(
     app.include_router(routes_runs.router)
     app.include_router(routes_threads.router)
     app.include_router(routes_approvals.router)
+    app.include_router(openai_api.router)
     add_agent_routes(app)
     return app

@@ -22,6 +22,7 @@ from app.errors import (
     ForbiddenError,
     InvalidDecisionError,
     ModelError,
+    ModelNotFoundError,
     NothingToContinueError,
     NothingToResumeError,
     PlanValidationError,
@@ -43,6 +44,7 @@ STATUS: tuple[tuple[type[AgentGraphError], int], ...] = (
     (ForbiddenError, 403),
     (RateLimitedError, 429),
     (ThreadNotFoundError, 404),
+    (ModelNotFoundError, 404),
     (ThreadBusyError, 409),
     (NothingToResumeError, 409),
     (NothingToContinueError, 409),
@@ -77,7 +79,27 @@ def _respond(
     if getattr(route, "path", None) in getattr(request.app.state, SSE_ERROR_ROUTES, ()):
         event = json.dumps({"status_code": status, "message": body["message"]})
         return Response(f"event: error\ndata: {event}\n\n", media_type="text/event-stream")
+    if request.url.path.startswith(OPENAI_PREFIX):
+        return JSONResponse(_openai_error(body, status), status_code=status, headers=headers)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+OPENAI_PREFIX = "/v1/"
+"""The OpenAI-compatible routes (`server.openai_api`), whose errors take OpenAI's shape."""
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    429: "rate_limit_error",
+}
+
+
+def _openai_error(body: dict[str, object], status: int) -> dict[str, object]:
+    """An error body as OpenAI's API writes it, which its clients read."""
+    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    code = "model_not_found" if body["error"] == "ModelNotFoundError" else body["error"]
+    return {"error": {"message": body["message"], "type": kind, "param": None, "code": code}}
 
 
 async def _domain(request: Request, exc: Exception) -> Response:
