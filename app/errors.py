@@ -103,3 +103,7 @@ class BudgetExceededError(RateLimitedError):
 
 class ModelNotFoundError(AgentGraphError):
     """A request named a model the server does not offer (404)."""
+
+
+class ResponseNotFoundError(AgentGraphError):
+    """No stored response has the id a request named (404)."""

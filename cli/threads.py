@@ -125,6 +125,7 @@ def register(app: typer.Typer, run: RunFn) -> None:
 
         async def drop(settings: Settings) -> int:
             from app.auth import Keys
+            from app.responses import Responses
             from graphs.retention import delete_thread
             from graphs.service import open_agent
 
@@ -137,6 +138,9 @@ def register(app: typer.Typer, run: RunFn) -> None:
                     keys = Keys(agent.db.pool)
                     await keys.setup()
                     await keys.forget(thread_id)
+                    responses = Responses(agent.db.pool)
+                    await responses.setup()
+                    await responses.forget(thread_id)
             if not deleted:
                 err.print(f"error: unknown thread {thread_id}", markup=False)
                 return 1

@@ -15,6 +15,7 @@ from app.embeddings import get_embedder
 from app.errors import AgentGraphError
 from app.pg import open_pool
 from app.rates import RedisRates
+from app.responses import Responses
 from app.settings import Settings, get_settings
 from graphs.inbox import setup_inbox
 from graphs.multitask import listen_for_stops
@@ -69,7 +70,14 @@ def create_app(
         url: Connect to this Postgres instead of what the settings say.
         keepalive_s: Longest silence on an event stream before a keep-alive comment.
     """
-    from server import openai_api, routes_approvals, routes_health, routes_runs, routes_threads
+    from server import (
+        openai_chat,
+        openai_responses,
+        routes_approvals,
+        routes_health,
+        routes_runs,
+        routes_threads,
+    )
     from server.langserve_routes import add_agent_routes
 
     cfg = settings or get_settings()
@@ -87,6 +95,8 @@ def create_app(
                 await rates.check()
             keys = Keys(agent.db.pool, rates)
             await keys.setup()
+            responses = Responses(agent.db.pool)
+            await responses.setup()
             runs = RunManager(agent, cfg, lock_pool, keys)
             # "auto" is decided by `agentgraph serve` from the address it listens on; an app
             # served any other way, whose address this cannot know, asks for keys.
@@ -96,6 +106,7 @@ def create_app(
                 runs=runs,
                 keepalive_s=keepalive_s,
                 keys=keys,
+                responses=responses,
                 auth_required=cfg.auth != "off",
             )
             settle_heap()
@@ -132,6 +143,7 @@ def create_app(
     app.include_router(routes_runs.router)
     app.include_router(routes_threads.router)
     app.include_router(routes_approvals.router)
-    app.include_router(openai_api.router)
+    app.include_router(openai_chat.router)
+    app.include_router(openai_responses.router)
     add_agent_routes(app)
     return app

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from app.auth import Keys
+from app.responses import Responses
 from app.settings import Settings
 from graphs.agent import AgentGraph
 from graphs.service import Agent
@@ -22,6 +23,8 @@ class Services:
     runs: RunManager
     keepalive_s: float
     keys: Keys
+    responses: Responses
+    """The stored responses of `/v1/responses`."""
     auth_required: bool
     """Whether requests need an API key (`AGENTGRAPH_AUTH`)."""
 

@@ -27,6 +27,7 @@ from app.errors import (
     NothingToResumeError,
     PlanValidationError,
     RateLimitedError,
+    ResponseNotFoundError,
     ServerStoppingError,
     ThreadBusyError,
     ThreadNotFoundError,
@@ -45,6 +46,7 @@ STATUS: tuple[tuple[type[AgentGraphError], int], ...] = (
     (RateLimitedError, 429),
     (ThreadNotFoundError, 404),
     (ModelNotFoundError, 404),
+    (ResponseNotFoundError, 404),
     (ThreadBusyError, 409),
     (NothingToResumeError, 409),
     (NothingToContinueError, 409),
@@ -85,7 +87,8 @@ def _respond(
 
 
 OPENAI_PREFIX = "/v1/"
-"""The OpenAI-compatible routes (`server.openai_api`), whose errors take OpenAI's shape."""
+"""The OpenAI-compatible routes (`server.openai_chat`, `server.openai_responses`), whose
+errors take OpenAI's shape."""
 _OPENAI_TYPES = {
     401: "authentication_error",
     403: "permission_error",
@@ -94,11 +97,20 @@ _OPENAI_TYPES = {
     429: "rate_limit_error",
 }
 
+_OPENAI_CODES = {
+    "AuthError": "invalid_api_key",
+    "ModelNotFoundError": "model_not_found",
+    "ResponseNotFoundError": "not_found",
+    "RateLimitedError": "rate_limit_exceeded",
+    "BudgetExceededError": "insufficient_quota",
+}
+"""OpenAI's codes for the errors its clients know by code; the others keep their name."""
+
 
 def _openai_error(body: dict[str, object], status: int) -> dict[str, object]:
     """An error body as OpenAI's API writes it, which its clients read."""
     kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    code = "model_not_found" if body["error"] == "ModelNotFoundError" else body["error"]
+    code = _OPENAI_CODES.get(str(body["error"]), body["error"])
     return {"error": {"message": body["message"], "type": kind, "param": None, "code": code}}
 
 

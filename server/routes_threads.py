@@ -48,6 +48,7 @@ async def delete_thread(thread_id: ThreadId, svc: Svc, who: Caller) -> ThreadDel
     if not deleted:
         raise ThreadNotFoundError(thread_id)
     await svc.keys.forget(thread_id)
+    await svc.responses.forget(thread_id)
     return ThreadDeleted(thread_id=thread_id, checkpoints_deleted=deleted)
 
 

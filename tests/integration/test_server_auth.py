@@ -426,3 +426,54 @@ async def test_with_redis_configured_request_rates_are_counted_there(
         row = await cursor.fetchone()
     assert row is not None
     assert row["n"] == 0
+
+
+async def test_the_openai_surface_takes_keys_and_hides_other_tenants(
+    secured: RunningServer, keys: Keys, make_model: MakeModel
+) -> None:
+    import openai
+
+    spec, _ = make_model(reply="Alice's answer.")
+    _, alice = await keys.create(f"alice-{uuid.uuid4().hex[:6]}", ["runs", "approvals"])
+    _, bob = await keys.create(f"bob-{uuid.uuid4().hex[:6]}", ["runs", "approvals"])
+    base = f"{secured.base_url}/v1"
+    as_alice = openai.AsyncOpenAI(base_url=base, api_key=alice, max_retries=0)
+    as_bob = openai.AsyncOpenAI(base_url=base, api_key=bob, max_retries=0)
+    nobody = openai.AsyncOpenAI(base_url=base, api_key="agk_0000000000000000_" + "x" * 30)
+    with pytest.raises(openai.AuthenticationError) as refused:
+        await nobody.models.list()
+    assert refused.value.code == "invalid_api_key"
+
+    raw = await as_alice.responses.with_raw_response.create(
+        model=f"agentgraph:{spec}", input=QUESTION, extra_body={"agentgraph": {"approval": "never"}}
+    )
+    first, thread_id = raw.parse(), raw.headers["x-thread-id"]
+    assert "Alice's answer." in first.output_text
+    with pytest.raises(openai.NotFoundError):
+        await as_bob.responses.retrieve(first.id)
+    with pytest.raises(openai.NotFoundError):
+        await as_bob.responses.create(
+            model=f"agentgraph:{spec}", input="And B?", previous_response_id=first.id
+        )
+    with pytest.raises(openai.NotFoundError) as hidden:
+        await as_bob.chat.completions.create(
+            model=f"agentgraph:{spec}",
+            messages=[{"role": "user", "content": "And C?"}],
+            extra_headers={"X-Thread-Id": thread_id},
+        )
+    assert "unknown thread" in hidden.value.message
+    # Resending Alice's conversation lands Bob on a thread of his own, not on hers.
+    theirs = await as_bob.chat.completions.with_raw_response.create(
+        model=f"agentgraph:{spec}",
+        messages=[{"role": "user", "content": QUESTION}],
+        extra_body={"agentgraph": {"approval": "never"}},
+    )
+    ours = await as_alice.chat.completions.with_raw_response.create(
+        model=f"agentgraph:{spec}",
+        messages=[{"role": "user", "content": QUESTION}],
+        extra_body={"agentgraph": {"approval": "never"}},
+    )
+    assert theirs.headers["x-thread-id"] != ours.headers["x-thread-id"]
+    assert (await as_alice.responses.retrieve(first.id)).output_text == first.output_text
+    for client in (as_alice, as_bob, nobody):
+        await client.close()
