@@ -38,18 +38,14 @@ from server.openai_shared import (
     ERRORS,
     MODEL_ID,
     THREAD_HEADER,
-    answer_deltas,
     checked_thread_id,
-    content_of,
     derived_thread,
     extension_of,
     model_spec,
-    rest_of,
-    start_turn,
-    tokens_of,
 )
 from server.runner import RunHandle
 from server.schemas import MAX_THREAD_ID_CHARS, RunOptions, RunResult
+from server.turns import answer_deltas, content_of, rest_of, start_turn, tokens_of
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=ERRORS)
 Svc = Annotated[Services, Depends(services)]

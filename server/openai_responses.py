@@ -41,18 +41,14 @@ from server.deps import Services, result_of, services
 from server.openai_shared import (
     ERRORS,
     THREAD_HEADER,
-    answer_deltas,
     checked_thread_id,
-    content_of,
     derived_thread,
     extension_of,
     model_spec,
-    rest_of,
-    start_turn,
-    tokens_of,
 )
 from server.runner import RunHandle
 from server.schemas import RunOptions, RunResult
+from server.turns import answer_deltas, content_of, rest_of, start_turn, tokens_of
 
 router = APIRouter(prefix="/v1/responses", tags=["openai"], responses=ERRORS)
 Svc = Annotated[Services, Depends(services)]
