@@ -71,6 +71,7 @@ def create_app(
         keepalive_s: Longest silence on an event stream before a keep-alive comment.
     """
     from server import (
+        a2a,
         openai_chat,
         openai_responses,
         routes_approvals,
@@ -109,6 +110,8 @@ def create_app(
                 responses=responses,
                 auth_required=cfg.auth != "off",
             )
+            tasks_engine = a2a.task_engine(agent.db.url)
+            app.state.a2a = await a2a.open_dispatcher(app.state.services, tasks_engine)
             settle_heap()
             try:
                 async with contextlib.AsyncExitStack() as guards:
@@ -126,6 +129,7 @@ def create_app(
             finally:
                 warming.cancel()
                 await runs.stop()
+                await tasks_engine.dispose()
                 await lock_pool.close()
                 if rates is not None:
                     await rates.close()
@@ -144,6 +148,7 @@ def create_app(
     app.include_router(routes_threads.router)
     app.include_router(routes_approvals.router)
     app.include_router(openai_chat.router)
+    app.include_router(a2a.router)
     app.include_router(openai_responses.router)
     add_agent_routes(app)
     return app

@@ -477,3 +477,64 @@ async def test_the_openai_surface_takes_keys_and_hides_other_tenants(
     assert (await as_alice.responses.retrieve(first.id)).output_text == first.output_text
     for client in (as_alice, as_bob, nobody):
         await client.close()
+
+
+async def test_the_a2a_surface_declares_and_takes_keys_and_hides_other_tenants(
+    secured: RunningServer, keys: Keys, make_model: MakeModel
+) -> None:
+    from a2a.client import ClientConfig, create_client
+    from a2a.helpers.proto_helpers import new_text_part
+    from a2a.types import GetTaskRequest, Message, Role, SendMessageRequest, TaskState
+    from a2a.utils.errors import TaskNotFoundError
+    from google.protobuf.json_format import ParseDict
+    from google.protobuf.struct_pb2 import Struct
+
+    spec, _ = make_model(reply="Alice's task.")
+    _, alice = await keys.create(f"alice-{uuid.uuid4().hex[:6]}", ["runs", "approvals"])
+    _, bob = await keys.create(f"bob-{uuid.uuid4().hex[:6]}", ["runs", "approvals"])
+
+    def message(context_id: str = "") -> Message:
+        sent = Message(
+            role=Role.ROLE_USER,
+            parts=[new_text_part(QUESTION)],
+            message_id=uuid.uuid4().hex,
+            context_id=context_id,
+        )
+        options = {"agentgraph": {"approval": "never", "model": spec}}
+        sent.metadata.CopyFrom(ParseDict(options, Struct()))
+        return sent
+
+    async with httpx.AsyncClient(base_url=secured.base_url, timeout=60) as http:
+        card = (await http.get("/.well-known/agent-card.json")).json()
+        assert card["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"] == "Bearer"
+        assert card["securitySchemes"]["apiKey"]["apiKeySecurityScheme"]["name"] == "X-API-Key"
+        rpc = {"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "x"}}
+        refused = await http.post("/a2a", json=rpc, headers={"A2A-Version": "1.0"})
+        assert refused.status_code == 401
+
+    async def client_of(http: httpx.AsyncClient) -> Any:
+        return await create_client(secured.base_url, client_config=ClientConfig(httpx_client=http))
+
+    async with (
+        httpx.AsyncClient(timeout=60, headers=_auth(alice)) as as_alice,
+        httpx.AsyncClient(timeout=60, headers={"X-API-Key": bob}) as as_bob,
+    ):
+        theirs, ours = await client_of(as_bob), await client_of(as_alice)
+        events = [e async for e in ours.send_message(SendMessageRequest(message=message()))]
+        done = events[-1].status_update
+        assert done.status.state == TaskState.TASK_STATE_COMPLETED
+        with pytest.raises(TaskNotFoundError):
+            await theirs.get_task(GetTaskRequest(id=done.task_id))
+        # Bob's message in Alice's context (her thread) fails as an unknown thread would.
+        tried = [
+            e
+            async for e in theirs.send_message(SendMessageRequest(message=message(done.context_id)))
+        ]
+        failed = tried[-1].status_update.status
+        assert failed.state == TaskState.TASK_STATE_FAILED
+        assert "ThreadNotFoundError: unknown thread" in failed.message.parts[0].text
+        mine = await ours.get_task(GetTaskRequest(id=done.task_id))
+        assert mine.status.state == TaskState.TASK_STATE_COMPLETED
+        view = await as_alice.get(f"{secured.base_url}/api/v1/threads/{done.context_id}")
+        assert view.json()["report"]["approvals"] == []
+        assert len(view.json()["plan_history"]) == 1  # Bob's message ran nothing on it
