@@ -71,6 +71,8 @@ from server.turns import HOW_TO_ANSWER, content_of, decision_of, rest_of, start_
 logger = logging.getLogger(__name__)
 
 PATH = "/a2a"
+CONTENT_TYPE_NOT_SUPPORTED = -32005
+"""A2A's JSON-RPC code for content it does not take (spec 5.4)."""
 TASKS_TABLE = "agentgraph_a2a_tasks"
 ANSWER_ARTIFACT = "answer"
 CITATIONS_ARTIFACT = "citations"
@@ -255,7 +257,7 @@ class AgentGraphExecutor(AgentExecutor):
                 name=CITATIONS_ARTIFACT,
                 last_chunk=True,
             )
-        extension = {"thread_id": result.thread_id, "run_id": result.run_id}
+        extension = {"threadId": result.thread_id, "runId": result.run_id}
         if result.status == "rejected":
             await updater.reject(_agent_message(context, "The plan was rejected.", extension))
         else:
@@ -364,8 +366,26 @@ async def get_agent_card(request: Request) -> JSONResponse:
 
 
 @router.post(PATH, response_model=None)
+@router.post(PATH + "/", response_model=None, include_in_schema=False)
 async def a2a_endpoint(request: Request) -> Response:
-    """The A2A JSON-RPC endpoint (see the module's docstring); the key is checked first."""
+    """The A2A JSON-RPC endpoint (see the module's docstring); the key is checked first.
+
+    Served at `/a2a/` as well: a client that joins `/` to the card's URL (httpx's `base_url`
+    does) must not meet a redirect it will not follow on a POST.
+    """
     await caller(request)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        return JSONResponse(
+            {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {
+                    "code": CONTENT_TYPE_NOT_SUPPORTED,
+                    "message": f"Send JSON-RPC as application/json, not {media_type or 'nothing'}.",
+                },
+            },
+            status_code=415,
+        )
     dispatcher: JsonRpcDispatcher = request.app.state.a2a
     return await dispatcher.handle_requests(request)

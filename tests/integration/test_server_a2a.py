@@ -141,6 +141,37 @@ async def test_a_0_3_client_sends_message_send(api: RunningServer, make_model: M
     assert "An old client's answer." in "".join(texts)
 
 
+async def test_json_rpc_at_a_trailing_slash_and_a_wrong_content_type(
+    api: RunningServer, make_model: MakeModel
+) -> None:
+    spec, _ = make_model(reply="Plain answer.")
+    body = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "SendMessage",
+        "params": {
+            "message": {
+                "role": "ROLE_USER",
+                "messageId": uuid.uuid4().hex,
+                "parts": [{"text": QUESTION}],
+                "metadata": {"agentgraph": {"approval": "never", "model": spec}},
+            }
+        },
+    }
+    headers = {"A2A-Version": "1.0"}
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=60, headers=headers) as http:
+        answered = await http.post("/a2a/", json=body)  # as a client joining "/" to the URL
+        wrong = await http.post("/a2a", content=b"not json", headers={"Content-Type": "text/plain"})
+    assert answered.status_code == 200
+    task = answered.json()["result"]["task"]
+    assert task["status"]["state"] == "TASK_STATE_COMPLETED"
+    done = task["status"]["message"]["parts"][1]["data"]
+    assert set(done) == {"threadId", "runId"}  # camelCase, as A2A's JSON is
+    assert done["threadId"] == task["contextId"]
+    assert wrong.status_code == 415
+    assert wrong.json()["error"]["code"] == -32005
+
+
 async def test_a_cancelled_task_stops_its_run(api: RunningServer, make_model: MakeModel) -> None:
     spec, _ = make_model(reply="A slow answer.", delay_s=0.5)
     message = _message(QUESTION, options={"approval": "never", "mode": "plan", "model": spec})
