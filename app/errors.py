@@ -107,3 +107,16 @@ class ModelNotFoundError(AgentGraphError):
 
 class ResponseNotFoundError(AgentGraphError):
     """No stored response has the id a request named (404)."""
+
+
+class ToolArgumentError(AgentGraphError):
+    """A tool was called with arguments its schema does not take."""
+
+
+class ToolRefusedError(AgentGraphError):
+    """The tool policy refused a call: the tool is unknown, not granted to the agent, or its
+    effect needs an approval the run has not given."""
+
+
+class ToolFailedError(AgentGraphError):
+    """A tool call failed or ran past its timeout."""
