@@ -7,10 +7,12 @@ at the next token when the caller is cancelled (a timeout, a disconnected client
 
 import asyncio
 import importlib.util
+import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,14 @@ from langchain_core.messages import (
     BaseMessage,
     HumanMessage,
     SystemMessage,
+    ToolCall,
     ToolMessage,
 )
 from langchain_core.output_parsers import JsonOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, PrivateAttr, TypeAdapter
 
 from app.errors import ModelError
@@ -76,6 +81,56 @@ def shared_llama(
         return _llamas[key]
 
 
+def _tool_choice_schema(
+    tools: Sequence[dict[str, Any]], *, tool_choice: str | None = None
+) -> dict[str, Any]:
+    """The JSON a tool-calling turn of the local model must write: one tool call, or the
+    answer. `tool_choice` as LangChain's: "any" or "required" (a call, no answer), a tool's
+    name (that tool), or "auto"/None (a call or the answer)."""
+    named = [t for t in tools if t["function"]["name"] == tool_choice]
+    if named:
+        tools = named
+    calls = [
+        {
+            "type": "object",
+            "properties": {
+                "tool": {"const": t["function"]["name"]},
+                "arguments": t["function"].get("parameters") or {"type": "object"},
+            },
+            "required": ["tool", "arguments"],
+        }
+        for t in tools
+    ]
+    answer = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+    }
+    forced = bool(named) or tool_choice in ("any", "required")
+    return {"anyOf": calls if forced else [*calls, answer]}
+
+
+def _as_tool_call(message: BaseMessage) -> AIMessage:
+    """Turn the grammar's JSON into an AI message with a tool call, or with the answer."""
+    usage = getattr(message, "usage_metadata", None)
+    try:
+        choice = json.loads(message.text)
+    except json.JSONDecodeError:
+        choice = {"answer": message.text}
+    if isinstance(choice, dict) and isinstance(choice.get("tool"), str):
+        arguments = choice.get("arguments")
+        call = ToolCall(
+            name=choice["tool"],
+            args=arguments if isinstance(arguments, dict) else {},
+            id=f"call_{uuid.uuid4().hex[:12]}",
+        )
+        return AIMessage(content="", tool_calls=[call], usage_metadata=usage)
+    answer = choice.get("answer") if isinstance(choice, dict) else None
+    return AIMessage(
+        content=str(answer if answer is not None else message.text), usage_metadata=usage
+    )
+
+
 def _role(message: BaseMessage) -> str:
     if isinstance(message, SystemMessage):
         return "system"
@@ -84,6 +139,16 @@ def _role(message: BaseMessage) -> str:
     if isinstance(message, HumanMessage | ToolMessage):
         return "user"
     return "user"
+
+
+def _content(message: BaseMessage) -> str:
+    # A tool-calling turn is shown as the JSON it was written as; a tool's result says whose.
+    if isinstance(message, AIMessage) and message.tool_calls:
+        call = message.tool_calls[0]
+        return json.dumps({"tool": call["name"], "arguments": call["args"]})
+    if isinstance(message, ToolMessage):
+        return f"The tool {message.name or 'call'} returned: {message.text}"
+    return message.text
 
 
 def _result(merged: ChatGenerationChunk | None) -> ChatResult:
@@ -147,7 +212,7 @@ class ChatLocalLlama(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         llama, lock = self.llama()
-        payload = [{"role": _role(m), "content": m.text} for m in messages]
+        payload = [{"role": _role(m), "content": _content(m)} for m in messages]
         max_tokens = int(kwargs.get("max_tokens") or self.max_tokens)
         with lock:
             stream = llama.create_chat_completion(
@@ -257,6 +322,26 @@ class ChatLocalLlama(BaseChatModel):
         async for chunk in self._astream(messages, stop, run_manager, **kwargs):
             merged = chunk if merged is None else merged + chunk
         return _result(merged)
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Call tools through a llama.cpp grammar: each turn writes one tool call as
+        `{"tool": name, "arguments": {...}}` or the answer as `{"answer": text}`, returned as
+        an AI message with `tool_calls` or with content, as native tool calling does."""
+        schemas = [convert_to_openai_tool(t) for t in tools]
+        bound = self.bind(
+            response_format={
+                "type": "json_object",
+                "schema": _tool_choice_schema(schemas, tool_choice=tool_choice),
+            },
+            **kwargs,
+        )
+        return bound | RunnableLambda(_as_tool_call)
 
     def with_structured_output(
         self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any

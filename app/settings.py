@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     max_replans: int = Field(default=2, ge=0, le=10)
     token_budget: int = Field(default=20_000, ge=1)
     max_steps: int = Field(default=8, ge=1, le=50)
+    max_tool_calls: int = Field(
+        default=4, ge=1, le=20, description="Tool calls one tool step may make."
+    )
     step_timeout_s: float = Field(default=120.0, gt=0)
     step_attempts: int = Field(default=3, ge=1, le=10)
     max_output_tokens: int = Field(default=256, ge=16, le=8192)

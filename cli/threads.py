@@ -1,6 +1,7 @@
 """`agentgraph threads show | history | list | delete | prune`: stored threads from the
 terminal."""
 
+import json
 import shlex
 from typing import Annotated, Any
 
@@ -141,6 +142,7 @@ def register(app: typer.Typer, run: RunFn) -> None:
                     responses = Responses(agent.db.pool)
                     await responses.setup()
                     await responses.forget(thread_id)
+                    await agent.audit.forget(thread_id)
             if not deleted:
                 err.print(f"error: unknown thread {thread_id}", markup=False)
                 return 1
@@ -151,6 +153,38 @@ def register(app: typer.Typer, run: RunFn) -> None:
             return 0
 
         run(drop)
+
+    @app.command("audit")
+    def audit(thread_id: str, as_json: Json = False) -> None:
+        """List a thread's tool calls: step, tool, arguments (secrets redacted), status,
+        result size, duration and the approval that allowed each."""
+
+        async def show_calls(settings: Settings) -> int:
+            from dataclasses import asdict
+
+            from graphs.service import open_agent
+            from graphs.threads import get_snapshot
+
+            async with open_agent(settings) as agent:
+                calls = await agent.audit.calls(thread_id)
+                if not calls:
+                    await get_snapshot(agent.graph, thread_id)  # an unknown thread is an error
+            if as_json:
+                print_json({"thread_id": thread_id, "calls": [asdict(c) for c in calls]})
+                return 0
+            if not calls:
+                out.print(f"thread {thread_id} made no tool calls", markup=False)
+            for c in calls:
+                out.print(
+                    f"{c.created_at:%Y-%m-%d %H:%M:%S}  {c.step_id}  {c.agent}  {c.tool}"
+                    f"({json.dumps(c.arguments)})  {c.status}  {c.result_chars} chars  "
+                    f"{c.duration_ms:.1f} ms  approval: {c.approval or '-'}"
+                    + (f"  error: {c.error}" if c.error else ""),
+                    markup=False,
+                )
+            return 0
+
+        run(show_calls)
 
     @threads.command("prune")
     def threads_prune(

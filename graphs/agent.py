@@ -8,6 +8,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import RetryPolicy
 
 from app.errors import ModelError, RetrievalError
+from app.tools.audit import AuditLog
 from nodes.approval import approve_final, approve_plan, route_answer, route_plan
 from nodes.context import Context
 from nodes.critic import criticize
@@ -19,6 +20,7 @@ from nodes.rag import rag_worker
 from nodes.reasoning import reason, step_failed_handler
 from nodes.state import InputState, OutputState, State
 from nodes.synthesize import synthesize
+from nodes.tools import tool_worker
 from retrievers.service import Library
 
 DEFAULT_STEP_TIMEOUT_S = 120.0
@@ -39,12 +41,14 @@ def build_graph(
     step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S,
     step_attempts: int = DEFAULT_STEP_ATTEMPTS,
     library: Library | None = None,
+    audit: AuditLog | None = None,
 ) -> StateGraph[State, Context, InputState, OutputState]:
     """Return the uncompiled graph; step retries and the per-attempt timeout are node policies.
 
     `library` is where rag steps search and which collections the planner matches steps
     against; without one, only a run that names a collection answers from documents (in
-    the settings' database).
+    the settings' database). `audit` records every call of a tool step (none is recorded
+    without one).
     """
     builder = StateGraph(
         State, context_schema=Context, input_schema=InputState, output_schema=OutputState
@@ -61,7 +65,8 @@ def build_graph(
     )
     # Workers: one per step kind, each retried and timed out per attempt; a step that still
     # fails becomes a failed result through its error handler.
-    for kind, worker in (("reasoning", reason), ("rag", rag_worker(library))):
+    workers = (("reasoning", reason), ("rag", rag_worker(library)), ("tool", tool_worker(audit)))
+    for kind, worker in workers:
         builder.add_node(
             kind,
             worker,  # type: ignore[arg-type]  # the union of two worker types matches no overload
@@ -79,9 +84,9 @@ def build_graph(
     builder.add_edge(START, "orchestrator")
     builder.add_conditional_edges("orchestrator", route_request)
     builder.add_conditional_edges("planner", route_plan)
-    builder.add_conditional_edges("dispatch", fan_out, ["reasoning", "rag", "critic"])
-    builder.add_edge("reasoning", "dispatch")
-    builder.add_edge("rag", "dispatch")
+    builder.add_conditional_edges("dispatch", fan_out, ["reasoning", "rag", "tool", "critic"])
+    for kind, _ in workers:
+        builder.add_edge(kind, "dispatch")
     builder.add_conditional_edges("synthesize", route_answer)
     builder.add_edge("finalize", END)
     return builder
@@ -93,10 +98,11 @@ def compile_graph(
     step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S,
     step_attempts: int = DEFAULT_STEP_ATTEMPTS,
     library: Library | None = None,
+    audit: AuditLog | None = None,
 ) -> AgentGraph:
     """Compile the graph with a checkpointer (the Postgres saver in production)."""
     builder = build_graph(
-        step_timeout_s=step_timeout_s, step_attempts=step_attempts, library=library
+        step_timeout_s=step_timeout_s, step_attempts=step_attempts, library=library, audit=audit
     )
     return builder.compile(checkpointer=checkpointer, name="agentgraph")
 

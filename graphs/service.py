@@ -7,6 +7,7 @@ from typing import Any
 
 from app.db import Database, open_database
 from app.settings import Settings
+from app.tools.audit import AuditLog
 from graphs.agent import AgentGraph, compile_graph
 from retrievers.service import Library
 
@@ -19,6 +20,8 @@ class Agent:
     db: Database
     library: Library
     """The document collections in the agent's database, which its rag steps search."""
+    audit: AuditLog
+    """Every tool call of the agent's tool steps."""
 
     async def list_threads(self, *, limit: int = 50) -> list[dict[str, Any]]:
         """Return the most recently active threads, newest first."""
@@ -41,10 +44,13 @@ async def open_agent(settings: Settings, *, url: str | None = None) -> AsyncIter
     async with open_database(settings, url=url) as db:
         # Rag steps search the agent's database, with the process's embedding model.
         library = Library(url=db.url, pool=db.pool, settings=settings)
+        audit = AuditLog(db.pool)
+        await audit.setup()
         graph = compile_graph(
             db.saver,
             step_timeout_s=settings.step_timeout_s,
             step_attempts=settings.step_attempts,
             library=library,
+            audit=audit,
         )
-        yield Agent(graph=graph, db=db, library=library)
+        yield Agent(graph=graph, db=db, library=library, audit=audit)

@@ -25,6 +25,7 @@ _FROM_SETTINGS = (
     "max_replans",
     "token_budget",
     "max_steps",
+    "max_tool_calls",
     "max_output_tokens",
 )
 """The options whose default is a process setting of the same name."""
@@ -74,6 +75,8 @@ class Context:
     budget an API key's daily budget set says so)."""
     max_steps: int = _setting_default("max_steps")
     """Largest plan accepted."""
+    max_tool_calls: int = _setting_default("max_tool_calls")
+    """Tool calls one tool step may make before it answers from what it has."""
     max_output_tokens: int = _setting_default("max_output_tokens")
     """Largest answer one model call may write."""
     collection: str | None = None
@@ -98,7 +101,7 @@ class Context:
         for name in ("max_replans",):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
-        for name in ("token_budget", "max_steps", "max_output_tokens"):
+        for name in ("token_budget", "max_steps", "max_tool_calls", "max_output_tokens"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
         if self.collection is not None and not re.fullmatch(

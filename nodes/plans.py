@@ -8,8 +8,8 @@ from pydantic import TypeAdapter, ValidationError
 from app.errors import PlanValidationError
 from nodes.schemas import Critique, Plan, Step, StepResult
 
-KNOWN_KINDS: frozenset[str] = frozenset({"reasoning", "rag"})
-"""Step kinds a worker exists for. New workers (rag, tools) add their kind here."""
+KNOWN_KINDS: frozenset[str] = frozenset({"reasoning", "rag", "tool"})
+"""Step kinds a worker exists for. New workers add their kind here."""
 
 _PLAN_ADAPTER: TypeAdapter[Plan] = TypeAdapter(Plan)
 _RISKY = re.compile(
@@ -22,6 +22,8 @@ _SENTENCE_END = re.compile(r"(?<=[?!.])\s+(?=[A-Z0-9])")
 _THEN = re.compile(
     r"\s*(?:;\s*(?:and\s+)?(?:then\s+)?|,?\s+and then\s+|,?\s+then\s+)\s*", re.IGNORECASE
 )
+_ARITHMETIC = re.compile(r"\d\s*(?:[-+*/×÷^%]|\*\*)\s*\(?\s*-?\d")
+"""Arithmetic written out (`17 * 23`, `2 ** 10`, `(3 + 4) / 2`): a step the calculator answers."""
 _RETRY_SUFFIX = re.compile(r"-r\d+$")
 _PLAN_WORDS = re.compile(
     r"\b(compare|contrast|step[- ]by[- ]step|plan|analy[sz]e|pros and cons|trade-?offs?|"
@@ -115,7 +117,7 @@ def wants_plan(request: str) -> bool:
 def _step(step_id: str, instruction: str, depends_on: list[str]) -> Step:
     return Step(
         id=step_id,
-        kind="reasoning",
+        kind="tool" if _ARITHMETIC.search(instruction) else "reasoning",
         instruction=instruction,
         depends_on=depends_on,
         requires_approval=bool(_RISKY.search(instruction)),

@@ -8,6 +8,18 @@ STEP_PROMPT = """{instruction}
 {dependencies}
 Answer in a few sentences."""
 
+TOOL_SYSTEM_PROMPT = (
+    "You solve the task with the tools you are given. Call a tool with exact arguments "
+    "(for arithmetic, the calculator with the expression); when the tools' results answer the "
+    "task, answer with them."
+)
+
+TOOL_EXAMPLE_TASK = "What is 3 * (4 + 5)?"
+TOOL_EXAMPLE_EXPRESSION = "3 * (4 + 5)"
+TOOL_EXAMPLE_RESULT = "27"
+TOOL_EXAMPLE_ANSWER = "3 * (4 + 5) = 27."
+"""A worked call the tool worker shows the model first: small models copy its shape."""
+
 DEPENDENCY_BLOCK = """
 Results of earlier steps:
 {results}

@@ -5,7 +5,7 @@ every surface (CLI, HTTP, Studio) shows them as they are. Pydantic validates the
 edges through `TypeAdapter`.
 """
 
-from typing import Annotated, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import Field
 from typing_extensions import TypedDict
@@ -22,7 +22,9 @@ class Step(TypedDict):
     """One unit of work for a worker."""
 
     id: Annotated[str, Field(min_length=1, max_length=64, description="Unique step id.")]
-    kind: Annotated[str, Field(description="Worker that runs the step: 'reasoning' or 'rag'.")]
+    kind: Annotated[
+        str, Field(description="Worker that runs the step: 'reasoning', 'rag' or 'tool'.")
+    ]
     instruction: Annotated[str, Field(min_length=1, description="What the worker must do.")]
     depends_on: Annotated[list[str], Field(description="Ids of steps whose results it needs.")]
     requires_approval: Annotated[
@@ -74,6 +76,15 @@ class FlaggedClaim(TypedDict):
     cited: list[str]
 
 
+class ToolCallResult(TypedDict):
+    """One tool call of a tool step, as the step's result keeps it (the audit log has more)."""
+
+    tool: str
+    arguments: dict[str, Any]
+    status: str
+    result: str
+
+
 class StepResult(TypedDict):
     """What a worker returns for a step, success or not."""
 
@@ -92,6 +103,8 @@ class StepResult(TypedDict):
     """rag steps: citations the model wrote that named no retrieved chunk (dropped)."""
     extractive: NotRequired[bool]
     """rag steps: the answer was built from retrieved sentences, the model's being ungrounded."""
+    tool_calls: NotRequired[list[ToolCallResult]]
+    """tool steps: each call, its status and what it returned."""
     flagged_claims: NotRequired[list[FlaggedClaim]]
     """rag steps: the sentences of the model's answer that cite nothing retrieved, or whose
     key terms the chunks they cite lack; with any, the answer is not grounded."""

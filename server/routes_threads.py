@@ -1,5 +1,6 @@
 """Inspect threads, list their checkpoints, and fork them."""
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -11,7 +12,7 @@ from graphs.runs import thread_config
 from graphs.threads import CheckpointInfo, fork, get_snapshot, history, run_state, view_thread
 from server.auth import Caller, guard
 from server.routes_runs import ERRORS, Svc, ThreadId
-from server.schemas import ForkRequest, ThreadDeleted, ThreadDocument
+from server.schemas import AuditDocument, ForkRequest, ThreadDeleted, ThreadDocument
 
 router = APIRouter(prefix="/api/v1/threads", tags=["threads"])
 
@@ -49,7 +50,21 @@ async def delete_thread(thread_id: ThreadId, svc: Svc, who: Caller) -> ThreadDel
         raise ThreadNotFoundError(thread_id)
     await svc.keys.forget(thread_id)
     await svc.responses.forget(thread_id)
+    await svc.agent.audit.forget(thread_id)
     return ThreadDeleted(thread_id=thread_id, checkpoints_deleted=deleted)
+
+
+@router.get("/{thread_id}/audit", responses=ERRORS)
+async def get_audit(thread_id: ThreadId, svc: Svc, who: Caller) -> AuditDocument:
+    """The thread's tool calls, oldest first: step, agent, tool, arguments (secrets
+    redacted), status, result size, duration and the approval that allowed each."""
+    await guard(svc, who, thread_id, "runs")
+    calls = await svc.agent.audit.calls(thread_id)
+    if not calls:
+        await get_snapshot(svc.graph, thread_id)  # 404 for a thread that does not exist
+    return AuditDocument.model_validate(
+        {"thread_id": thread_id, "calls": [asdict(c) for c in calls]}
+    )
 
 
 @router.post("/{thread_id}/fork", responses=ERRORS)

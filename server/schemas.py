@@ -1,5 +1,6 @@
 """Request and response bodies of the HTTP API; option names match the CLI's."""
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +31,9 @@ class RunOptions(BaseModel):
     max_replans: int | None = Field(default=None, ge=0, description="Replan limit.")
     token_budget: int | None = Field(default=None, ge=1, description="Tokens the run may spend.")
     max_steps: int | None = Field(default=None, ge=1, description="Largest plan accepted.")
+    max_tool_calls: int | None = Field(
+        default=None, ge=1, le=20, description="Tool calls one tool step may make."
+    )
     max_output_tokens: int | None = Field(
         default=None, ge=1, description="Longest answer one model call may write."
     )
@@ -96,6 +100,28 @@ class ForkRequest(BaseModel):
     checkpoint_id: str = Field(min_length=1, max_length=200)
     values: dict[str, Any] = Field(default_factory=dict, description="State keys to set.")
     as_node: str | None = Field(default=None, description="Apply the update as this node.")
+
+
+class AuditedCall(BaseModel):
+    """One tool call, as the audit log keeps it."""
+
+    step_id: str
+    agent: str
+    tool: str
+    arguments: dict[str, Any]
+    status: str = Field(description="ok, refused, invalid or failed.")
+    result_chars: int
+    duration_ms: float
+    approval: str | None = Field(description="Who approved the call, or 'not needed'.")
+    error: str | None
+    created_at: datetime | None
+
+
+class AuditDocument(BaseModel):
+    """A thread's tool calls, oldest first."""
+
+    thread_id: str
+    calls: list[AuditedCall]
 
 
 class ThreadDeleted(BaseModel):

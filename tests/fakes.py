@@ -22,6 +22,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
+from pydantic import Field
 
 from app.models import register_chat_model
 from app.settings import Settings
@@ -49,6 +50,10 @@ class ScriptedChatModel(BaseChatModel):
     crash_on_call: int = 0
     block_s: float = 0.0
     structured: Any = None
+    tool_script: list[dict[str, Any]] = Field(default_factory=list)
+    """With tools bound, the tool calls (`{"name", "args"}`) the model makes, one per turn;
+    once they are spent it answers with `reply`."""
+    tool_turns: int = 0
     input_tokens: int = 11
     calls: int = 0
     structured_calls: int = 0
@@ -109,6 +114,20 @@ class ScriptedChatModel(BaseChatModel):
                 content=token, usage_metadata=self._usage(len(tokens)) if last else None
             )
             yield ChatGenerationChunk(message=chunk)
+
+    def bind_tools(
+        self, tools: Any, *, tool_choice: Any = None, **kwargs: Any
+    ) -> Runnable[Any, Any]:
+        async def turn(_: Any, **_options: Any) -> AIMessage:
+            self.tool_turns += 1
+            usage = self._usage(3)
+            if self.tool_turns <= len(self.tool_script):
+                call = self.tool_script[self.tool_turns - 1]
+                tool_call = {"id": f"call_{self.tool_turns}", "type": "tool_call", **call}
+                return AIMessage(content="", tool_calls=[tool_call], usage_metadata=usage)
+            return AIMessage(content=self.reply, usage_metadata=usage)
+
+        return RunnableLambda(turn)
 
     def with_structured_output(
         self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any

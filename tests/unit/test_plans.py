@@ -74,7 +74,7 @@ class TestValidatePlan:
     def test_known_kinds_is_a_parameter(self) -> None:
         raw = plan_of(step("a", kind="tools"))
         # not known by default
-        assert problems_of(raw) == ["step a: unknown kind 'tools' (known: rag, reasoning)"]
+        assert problems_of(raw) == ["step a: unknown kind 'tools' (known: rag, reasoning, tool)"]
         plan = validate_plan(raw, known_kinds={*KNOWN_KINDS, "tools"}, max_steps=8)
         assert plan == raw
         assert plan["steps"][0]["kind"] == "tools"

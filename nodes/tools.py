@@ -1,0 +1,223 @@
+"""The tool worker: a `tool` step, answered by the chat model calling tools.
+
+The model is given the tools the step's agent is granted (LangChain's `bind_tools`: native
+tool calling on hosted models, a JSON grammar on the local one). Its first turn must call a
+tool; each call is checked by the policy at call time, run within the tool's timeout and
+limits, audited, and its result handed back, until the model answers, repeats a call, or
+the step's `max_tool_calls` are spent. A step whose model does not answer in words answers
+with the tools' results.
+"""
+
+import time
+from dataclasses import dataclass
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+)
+from langgraph.config import get_config
+from langgraph.runtime import Runtime
+
+from app.accounting import Tokens, cost_of
+from app.errors import AgentGraphError, ToolArgumentError, ToolRefusedError
+from app.models import get_chat_model
+from app.tools.audit import AuditLog, CallStatus
+from app.tools.audit import ToolCall as AuditedCall
+from app.tools.policy import ToolPolicy, run_tool
+from app.tools.registry import ToolSpec, builtin_tools
+from nodes.context import Context
+from nodes.events import emit
+from nodes.llm import Generation, model_config, usage_record
+from nodes.prompts import (
+    DEPENDENCY_BLOCK,
+    TOOL_EXAMPLE_ANSWER,
+    TOOL_EXAMPLE_EXPRESSION,
+    TOOL_EXAMPLE_RESULT,
+    TOOL_EXAMPLE_TASK,
+    TOOL_SYSTEM_PROMPT,
+)
+from nodes.reasoning import WorkerUpdate
+from nodes.schemas import StepResult, StepUsage
+from nodes.state import Node, WorkerInput
+
+DEFAULT_AGENT = "default"
+"""The agent a step runs as until manifests name agents: it is granted the built-in tools."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call came to, as the model and the audit log see it."""
+
+    text: str
+    status: CallStatus
+    error: str | None = None
+
+
+def default_policy(tools: dict[str, ToolSpec]) -> ToolPolicy:
+    """The policy with no manifest: the default agent may call every built-in tool."""
+    return ToolPolicy(grants={DEFAULT_AGENT: frozenset(tools)})
+
+
+def tool_worker(
+    audit: AuditLog | None = None,
+    *,
+    tools: dict[str, ToolSpec] | None = None,
+    policy: ToolPolicy | None = None,
+) -> Node[WorkerInput, WorkerUpdate]:
+    """Return the tool worker; every call is written to `audit` when one is given."""
+    available = tools if tools is not None else builtin_tools()
+    rules = policy or default_policy(available)
+
+    async def call_tool(payload: WorkerInput, call: ToolCall, thread_id: str) -> Outcome:
+        started = time.perf_counter()
+        spec = available.get(call["name"])
+        try:
+            checked = rules.check(spec, call["name"], agent=DEFAULT_AGENT, approved=False)
+            outcome = Outcome(await run_tool(checked, call["args"]), "ok")
+        except ToolRefusedError as exc:
+            outcome = Outcome(f"refused: {exc}", "refused", str(exc))
+        except ToolArgumentError as exc:
+            outcome = Outcome(f"invalid arguments: {exc}", "invalid", str(exc))
+        except AgentGraphError as exc:
+            outcome = Outcome(f"failed: {exc}", "failed", str(exc))
+        if audit is not None:
+            await audit.record(
+                AuditedCall(
+                    thread_id=thread_id,
+                    step_id=payload["step"]["id"],
+                    agent=DEFAULT_AGENT,
+                    tool=call["name"],
+                    arguments=call["args"],
+                    status=outcome.status,
+                    result_chars=len(outcome.text) if outcome.status == "ok" else 0,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    approval="not needed" if spec and not rules.needs_approval(spec) else None,
+                    error=outcome.error,
+                )
+            )
+        return outcome
+
+    async def run_tools(state: WorkerInput, runtime: Runtime[Context]) -> WorkerUpdate:
+        """Run one tool step and return its result."""
+        payload = state
+        started = time.time()
+        step = payload["step"]
+        context = runtime.context
+        thread_id = _thread_id()
+        schemas = [_openai_tool(spec) for spec in available.values()]
+        chat = get_chat_model(context.model)
+        messages: list[BaseMessage] = [
+            SystemMessage(TOOL_SYSTEM_PROMPT),
+            *_worked_example(),
+            HumanMessage(_task(payload)),
+        ]
+        tokens = Tokens()
+        results: list[tuple[ToolCall, Outcome]] = []
+        answer = ""
+        for turn in range(context.max_tool_calls + 1):
+            spent = turn == context.max_tool_calls
+            bound = chat.bind_tools(schemas, tool_choice="any" if turn == 0 else None)
+            reply = await (chat if spent else bound).ainvoke(
+                messages,
+                model_config("tool", step["id"]),
+                max_tokens=context.max_output_tokens,
+            )
+            tokens = tokens + _tokens_of(reply)
+            calls = reply.tool_calls if isinstance(reply, AIMessage) else []
+            fresh = [c for c in calls if not _repeats(c, results)]
+            if spent or not fresh:
+                answer = "" if calls else reply.text.strip()
+                break
+            messages.append(reply)
+            for call in calls:
+                outcome = await call_tool(payload, call, thread_id)
+                results.append((call, outcome))
+                messages.append(
+                    ToolMessage(outcome.text, tool_call_id=call["id"] or "", name=call["name"])
+                )
+        output = answer or _from_results(results)
+        if output:
+            emit(runtime.stream_writer, "delta", node="tool", step_id=step["id"], text=output)
+        generation = Generation(
+            text=output, model=context.model, tokens=tokens, cost=cost_of(context.model, tokens)
+        )
+        record = usage_record("tool", started, generation=generation, step_id=step["id"])
+        # Done when a call succeeded, or when a model that called nothing answered in words.
+        done = any(o.status == "ok" for _, o in results) or (not results and bool(answer))
+        result = StepResult(
+            step_id=step["id"],
+            kind=step["kind"],
+            status="done" if done else "failed",
+            output=output,
+            citations=[],
+            usage=StepUsage(
+                input_tokens=tokens.input, output_tokens=tokens.output, cost=generation.cost
+            ),
+            attempts=1,
+            latency_ms=record["latency_ms"],
+            error=None if done else "no tool call succeeded and the model gave no answer",
+            tool_calls=[
+                {"tool": c["name"], "arguments": c["args"], "status": o.status, "result": o.text}
+                for c, o in results
+            ],
+        )
+        emit(runtime.stream_writer, "step_result", result=result)
+        return WorkerUpdate(results={step["id"]: result}, usage=[record])
+
+    return run_tools
+
+
+def _worked_example() -> list[BaseMessage]:
+    call = ToolCall(
+        name="calculator", args={"expression": TOOL_EXAMPLE_EXPRESSION}, id="call_example"
+    )
+    return [
+        HumanMessage(TOOL_EXAMPLE_TASK),
+        AIMessage(content="", tool_calls=[call]),
+        ToolMessage(TOOL_EXAMPLE_RESULT, tool_call_id="call_example", name="calculator"),
+        AIMessage(TOOL_EXAMPLE_ANSWER),
+    ]
+
+
+def _task(payload: WorkerInput) -> str:
+    deps = payload["dependencies"]
+    if not deps:
+        return payload["step"]["instruction"]
+    results = "\n".join(f"- [{d['step_id']}] {d['output']}" for d in deps)
+    return payload["step"]["instruction"] + "\n" + DEPENDENCY_BLOCK.format(results=results)
+
+
+def _openai_tool(spec: ToolSpec) -> dict[str, object]:
+    return {
+        "type": "function",
+        "function": {
+            "name": spec.name,
+            "description": spec.description,
+            "parameters": spec.json_schema(),
+        },
+    }
+
+
+def _tokens_of(message: BaseMessage) -> Tokens:
+    usage = getattr(message, "usage_metadata", None) or {}
+    return Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+
+
+def _repeats(call: ToolCall, results: list[tuple[ToolCall, Outcome]]) -> bool:
+    # A small model asks for the same call again rather than answering: take that as done.
+    return any(c["name"] == call["name"] and c["args"] == call["args"] for c, _ in results)
+
+
+def _from_results(results: list[tuple[ToolCall, Outcome]]) -> str:
+    return "\n".join(
+        f"{c['name']}({', '.join(f'{k}={v!r}' for k, v in c['args'].items())}) = {o.text}"
+        for c, o in results
+    )
+
+
+def _thread_id() -> str:
+    return str(get_config().get("configurable", {}).get("thread_id") or "")
