@@ -81,6 +81,36 @@ def shared_llama(
         return _llamas[key]
 
 
+GRAMMAR_REPEAT_LIMIT = 64
+"""The largest length or item bound a grammar keeps. llama.cpp writes a bound of n as n nested
+optional rules, and a bound of a million (a file's content, say) overflows its stack in
+native code; past this the bound is left to the schema's own validation of the result."""
+_BOUNDS = ("minLength", "maxLength", "minItems", "maxItems")
+
+
+def grammar_schema(schema: Any) -> Any:
+    """Return a JSON schema the grammar can take safely: length and item bounds past
+    `GRAMMAR_REPEAT_LIMIT` and regular-expression patterns (which llama.cpp converts only in
+    part) are left out. The output is looser than the schema, never stricter; the caller
+    still validates it against the schema itself."""
+    if isinstance(schema, list):
+        return [grammar_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kept = {}
+    for key, value in schema.items():
+        if key == "pattern" and isinstance(value, str):
+            continue
+        if key in _BOUNDS and isinstance(value, int) and value > GRAMMAR_REPEAT_LIMIT:
+            continue
+        # Under "properties" and "$defs" the keys are names, not keywords.
+        named = key in ("properties", "$defs", "definitions") and isinstance(value, dict)
+        kept[key] = (
+            {k: grammar_schema(v) for k, v in value.items()} if named else grammar_schema(value)
+        )
+    return kept
+
+
 def _tool_choice_schema(
     tools: Sequence[dict[str, Any]], *, tool_choice: str | None = None
 ) -> dict[str, Any]:
@@ -337,7 +367,7 @@ class ChatLocalLlama(BaseChatModel):
         bound = self.bind(
             response_format={
                 "type": "json_object",
-                "schema": _tool_choice_schema(schemas, tool_choice=tool_choice),
+                "schema": grammar_schema(_tool_choice_schema(schemas, tool_choice=tool_choice)),
             },
             **kwargs,
         )
@@ -356,7 +386,9 @@ class ChatLocalLlama(BaseChatModel):
             json_schema = schema.model_json_schema()
         else:
             json_schema = TypeAdapter(schema).json_schema()
-        bound = self.bind(response_format={"type": "json_object", "schema": json_schema})
+        bound = self.bind(
+            response_format={"type": "json_object", "schema": grammar_schema(json_schema)}
+        )
         parser = JsonOutputParser()
         if not include_raw:
             return bound | parser

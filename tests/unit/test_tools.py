@@ -110,3 +110,17 @@ def test_secrets_are_redacted_from_audited_arguments() -> None:
         "note": f"use {REDACTED} for it",
         "items": [{"token": REDACTED}, REDACTED],
     }
+
+
+def test_the_local_grammar_leaves_out_bounds_it_would_nest_past_its_stack() -> None:
+    from app.local_llm import grammar_schema
+    from app.tools.files import WriteFileArgs
+
+    schema = WriteFileArgs.model_json_schema()
+    safe = grammar_schema(schema)
+    assert "maxLength" not in safe["properties"]["content"]  # a million nested rules
+    assert "pattern" not in safe["properties"]["path"]
+    assert safe["properties"]["path"]["minLength"] == 1  # small bounds stay
+    assert safe["required"] == ["path", "content"]
+    named = {"properties": {"pattern": {"type": "string", "maxLength": 10}}}
+    assert grammar_schema(named) == named  # a property called "pattern" is a name
