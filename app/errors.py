@@ -120,3 +120,8 @@ class ToolRefusedError(AgentGraphError):
 
 class ToolFailedError(AgentGraphError):
     """A tool call failed or ran past its timeout."""
+
+
+class ManifestError(ConfigError):
+    """The manifest cannot be read, or says something invalid: the message names the file,
+    the line and the field."""

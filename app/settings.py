@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     max_replans: int = Field(default=2, ge=0, le=10)
     token_budget: int = Field(default=20_000, ge=1)
     max_steps: int = Field(default=8, ge=1, le=50)
+    manifest: Path | None = Field(
+        default=None,
+        description="The manifest (agentgraph.yaml): agents, tools, MCP servers and policy; "
+        "unset means the default manifest that ships.",
+    )
     max_tool_calls: int = Field(
         default=4, ge=1, le=20, description="Tool calls one tool step may make."
     )
