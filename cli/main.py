@@ -2,11 +2,13 @@
 
 import asyncio
 import faulthandler
+import getpass
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,6 +20,7 @@ from app.settings import ApprovalPolicy, PlannerKind, Settings, get_settings
 from cli.documents import JsonOpt
 from cli.documents import register as register_document_commands
 from cli.keys import register as register_key_commands
+from cli.manifests import register as register_manifest_commands
 from cli.render import Progress, err, out, print_json, report_table, resume_command
 from cli.threads import register as register_thread_commands
 from nodes.context import Mode, Synthesis
@@ -139,7 +142,11 @@ async def _drive(
         progress = Progress()
         failure: str | None = None
         while True:
-            async with claim_run(agent.graph, locks, settings, order) as run:
+            if isinstance(order.decision, dict):  # the audit log names who approved
+                order = replace(order, decision={**order.decision, "by": _terminal_user()})
+            async with claim_run(
+                agent.graph, locks, settings, order, roster=agent.toolbox.roster()
+            ) as run:
                 async for event in run.stream():
                     if event["event"] == "error":
                         failure = event["message"]
@@ -161,6 +168,13 @@ async def _drive(
     else:
         _print_outcome(document)
     return EXIT_CODES[document["status"]]
+
+
+def _terminal_user() -> str:
+    try:
+        return f"{getpass.getuser()} at the terminal"
+    except (KeyError, OSError):  # no such user in the password database
+        return "a person at the terminal"
 
 
 def _print_outcome(doc: dict[str, Any]) -> None:
@@ -356,6 +370,7 @@ def serve(
 register_document_commands(app, _run)
 register_thread_commands(app, _run)
 register_key_commands(app, _run)
+register_manifest_commands(app)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from langgraph.types import RetryPolicy
 
 from app.errors import ModelError, RetrievalError
 from app.tools.audit import AuditLog
-from nodes.approval import approve_final, approve_plan, route_answer, route_plan
+from nodes.approval import approve_final, plan_approval, route_answer, route_plan
 from nodes.context import Context
 from nodes.critic import criticize
 from nodes.dispatch import dispatch, fan_out
@@ -20,6 +20,7 @@ from nodes.rag import rag_worker
 from nodes.reasoning import reason, step_failed_handler
 from nodes.state import InputState, OutputState, State
 from nodes.synthesize import synthesize
+from nodes.toolbox import Toolbox
 from nodes.tools import tool_worker
 from retrievers.service import Library
 
@@ -42,30 +43,39 @@ def build_graph(
     step_attempts: int = DEFAULT_STEP_ATTEMPTS,
     library: Library | None = None,
     audit: AuditLog | None = None,
+    toolbox: Toolbox | None = None,
 ) -> StateGraph[State, Context, InputState, OutputState]:
     """Return the uncompiled graph; step retries and the per-attempt timeout are node policies.
 
     `library` is where rag steps search and which collections the planner matches steps
     against; without one, only a run that names a collection answers from documents (in
     the settings' database). `audit` records every call of a tool step (none is recorded
-    without one).
+    without one). `toolbox` holds the manifest's agents and tools; without one, the settings'
+    manifest applies, without its MCP servers.
     """
     builder = StateGraph(
         State, context_schema=Context, input_schema=InputState, output_schema=OutputState
     )
     model_retry = RetryPolicy(max_attempts=2)
-    builder.add_node("orchestrator", orchestrator(library))
+    builder.add_node("orchestrator", orchestrator(library, toolbox))
     builder.add_node(
-        "planner", planner(library), retry_policy=model_retry, timeout=MODEL_NODE_TIMEOUT_S
+        "planner",
+        planner(library, toolbox),
+        retry_policy=model_retry,
+        timeout=MODEL_NODE_TIMEOUT_S,
     )
-    builder.add_node("approve_plan", approve_plan)
+    builder.add_node("approve_plan", plan_approval(toolbox))
     builder.add_node("dispatch", dispatch)
     step_retry = RetryPolicy(
         max_attempts=step_attempts, initial_interval=0.2, max_interval=5.0, retry_on=_retry_step
     )
     # Workers: one per step kind, each retried and timed out per attempt; a step that still
     # fails becomes a failed result through its error handler.
-    workers = (("reasoning", reason), ("rag", rag_worker(library)), ("tool", tool_worker(audit)))
+    workers = (
+        ("reasoning", reason),
+        ("rag", rag_worker(library)),
+        ("tool", tool_worker(toolbox, audit=audit)),
+    )
     for kind, worker in workers:
         builder.add_node(
             kind,
@@ -99,10 +109,15 @@ def compile_graph(
     step_attempts: int = DEFAULT_STEP_ATTEMPTS,
     library: Library | None = None,
     audit: AuditLog | None = None,
+    toolbox: Toolbox | None = None,
 ) -> AgentGraph:
     """Compile the graph with a checkpointer (the Postgres saver in production)."""
     builder = build_graph(
-        step_timeout_s=step_timeout_s, step_attempts=step_attempts, library=library, audit=audit
+        step_timeout_s=step_timeout_s,
+        step_attempts=step_attempts,
+        library=library,
+        audit=audit,
+        toolbox=toolbox,
     )
     return builder.compile(checkpointer=checkpointer, name="agentgraph")
 

@@ -32,6 +32,7 @@ from graphs.threads import get_snapshot, thread_context, thread_status
 from nodes.approval import parse_decision
 from nodes.context import Context
 from nodes.events import EventSink
+from nodes.plans import Roster
 from nodes.schemas import ApprovalDecision
 
 WAITS_FOR_APPROVAL = "waits for approval: resume it instead of starting a run"
@@ -98,12 +99,18 @@ class ClaimedRun:
 
 @asynccontextmanager
 async def claim_run(
-    graph: AgentGraph, locks: ThreadLocks, settings: Settings, order: RunOrder
+    graph: AgentGraph,
+    locks: ThreadLocks,
+    settings: Settings,
+    order: RunOrder,
+    *,
+    roster: Roster | None = None,
 ) -> AsyncIterator[ClaimedRun]:
     """Lock the thread, check that it can take `order`, and yield the run, under the lock
     until the block ends. A new request whose `multitask` strategy is not `reject` waits up
     to `graphs.multitask.WAIT_S` for a run that holds the thread, having asked it to stop
-    first (`interrupt`, `rollback`).
+    first (`interrupt`, `rollback`). An edited plan is checked against `roster`'s agents
+    and tools.
 
     Raises:
         ConfigError: a bad run option, or a new run's model cannot be loaded.
@@ -123,7 +130,7 @@ async def claim_run(
         # First without the lock: a request that cannot run (a continue of a thread that
         # waits for approval, a second resume after the first one's run) must never hold the
         # lock, even for a moment, or a request that can run would meet it and be refused.
-        await _run_checks(graph, settings, order, options)
+        await _run_checks(graph, settings, order, options, roster)
     except (ThreadBusyError, NothingToResumeError, NothingToContinueError):
         if not await locks.held(order.thread_id):
             raise
@@ -136,12 +143,16 @@ async def claim_run(
             await locks.send_stop(StopRequest(order.thread_id, order.multitask, claim_id))
     async with locks.holding(order.thread_id, wait_s=wait_s):
         # Again under the lock: another run may have moved the thread meanwhile.
-        context, resume = await _run_checks(graph, settings, order, options)
+        context, resume = await _run_checks(graph, settings, order, options, roster)
         yield ClaimedRun(graph, order, context, resume, claim_id)
 
 
 async def _run_checks(
-    graph: AgentGraph, settings: Settings, order: RunOrder, options: dict[str, Any]
+    graph: AgentGraph,
+    settings: Settings,
+    order: RunOrder,
+    options: dict[str, Any],
+    roster: Roster | None,
 ) -> tuple[Context, ApprovalDecision | None]:
     """Check that the thread can take `order`; return the run's context and, for a resume,
     the decision (see `claim_run` for what is raised)."""
@@ -153,7 +164,9 @@ async def _run_checks(
     if order.proceed:
         await continue_check(graph, order.thread_id)
         return context, None
-    decision = await pending_decision_check(graph, order.thread_id, order.decision, context=context)
+    decision = await pending_decision_check(
+        graph, order.thread_id, order.decision, context=context, roster=roster
+    )
     return context, decision
 
 
@@ -172,7 +185,12 @@ async def refuse_waiting(graph: AgentGraph, thread_id: str) -> None:
 
 
 async def pending_decision_check(
-    graph: AgentGraph, thread_id: str, raw: object, *, context: Context
+    graph: AgentGraph,
+    thread_id: str,
+    raw: object,
+    *,
+    context: Context,
+    roster: Roster | None = None,
 ) -> ApprovalDecision:
     """Validate a resume value against a thread that must be waiting for one.
 
@@ -184,7 +202,7 @@ async def pending_decision_check(
     snapshot = await get_snapshot(graph, thread_id)
     if not snapshot.interrupts:
         raise NothingToResumeError(thread_id, thread_status(snapshot))
-    return parse_decision(raw, max_steps=context.max_steps)
+    return parse_decision(raw, max_steps=context.max_steps, roster=roster)
 
 
 async def check_model(spec: str) -> None:

@@ -8,7 +8,10 @@ from typing import Any
 from app.db import Database, open_database
 from app.settings import Settings
 from app.tools.audit import AuditLog
+from app.tools.manifest import Manifest, load_manifest
+from app.tools.mcp import open_mcp_tools
 from graphs.agent import AgentGraph, compile_graph
+from nodes.toolbox import Toolbox, build_toolbox
 from retrievers.service import Library
 
 
@@ -22,6 +25,8 @@ class Agent:
     """The document collections in the agent's database, which its rag steps search."""
     audit: AuditLog
     """Every tool call of the agent's tool steps."""
+    toolbox: Toolbox
+    """The manifest's agents, their tools and the policy."""
 
     async def list_threads(self, *, limit: int = 50) -> list[dict[str, Any]]:
         """Return the most recently active threads, newest first."""
@@ -39,18 +44,29 @@ class Agent:
 
 
 @asynccontextmanager
-async def open_agent(settings: Settings, *, url: str | None = None) -> AsyncIterator[Agent]:
-    """Open the pool and the saver, set up its tables, and compile the graph over them."""
-    async with open_database(settings, url=url) as db:
+async def open_agent(
+    settings: Settings, *, url: str | None = None, manifest: Manifest | None = None
+) -> AsyncIterator[Agent]:
+    """Open the pool and the saver, set up its tables, start the manifest's MCP servers, and
+    compile the graph over them. `manifest` stands in for the settings' one.
+
+    Raises:
+        ManifestError: the manifest is invalid, or grants a tool its MCP server lacks.
+        ConfigError: an MCP server cannot be started.
+    """
+    manifest = manifest or load_manifest(settings.manifest)
+    async with open_database(settings, url=url) as db, open_mcp_tools(manifest.mcp_servers) as mcp:
         # Rag steps search the agent's database, with the process's embedding model.
         library = Library(url=db.url, pool=db.pool, settings=settings)
         audit = AuditLog(db.pool)
         await audit.setup()
+        toolbox = build_toolbox(manifest, library=library, extra_tools=mcp)
         graph = compile_graph(
             db.saver,
             step_timeout_s=settings.step_timeout_s,
             step_attempts=settings.step_attempts,
             library=library,
             audit=audit,
+            toolbox=toolbox,
         )
-        yield Agent(graph=graph, db=db, library=library, audit=audit)
+        yield Agent(graph=graph, db=db, library=library, audit=audit, toolbox=toolbox)

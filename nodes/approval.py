@@ -15,7 +15,7 @@ from app.errors import InvalidDecisionError, PlanValidationError
 from nodes.context import Context
 from nodes.events import emit
 from nodes.llm import usage_record
-from nodes.plans import KNOWN_KINDS, validate_plan
+from nodes.plans import KNOWN_KINDS, Roster, validate_plan
 from nodes.schemas import (
     ApprovalDecision,
     ApprovalRecord,
@@ -24,7 +24,8 @@ from nodes.schemas import (
     Plan,
     PlanRevision,
 )
-from nodes.state import State
+from nodes.state import Node, State
+from nodes.toolbox import Toolbox, toolbox_or_settings
 
 _DECISION: TypeAdapter[ApprovalDecision] = TypeAdapter(ApprovalDecision)
 RESUME_HELP = {
@@ -34,8 +35,11 @@ RESUME_HELP = {
 }
 
 
-def parse_decision(raw: object, *, max_steps: int) -> ApprovalDecision:
-    """Validate a resume value; an edited plan is validated like any plan.
+def parse_decision(
+    raw: object, *, max_steps: int, roster: Roster | None = None
+) -> ApprovalDecision:
+    """Validate a resume value; an edited plan is validated like any plan (against the
+    agents and tools of `roster` when one is given).
 
     Raises:
         InvalidDecisionError: the value is not a decision, or an edit carries a bad plan.
@@ -54,7 +58,7 @@ def parse_decision(raw: object, *, max_steps: int) -> ApprovalDecision:
             raise InvalidDecisionError("an 'edit' decision needs a 'plan'")
         try:
             decision["plan"] = validate_plan(
-                decision["plan"], known_kinds=KNOWN_KINDS, max_steps=max_steps
+                decision["plan"], known_kinds=KNOWN_KINDS, max_steps=max_steps, roster=roster
             )
         except PlanValidationError as exc:
             raise InvalidDecisionError(f"the edited plan is invalid: {exc}") from None
@@ -96,12 +100,14 @@ async def route_answer(state: State) -> Literal["approve_final", "finalize"]:
     return "approve_final" if wanted and state.get("status") != "rejected" else "finalize"
 
 
-def _ask(gate: Gate, request: ApprovalRequest, *, max_steps: int) -> ApprovalDecision:
+def _ask(
+    gate: Gate, request: ApprovalRequest, *, max_steps: int, roster: Roster | None = None
+) -> ApprovalDecision:
     """Interrupt until a valid decision arrives; an invalid one is asked again with its error."""
     while True:
         raw = interrupt(request)
         try:
-            return parse_decision(raw, max_steps=max_steps)
+            return parse_decision(raw, max_steps=max_steps, roster=roster)
         except InvalidDecisionError as exc:
             request = ApprovalRequest(**{**request, "error": str(exc)})
 
@@ -116,20 +122,52 @@ def _record(gate: Gate, decision: ApprovalDecision) -> ApprovalRecord:
     )
 
 
-async def approve_plan(
-    state: State, runtime: Runtime[Context]
+PlanGate = Node[State, Command[Literal["dispatch", "finalize"]]]
+
+
+def plan_approval(toolbox: Toolbox | None = None) -> PlanGate:
+    """Return the plan gate; an edited plan is checked against `toolbox`'s agents and tools
+    (the settings' manifest's by default)."""
+
+    async def approve_plan(
+        state: State, runtime: Runtime[Context]
+    ) -> Command[Literal["dispatch", "finalize"]]:
+        """Ask a person to approve, reject or edit the plan when the policy says so."""
+        return _approve_plan(state, runtime, toolbox_or_settings(toolbox).roster())
+
+    return approve_plan
+
+
+def risk_of(plan: Plan, roster: Roster) -> str:
+    """Say which steps need approval, and which of their tools change or reach the world."""
+    flagged = [s["id"] for s in plan["steps"] if s["requires_approval"]]
+    if not flagged:
+        return "no step is flagged as risky; the policy asks for every plan"
+    tools = []
+    for s in plan["steps"]:
+        gated = [
+            f"{t} ({roster.effects.get(t, 'gated')})"
+            for t in s.get("tools", [])
+            if t in roster.gated
+        ]
+        if gated:
+            tools.append(f"{s['id']} may call {', '.join(gated)}")
+    risk = (
+        f"step {flagged[0]} has side effects and requires approval"
+        if len(flagged) == 1
+        else f"steps {', '.join(flagged)} have side effects and require approval"
+    )
+    return risk + (f": {'; '.join(tools)}" if tools else "")
+
+
+def _approve_plan(
+    state: State, runtime: Runtime[Context], roster: Roster
 ) -> Command[Literal["dispatch", "finalize"]]:
-    """Ask a person to approve, reject or edit the plan when the policy says so."""
     plan = state["plan"]
     context = runtime.context
     if not needs_plan_approval(plan, context):
         return Command(goto="dispatch")
-    flagged = [s["id"] for s in plan["steps"] if s["requires_approval"]]
-    risk = (
-        f"steps {', '.join(flagged)} have side effects and require approval"
-        if flagged
-        else "no step is flagged as risky; the policy asks for every plan"
-    )
+    risk = risk_of(plan, roster)
     decision = _ask(
         "plan",
         ApprovalRequest(
@@ -143,12 +181,17 @@ async def approve_plan(
             resume=RESUME_HELP,
         ),
         max_steps=context.max_steps,
+        roster=roster,
     )
     started = time.time()
     record = _record("plan", decision)
     usage = [usage_record("approve_plan", started)]
     if decision["decision"] == "approve":
-        return Command(goto="dispatch", update={"approvals": [record], "usage": usage})
+        approved = [s["id"] for s in plan["steps"]]
+        return Command(
+            goto="dispatch",
+            update={"approvals": [record], "usage": usage, "approved_steps": approved},
+        )
     if decision["decision"] == "reject":
         return Command(
             goto="finalize",
@@ -170,7 +213,13 @@ async def approve_plan(
     emit(runtime.stream_writer, "plan_update", **revision)
     return Command(
         goto="dispatch",
-        update={"approvals": [record], "usage": usage, "plan": edited, "plan_history": [revision]},
+        update={
+            "approvals": [record],
+            "usage": usage,
+            "plan": edited,
+            "plan_history": [revision],
+            "approved_steps": [s["id"] for s in edited["steps"]],
+        },
     )
 
 

@@ -125,6 +125,8 @@ async def fan_out(state: State) -> list[Send] | Literal["critic"]:
     plan = state["plan"]
     results = state.get("results", {})
     used = tokens_used(state.get("usage", []))
+    approved = set(state.get("approved_steps", []))
+    approval = approval_of(state)
     sends = [
         Send(
             step["kind"],
@@ -133,8 +135,19 @@ async def fan_out(state: State) -> list[Send] | Literal["critic"]:
                 step=step,
                 dependencies=[results[d] for d in step["depends_on"]],
                 tokens_used=used,
+                approval=approval if step["id"] in approved else None,
             ),
         )
         for step in ready_steps(plan, results)
     ]
     return sends or "critic"
+
+
+def approval_of(state: State) -> str | None:
+    """Describe the latest plan approval: who gave it, when, and how."""
+    records = [r for r in state.get("approvals", []) if r["gate"] == "plan"]
+    if not records or records[-1]["decision"] == "reject":
+        return None
+    last = records[-1]
+    verb = "approved" if last["decision"] == "approve" else "edited and approved"
+    return f"{verb} by {last.get('by') or 'a person'} at {last['at']}"

@@ -17,6 +17,7 @@ from nodes.llm import usage_record
 from nodes.plans import direct_plan, wants_plan
 from nodes.schemas import ApprovalRecord, Citation, Plan, PlanRevision, RunStatus, StepResult
 from nodes.state import Node, Route, RunReport, State
+from nodes.toolbox import Toolbox, toolbox_or_settings
 from retrievers.service import Library
 
 
@@ -31,11 +32,15 @@ class OrchestratorUpdate(TypedDict, total=False):
     plan_history: Overwrite | list[PlanRevision]
     results: Overwrite | dict[str, StepResult]
     approvals: Overwrite | list[ApprovalRecord]
+    approved_steps: Overwrite | list[str]
     usage: Overwrite | list[UsageRecord]
 
 
-def orchestrator(library: Library | None = None) -> Node[State, OrchestratorUpdate]:
-    """Return the orchestrator node; `library` holds the collections a direct answer may use."""
+def orchestrator(
+    library: Library | None = None, toolbox: Toolbox | None = None
+) -> Node[State, OrchestratorUpdate]:
+    """Return the orchestrator node; `library` holds the collections a direct answer may use,
+    `toolbox` the agents and tools it may be given (the settings' manifest's by default)."""
 
     async def orchestrate(state: State, runtime: Runtime[Context]) -> OrchestratorUpdate:
         """Classify the request; a direct answer gets a one-step plan without a planner.
@@ -44,13 +49,13 @@ def orchestrator(library: Library | None = None) -> Node[State, OrchestratorUpda
         (the earlier run stays readable in the thread's checkpoints), so nothing leaks
         between runs.
         """
-        return await _orchestrate(state, runtime, library)
+        return await _orchestrate(state, runtime, library, toolbox_or_settings(toolbox))
 
     return orchestrate
 
 
 async def _orchestrate(
-    state: State, runtime: Runtime[Context], library: Library | None
+    state: State, runtime: Runtime[Context], library: Library | None, toolbox: Toolbox
 ) -> OrchestratorUpdate:
     started = time.time()
     request = state["request"]
@@ -62,7 +67,9 @@ async def _orchestrate(
     update = OrchestratorUpdate(options=asdict(runtime.context), route=route, status="running")
     _clear_earlier_run(state, update)
     if route == "direct":
-        plan, note = await with_documents(direct_plan(request), runtime.context, library)
+        plan, note = await with_documents(
+            direct_plan(request, roster=toolbox.roster()), runtime.context, library
+        )
         reason = "a single question: answered directly" + (f"; {note}" if note else "")
         update["plan"] = plan
         revision = PlanRevision(
@@ -97,6 +104,8 @@ def _clear_earlier_run(state: State, update: OrchestratorUpdate) -> None:
         update["results"] = Overwrite({})
     if state.get("approvals"):
         update["approvals"] = Overwrite([])
+    if state.get("approved_steps"):
+        update["approved_steps"] = Overwrite([])
 
 
 def next_node(

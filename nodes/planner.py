@@ -26,6 +26,7 @@ from nodes.plans import (
 from nodes.prompts import PLANNER_PROMPT, REPLAN_BLOCK
 from nodes.schemas import Critique, Plan, PlanRevision, PlanSource
 from nodes.state import Node, State
+from nodes.toolbox import Toolbox, toolbox_or_settings
 from retrievers.service import Library
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class PlannerUpdate(TypedDict):
 
 
 async def llm_plan(
-    request: str, critique: Critique | None, context: Context
+    request: str, critique: Critique | None, context: Context, toolbox: Toolbox
 ) -> tuple[object, Generation]:
     """Ask the chat model for a plan as structured output; the result is not yet validated."""
     critique_text = (
@@ -52,6 +53,7 @@ async def llm_plan(
     )
     prompt = PLANNER_PROMPT.format(
         kinds=", ".join(sorted(KNOWN_KINDS)),
+        agents=_agents_block(toolbox),
         max_steps=context.max_steps,
         critique=critique_text,
         request=request,
@@ -72,18 +74,31 @@ async def llm_plan(
     return draft, Generation(text="", model=context.model, tokens=tokens, cost=cost)
 
 
-def planner(library: Library | None = None) -> Node[State, PlannerUpdate]:
-    """Return the planner node; `library` holds the collections its steps may answer from."""
+def planner(
+    library: Library | None = None, toolbox: Toolbox | None = None
+) -> Node[State, PlannerUpdate]:
+    """Return the planner node; `library` holds the collections its steps may answer from,
+    `toolbox` the agents and tools they may use (the settings' manifest's by default)."""
 
     async def plan(state: State, runtime: Runtime[Context]) -> PlannerUpdate:
         """Write the first plan, or patch the current one after the critic asked for a
         replan."""
-        return await _plan(state, runtime, library)
+        return await _plan(state, runtime, library, toolbox_or_settings(toolbox))
 
     return plan
 
 
-async def _plan(state: State, runtime: Runtime[Context], library: Library | None) -> PlannerUpdate:
+def _agents_block(toolbox: Toolbox) -> str:
+    lines = []
+    for agent in toolbox.manifest.agents:
+        tools = ", ".join(f"{t.name} ({t.effect})" for t in toolbox.granted(agent.name))
+        lines.append(f"- {agent.name}: {agent.description} Tools: {tools or 'none'}.")
+    return "\n".join(lines)
+
+
+async def _plan(
+    state: State, runtime: Runtime[Context], library: Library | None, toolbox: Toolbox
+) -> PlannerUpdate:
     started = time.time()
     context = runtime.context
     request = state["request"]
@@ -94,11 +109,16 @@ async def _plan(state: State, runtime: Runtime[Context], library: Library | None
     generation: Generation | None = None
     new_plan: Plan | None = None
     source: PlanSource = "replan" if replanning else "rules"
+    roster = toolbox.roster()
 
     if context.planner == "llm":
         try:
-            draft, generation = await llm_plan(request, critique if replanning else None, context)
-            new_plan = validate_plan(draft, known_kinds=KNOWN_KINDS, max_steps=context.max_steps)
+            draft, generation = await llm_plan(
+                request, critique if replanning else None, context, toolbox
+            )
+            new_plan = validate_plan(
+                draft, known_kinds=KNOWN_KINDS, max_steps=context.max_steps, roster=roster
+            )
             # An LLM replan may reuse the id of a failed step: rename it so it runs again.
             new_plan = rename_rerun_steps(new_plan, state.get("results", {}), version=version)
             if not replanning:
@@ -111,8 +131,10 @@ async def _plan(state: State, runtime: Runtime[Context], library: Library | None
         if replanning and critique is not None:
             draft = patch_plan(state["plan"], critique, state.get("results", {}), version=version)
         else:
-            draft = rule_plan(request, max_steps=context.max_steps)
-        new_plan = validate_plan(draft, known_kinds=KNOWN_KINDS, max_steps=context.max_steps)
+            draft = rule_plan(request, max_steps=context.max_steps, roster=roster)
+        new_plan = validate_plan(
+            draft, known_kinds=KNOWN_KINDS, max_steps=context.max_steps, roster=roster
+        )
     new_plan, note = await with_documents(new_plan, context, library)
 
     if replanning and critique is not None:

@@ -1,11 +1,13 @@
 """Plans as data: validation, the rule-based planner and the rule-based patch after a critique."""
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from pydantic import TypeAdapter, ValidationError
 
 from app.errors import PlanValidationError
+from app.tools.registry import CALCULATOR
 from nodes.schemas import Critique, Plan, Step, StepResult
 
 KNOWN_KINDS: frozenset[str] = frozenset({"reasoning", "rag", "tool"})
@@ -22,8 +24,6 @@ _SENTENCE_END = re.compile(r"(?<=[?!.])\s+(?=[A-Z0-9])")
 _THEN = re.compile(
     r"\s*(?:;\s*(?:and\s+)?(?:then\s+)?|,?\s+and then\s+|,?\s+then\s+)\s*", re.IGNORECASE
 )
-_ARITHMETIC = re.compile(r"\d\s*(?:[-+*/×÷^%]|\*\*)\s*\(?\s*-?\d")
-"""Arithmetic written out (`17 * 23`, `2 ** 10`, `(3 + 4) / 2`): a step the calculator answers."""
 _RETRY_SUFFIX = re.compile(r"-r\d+$")
 _PLAN_WORDS = re.compile(
     r"\b(compare|contrast|step[- ]by[- ]step|plan|analy[sz]e|pros and cons|trade-?offs?|"
@@ -32,11 +32,40 @@ _PLAN_WORDS = re.compile(
 )
 
 
-def validate_plan(raw: object, *, known_kinds: Iterable[str], max_steps: int) -> Plan:
+@dataclass(frozen=True)
+class Roster:
+    """The agents a plan may assign steps to and the tools each may call (the toolbox's)."""
+
+    grants: Mapping[str, frozenset[str]]
+    """Each agent's tools."""
+    gated: frozenset[str] = frozenset()
+    """Tools that run only in a step a person approved."""
+    default_agent: str = "default"
+    """The agent of a step that names none."""
+    hints: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
+    """Each tool's cue: a request part it matches is a step for that tool (rule planner)."""
+    effects: Mapping[str, str] = field(default_factory=dict)
+    """Each tool's effect, as the plan gate shows it."""
+
+
+CALCULATOR_ONLY = Roster(
+    grants={"default": frozenset({"calculator"})},
+    hints={"calculator": CALCULATOR.hint} if CALCULATOR.hint else {},
+    effects={"calculator": CALCULATOR.effect},
+)
+"""What the rule planner assumes when it is given no roster."""
+
+
+def validate_plan(
+    raw: object, *, known_kinds: Iterable[str], max_steps: int, roster: Roster | None = None
+) -> Plan:
     """Check a plan's shape and its rules, and return it normalised.
 
     Rules: at least one step and at most `max_steps`; unique ids; known kinds; dependencies
     that name existing steps other than themselves; at least one entry step; no cycles.
+    With a `roster`, also: known agents; tools only on tool steps, each granted to the step's
+    agent. A tool step then names its agent and tools (by default the first agent and all
+    it may call), and requires approval when one of its tools is gated.
 
     Raises:
         PlanValidationError: with every problem found.
@@ -73,9 +102,50 @@ def validate_plan(raw: object, *, known_kinds: Iterable[str], max_steps: int) ->
         problems.append("no entry step: every step depends on another")
     if not problems and _has_cycle(steps):
         problems.append("the dependencies form a cycle")
+    if roster is not None:
+        problems.extend(p for s in steps for p in _roster_problems(s, roster))
     if problems:
         raise PlanValidationError(problems)
-    return plan
+    return plan if roster is None else assign(plan, roster)
+
+
+def _roster_problems(step: Step, roster: Roster) -> list[str]:
+    agent = step.get("agent", roster.default_agent)
+    if agent not in roster.grants:
+        return [f"step {step['id']}: unknown agent {agent!r} (agents: {', '.join(roster.grants)})"]
+    tools = step.get("tools")
+    if tools is None:
+        tools = sorted(roster.grants[agent]) if step["kind"] == "tool" else []
+        if step["kind"] == "tool" and not tools:
+            return [f"step {step['id']}: agent {agent!r} may call no tool, so it runs no tool step"]
+    if tools and step["kind"] != "tool":
+        return [f"step {step['id']}: only a tool step calls tools (this one is {step['kind']!r})"]
+    known = set().union(*roster.grants.values())
+    problems = []
+    for tool in tools:
+        if tool not in known:
+            problems.append(f"step {step['id']}: unknown tool {tool!r}")
+        elif tool not in roster.grants[agent]:
+            granted = ", ".join(sorted(roster.grants[agent])) or "none"
+            problems.append(
+                f"step {step['id']}: agent {agent!r} may not call {tool!r} (granted: {granted})"
+            )
+    return problems
+
+
+def assign(plan: Plan, roster: Roster) -> Plan:
+    """Name each tool step's agent and tools, and require approval where a tool is gated."""
+    steps: list[Step] = []
+    for s in plan["steps"]:
+        if s["kind"] != "tool":
+            steps.append(s)
+            continue
+        agent = s.get("agent", roster.default_agent)
+        tools = s.get("tools", sorted(roster.grants.get(agent, ())))
+        gated = bool(set(tools) & roster.gated)
+        approval = s["requires_approval"] or gated
+        steps.append(Step(**{**s, "agent": agent, "tools": tools, "requires_approval": approval}))
+    return Plan(goal=plan["goal"], steps=steps)
 
 
 def _has_cycle(steps: list[Step]) -> bool:
@@ -114,14 +184,39 @@ def wants_plan(request: str) -> bool:
     return len(parts) >= 2 or len(request.split()) > 40 or bool(_PLAN_WORDS.search(request))
 
 
-def _step(step_id: str, instruction: str, depends_on: list[str]) -> Step:
+def _step(step_id: str, instruction: str, depends_on: list[str], roster: Roster) -> Step:
+    risky = bool(_RISKY.search(instruction))
+    assigned = _tools_for(instruction, roster)
+    if assigned is None:
+        return Step(
+            id=step_id,
+            kind="reasoning",
+            instruction=instruction,
+            depends_on=depends_on,
+            requires_approval=risky,
+        )
+    agent, tools = assigned
     return Step(
         id=step_id,
-        kind="tool" if _ARITHMETIC.search(instruction) else "reasoning",
+        kind="tool",
         instruction=instruction,
         depends_on=depends_on,
-        requires_approval=bool(_RISKY.search(instruction)),
+        requires_approval=risky or bool(set(tools) & roster.gated),
+        agent=agent,
+        tools=tools,
     )
+
+
+def _tools_for(instruction: str, roster: Roster) -> tuple[str, list[str]] | None:
+    """The agent and tools whose cues the instruction matches: the default agent first."""
+    wanted = [t for t, hint in roster.hints.items() if hint.search(instruction)]
+    if not wanted:
+        return None
+    for agent in sorted(roster.grants, key=lambda a: a != roster.default_agent):
+        tools = [t for t in wanted if t in roster.grants[agent]]
+        if tools:
+            return agent, tools
+    return None
 
 
 def use_documents(plan: Plan, collection: str | None) -> Plan:
@@ -135,12 +230,12 @@ def use_documents(plan: Plan, collection: str | None) -> Plan:
     return Plan(goal=plan["goal"], steps=steps)
 
 
-def direct_plan(request: str) -> Plan:
+def direct_plan(request: str, *, roster: Roster = CALCULATOR_ONLY) -> Plan:
     """Return the one-step plan of a direct answer."""
-    return Plan(goal=request, steps=[_step("answer", request, [])])
+    return Plan(goal=request, steps=[_step("answer", request, [], roster)])
 
 
-def rule_plan(request: str, *, max_steps: int) -> Plan:
+def rule_plan(request: str, *, max_steps: int, roster: Roster = CALCULATOR_ONLY) -> Plan:
     """Plan by rule: one reasoning step per part of the request, stages in order.
 
     A request with a single part gets two steps: gather what is needed, then answer.
@@ -150,8 +245,13 @@ def rule_plan(request: str, *, max_steps: int) -> Plan:
         return Plan(
             goal=request,
             steps=[
-                _step("s1", f"List the key facts and concepts needed to answer: {request}", []),
-                _step("s2", f"Using those facts, answer: {request}", ["s1"]),
+                _step(
+                    "s1",
+                    f"List the key facts and concepts needed to answer: {request}",
+                    [],
+                    roster,
+                ),
+                _step("s2", f"Using those facts, answer: {request}", ["s1"], roster),
             ],
         )
     steps: list[Step] = []
@@ -162,7 +262,7 @@ def rule_plan(request: str, *, max_steps: int) -> Plan:
             if len(steps) == max_steps:
                 break
             step_id = f"s{len(steps) + 1}"
-            steps.append(_step(step_id, part, list(previous)))
+            steps.append(_step(step_id, part, list(previous), roster))
             current.append(step_id)
         previous = current or previous
     return Plan(goal=request, steps=steps)
@@ -215,14 +315,15 @@ def patch_plan(
         previous = results.get(s["id"])
         why = previous["error"] if previous and previous["error"] else critique["reason"]
         instruction = _base_instruction(s["instruction"])
+        retry = f"\n(Retry: the previous attempt did not succeed: {why}. {critique['feedback']})"
         steps.append(
             Step(
-                id=renamed[s["id"]],
-                kind=s["kind"],
-                instruction=f"{instruction}\n(Retry: the previous attempt did not succeed: {why}."
-                f" {critique['feedback']})",
-                depends_on=deps,
-                requires_approval=s["requires_approval"],
+                **{
+                    **s,
+                    "id": renamed[s["id"]],
+                    "instruction": instruction + retry,
+                    "depends_on": deps,
+                }
             )
         )
     return Plan(goal=plan["goal"], steps=steps)

@@ -34,7 +34,9 @@ Write the final answer to the request, using the findings. Be concise."""
 
 PLANNER_PROMPT = """Break the request into a few steps as JSON.
 Each step has: id (s1, s2, ...), kind (one of: {kinds}), instruction, depends_on (ids of steps
-it needs), requires_approval (true only for actions with side effects).
+it needs), requires_approval (true only for actions with side effects), and optionally agent
+(who runs it) and tools (for a tool step: the tools it calls). The agents:
+{agents}
 At most {max_steps} steps. At least one step must have no dependencies.
 {critique}
 Request: {request}"""

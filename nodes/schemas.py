@@ -30,6 +30,12 @@ class Step(TypedDict):
     requires_approval: Annotated[
         bool, Field(description="A person must approve the plan before this step runs.")
     ]
+    agent: NotRequired[
+        Annotated[str, Field(description="The manifest agent that runs it; the first if unset.")]
+    ]
+    tools: NotRequired[
+        Annotated[list[str], Field(description="Tool steps: the tools it may call.")]
+    ]
 
 
 class Plan(TypedDict):

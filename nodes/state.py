@@ -78,6 +78,8 @@ class State(InputState, total=False):
     """The critic's latest verdict."""
     approvals: Annotated[list[ApprovalRecord], operator.add]
     """Decisions people gave at approval points."""
+    approved_steps: Annotated[list[str], operator.add]
+    """Ids of the steps of plans a person approved: the only steps whose gated tools run."""
     usage: Annotated[list[UsageRecord], operator.add]
     """One record per node execution: tokens, cost, latency, attempts."""
     answer: str
@@ -107,6 +109,8 @@ class WorkerInput(TypedDict):
     step: Step
     dependencies: list[StepResult]
     tokens_used: int
+    approval: str | None
+    """Who approved the step's plan and when, or None when no person did."""
 
 
 In = TypeVar("In", contravariant=True)

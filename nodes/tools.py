@@ -1,11 +1,12 @@
 """The tool worker: a `tool` step, answered by the chat model calling tools.
 
-The model is given the tools the step's agent is granted (LangChain's `bind_tools`: native
-tool calling on hosted models, a JSON grammar on the local one). Its first turn must call a
-tool; each call is checked by the policy at call time, run within the tool's timeout and
-limits, audited, and its result handed back, until the model answers, repeats a call, or
-the step's `max_tool_calls` are spent. A step whose model does not answer in words answers
-with the tools' results.
+The step runs as its agent (the manifest's: its model and prompt), and the model is given the
+tools the step lists (LangChain's `bind_tools`: native tool calling on hosted models, a JSON
+grammar on the local one). Its first turn must call a tool; each call is checked by the
+policy at call time (granted to the agent, approved by a person if its effect needs it,
+arguments that fit the schema), run within the tool's timeout and limits, audited, and its
+result handed back, until the model answers, repeats a call, or the step's `max_tool_calls`
+are spent. A step whose model does not answer in words answers with the tools' results.
 """
 
 import time
@@ -27,8 +28,8 @@ from app.errors import AgentGraphError, ToolArgumentError, ToolRefusedError
 from app.models import get_chat_model
 from app.tools.audit import AuditLog, CallStatus
 from app.tools.audit import ToolCall as AuditedCall
-from app.tools.policy import ToolPolicy, run_tool
-from app.tools.registry import ToolSpec, builtin_tools
+from app.tools.policy import run_tool
+from app.tools.registry import ToolSpec
 from nodes.context import Context
 from nodes.events import emit
 from nodes.llm import Generation, model_config, usage_record
@@ -43,9 +44,7 @@ from nodes.prompts import (
 from nodes.reasoning import WorkerUpdate
 from nodes.schemas import StepResult, StepUsage
 from nodes.state import Node, WorkerInput
-
-DEFAULT_AGENT = "default"
-"""The agent a step runs as until manifests name agents: it is granted the built-in tools."""
+from nodes.toolbox import Toolbox, toolbox_or_settings
 
 
 @dataclass(frozen=True)
@@ -57,26 +56,29 @@ class Outcome:
     error: str | None = None
 
 
-def default_policy(tools: dict[str, ToolSpec]) -> ToolPolicy:
-    """The policy with no manifest: the default agent may call every built-in tool."""
-    return ToolPolicy(grants={DEFAULT_AGENT: frozenset(tools)})
-
-
 def tool_worker(
-    audit: AuditLog | None = None,
-    *,
-    tools: dict[str, ToolSpec] | None = None,
-    policy: ToolPolicy | None = None,
+    toolbox: Toolbox | None = None, *, audit: AuditLog | None = None
 ) -> Node[WorkerInput, WorkerUpdate]:
-    """Return the tool worker; every call is written to `audit` when one is given."""
-    available = tools if tools is not None else builtin_tools()
-    rules = policy or default_policy(available)
+    """Return the tool worker over `toolbox` (the settings' manifest's by default); every
+    call is written to `audit` when one is given."""
 
-    async def call_tool(payload: WorkerInput, call: ToolCall, thread_id: str) -> Outcome:
+    async def call_tool(
+        box: Toolbox, payload: WorkerInput, call: ToolCall, thread_id: str
+    ) -> Outcome:
         started = time.perf_counter()
-        spec = available.get(call["name"])
+        spec = box.tools.get(call["name"])
+        agent = payload["step"].get("agent", box.default_agent)
+        approval = payload.get("approval")
         try:
-            checked = rules.check(spec, call["name"], agent=DEFAULT_AGENT, approved=False)
+            checked = box.policy.check(
+                spec, call["name"], agent=agent, approved=approval is not None
+            )
+            listed = payload["step"].get("tools")
+            if listed is not None and checked.name not in listed:  # what the gate showed
+                raise ToolRefusedError(
+                    f"{checked.name!r} is not among the tools the plan gives step "
+                    f"{payload['step']['id']} ({', '.join(listed) or 'none'})"
+                )
             outcome = Outcome(await run_tool(checked, call["args"]), "ok")
         except ToolRefusedError as exc:
             outcome = Outcome(f"refused: {exc}", "refused", str(exc))
@@ -85,17 +87,18 @@ def tool_worker(
         except AgentGraphError as exc:
             outcome = Outcome(f"failed: {exc}", "failed", str(exc))
         if audit is not None:
+            needed = spec is not None and box.policy.needs_approval(spec)
             await audit.record(
                 AuditedCall(
                     thread_id=thread_id,
                     step_id=payload["step"]["id"],
-                    agent=DEFAULT_AGENT,
+                    agent=agent,
                     tool=call["name"],
                     arguments=call["args"],
                     status=outcome.status,
                     result_chars=len(outcome.text) if outcome.status == "ok" else 0,
                     duration_ms=(time.perf_counter() - started) * 1000,
-                    approval="not needed" if spec and not rules.needs_approval(spec) else None,
+                    approval=(approval if needed else "not needed") if spec else None,
                     error=outcome.error,
                 )
             )
@@ -107,21 +110,33 @@ def tool_worker(
         started = time.time()
         step = payload["step"]
         context = runtime.context
+        box = toolbox_or_settings(toolbox)
+        entry = box.manifest.agent(step.get("agent", box.default_agent))
+        agent = step.get("agent", box.default_agent)
+        names = step.get("tools") or [t.name for t in box.granted(agent)]
+        bound = [box.tools[n] for n in names if n in box.tools]
         thread_id = _thread_id()
-        schemas = [_openai_tool(spec) for spec in available.values()]
-        chat = get_chat_model(context.model)
+        schemas = [_openai_tool(spec) for spec in bound]
+        model = (entry.model if entry else None) or context.model
+        chat = get_chat_model(model)
+        system = TOOL_SYSTEM_PROMPT + (f"\n{entry.prompt}" if entry and entry.prompt else "")
+        example = _worked_example() if any(s.name == "calculator" for s in bound) else []
         messages: list[BaseMessage] = [
-            SystemMessage(TOOL_SYSTEM_PROMPT),
-            *_worked_example(),
+            SystemMessage(system),
+            *example,
             HumanMessage(_task(payload)),
         ]
         tokens = Tokens()
         results: list[tuple[ToolCall, Outcome]] = []
         answer = ""
         for turn in range(context.max_tool_calls + 1):
-            spent = turn == context.max_tool_calls
-            bound = chat.bind_tools(schemas, tool_choice="any" if turn == 0 else None)
-            reply = await (chat if spent else bound).ainvoke(
+            spent = turn == context.max_tool_calls or not schemas
+            caller = (
+                chat
+                if spent
+                else chat.bind_tools(schemas, tool_choice="any" if turn == 0 else None)
+            )
+            reply = await caller.ainvoke(
                 messages,
                 model_config("tool", step["id"]),
                 max_tokens=context.max_output_tokens,
@@ -134,7 +149,7 @@ def tool_worker(
                 break
             messages.append(reply)
             for call in calls:
-                outcome = await call_tool(payload, call, thread_id)
+                outcome = await call_tool(box, payload, call, thread_id)
                 results.append((call, outcome))
                 messages.append(
                     ToolMessage(outcome.text, tool_call_id=call["id"] or "", name=call["name"])
@@ -143,7 +158,7 @@ def tool_worker(
         if output:
             emit(runtime.stream_writer, "delta", node="tool", step_id=step["id"], text=output)
         generation = Generation(
-            text=output, model=context.model, tokens=tokens, cost=cost_of(context.model, tokens)
+            text=output, model=model, tokens=tokens, cost=cost_of(model, tokens)
         )
         record = usage_record("tool", started, generation=generation, step_id=step["id"])
         # Done when a call succeeded, or when a model that called nothing answered in words.

@@ -180,7 +180,13 @@ class RunManager:
         try:
             await claim.enter_async_context(self._key_slot(who))
             run = await claim.enter_async_context(
-                claim_run(self.agent.graph, self.locks, self.settings, order)
+                claim_run(
+                    self.agent.graph,
+                    self.locks,
+                    self.settings,
+                    order,
+                    roster=self.agent.toolbox.roster(),
+                )
             )
         except BaseException:
             await claim.aclose()
