@@ -10,6 +10,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -140,13 +141,18 @@ def _tool_choice_schema(
     return {"anyOf": calls if forced else [*calls, answer]}
 
 
+_CUT_ANSWER = re.compile(r'^\s*\{\s*"answer"\s*:\s*"((?:[^"\\]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*)')
+"""The answer of a turn whose JSON was cut off before its closing quote."""
+
+
 def _as_tool_call(message: BaseMessage) -> AIMessage:
     """Turn the grammar's JSON into an AI message with a tool call, or with the answer."""
     usage = getattr(message, "usage_metadata", None)
     try:
         choice = json.loads(message.text)
-    except json.JSONDecodeError:
-        choice = {"answer": message.text}
+    except json.JSONDecodeError:  # cut off at max_tokens: keep what the answer had so far
+        cut = _CUT_ANSWER.match(message.text)
+        choice = {"answer": json.loads(f'"{cut.group(1)}"') if cut else message.text}
     if isinstance(choice, dict) and isinstance(choice.get("tool"), str):
         arguments = choice.get("arguments")
         call = ToolCall(
@@ -364,7 +370,10 @@ class ChatLocalLlama(BaseChatModel):
         `{"tool": name, "arguments": {...}}` or the answer as `{"answer": text}`, returned as
         an AI message with `tool_calls` or with content, as native tool calling does."""
         schemas = [convert_to_openai_tool(t) for t in tools]
+        # `tools` is not sent to llama.cpp (the grammar carries them); it is bound as native
+        # tool calling binds it, for code that reads the bound tools (LangGraph's agents).
         bound = self.bind(
+            tools=schemas,
             response_format={
                 "type": "json_object",
                 "schema": grammar_schema(_tool_choice_schema(schemas, tool_choice=tool_choice)),

@@ -23,7 +23,7 @@ from cli.keys import register as register_key_commands
 from cli.manifests import register as register_manifest_commands
 from cli.render import Progress, err, out, print_json, report_table, resume_command
 from cli.threads import register as register_thread_commands
-from nodes.context import Mode, Synthesis
+from nodes.context import Mode, Pattern, Synthesis
 
 if TYPE_CHECKING:
     from graphs.driver import RunOrder
@@ -222,6 +222,10 @@ def ask(
     synthesis: Annotated[
         Synthesis | None, typer.Option(help="How parallel answers become one.")
     ] = None,
+    pattern: Annotated[
+        Pattern | None,
+        typer.Option(help="single; committee (agents answer, a judge picks); supervisor."),
+    ] = None,
     max_replans: Annotated[int | None, typer.Option(min=0, help="Replan limit.")] = None,
     token_budget: Annotated[
         int | None, typer.Option(min=1, help="Tokens the run may spend.")
@@ -259,6 +263,7 @@ def ask(
         "token_budget": token_budget,
         "mode": mode,
         "synthesis": synthesis,
+        "pattern": pattern,
         "approve_final": approve_final or None,
         "collection": collection,
         "documents": None if documents else False,

@@ -10,6 +10,7 @@ from langgraph.types import RetryPolicy
 from app.errors import ModelError, RetrievalError
 from app.tools.audit import AuditLog
 from nodes.approval import approve_final, plan_approval, route_answer, route_plan
+from nodes.committee import committee_worker
 from nodes.context import Context
 from nodes.critic import criticize
 from nodes.dispatch import dispatch, fan_out
@@ -19,6 +20,7 @@ from nodes.planner import planner
 from nodes.rag import rag_worker
 from nodes.reasoning import reason, step_failed_handler
 from nodes.state import InputState, OutputState, State
+from nodes.supervisor import supervisor_worker
 from nodes.synthesize import synthesize
 from nodes.toolbox import Toolbox
 from nodes.tools import tool_worker
@@ -69,12 +71,15 @@ def build_graph(
     step_retry = RetryPolicy(
         max_attempts=step_attempts, initial_interval=0.2, max_interval=5.0, retry_on=_retry_step
     )
-    # Workers: one per step kind, each retried and timed out per attempt; a step that still
+    # Workers: one per step kind (and the committee, which answers reasoning steps of the
+    # committee pattern), each retried and timed out per attempt; a step that still
     # fails becomes a failed result through its error handler.
     workers = (
         ("reasoning", reason),
         ("rag", rag_worker(library)),
         ("tool", tool_worker(toolbox, audit=audit)),
+        ("committee", committee_worker(toolbox)),
+        ("supervisor", supervisor_worker(toolbox)),
     )
     for kind, worker in workers:
         builder.add_node(
@@ -94,7 +99,9 @@ def build_graph(
     builder.add_edge(START, "orchestrator")
     builder.add_conditional_edges("orchestrator", route_request)
     builder.add_conditional_edges("planner", route_plan)
-    builder.add_conditional_edges("dispatch", fan_out, ["reasoning", "rag", "tool", "critic"])
+    builder.add_conditional_edges(
+        "dispatch", fan_out, ["reasoning", "rag", "tool", "committee", "supervisor", "critic"]
+    )
     for kind, _ in workers:
         builder.add_edge(kind, "dispatch")
     builder.add_conditional_edges("synthesize", route_answer)

@@ -11,11 +11,13 @@ from retrievers.names import COLLECTION_NAME_PATTERN
 
 Mode = Literal["auto", "direct", "plan"]
 Synthesis = Literal["auto", "model", "compose"]
+Pattern = Literal["single", "committee", "supervisor"]
 _CHOICES: dict[str, tuple[str, ...]] = {
     "approval": get_args(ApprovalPolicy),
     "planner": get_args(PlannerKind),
     "mode": get_args(Mode),
     "synthesis": get_args(Synthesis),
+    "pattern": get_args(Pattern),
 }
 """The options with a fixed set of values, read off their `Literal` types."""
 _FROM_SETTINGS = (
@@ -66,6 +68,10 @@ class Context:
     synthesis: Synthesis = "auto"
     """How parallel answers become one: the model writes a synthesis, or they are composed
     side by side; auto composes for the small local model and asks any other model."""
+    pattern: Pattern = "single"
+    """Who answers a reasoning step: one agent; a committee of the manifest's agents answering
+    in parallel with a judge picking the best answer; or a supervisor agent handing sub-tasks
+    to the other agents until it answers."""
     max_replans: int = _setting_default("max_replans")
     """How many times the critic may send the plan back."""
     token_budget: int = _setting_default("token_budget")

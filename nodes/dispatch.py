@@ -129,7 +129,7 @@ async def fan_out(state: State) -> list[Send] | Literal["critic"]:
     approval = approval_of(state)
     sends = [
         Send(
-            step["kind"],
+            worker_of(step),
             WorkerInput(
                 request=state["request"],
                 step=step,
@@ -141,6 +141,12 @@ async def fan_out(state: State) -> list[Send] | Literal["critic"]:
         for step in ready_steps(plan, results)
     ]
     return sends or "critic"
+
+
+def worker_of(step: Step) -> str:
+    """The node that runs a step: its kind's worker, or its pattern's (committee, supervisor)."""
+    pattern = step.get("pattern")
+    return pattern if step["kind"] == "reasoning" and pattern is not None else step["kind"]
 
 
 def approval_of(state: State) -> str | None:

@@ -50,6 +50,15 @@ def build_report(state: State, context: Context, status: RunStatus) -> RunReport
                 "tokens": r["usage"]["input_tokens"] + r["usage"]["output_tokens"],
                 "error": r["error"],
                 **({"grounding": r.get("grounding")} if r["kind"] == "rag" else {}),
+                **(
+                    {
+                        "committee": [v["agent"] for v in r["votes"]],
+                        "chosen": r["judgement"]["chosen"],
+                        "judged_by": r["judgement"]["model"],
+                    }
+                    if "votes" in r and "judgement" in r
+                    else {}
+                ),
             }
             for r in results.values()
         ],

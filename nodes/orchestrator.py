@@ -14,7 +14,7 @@ from nodes.context import Context
 from nodes.documents import with_documents
 from nodes.events import emit
 from nodes.llm import usage_record
-from nodes.plans import direct_plan, wants_plan
+from nodes.plans import direct_plan, use_pattern, wants_plan
 from nodes.schemas import ApprovalRecord, Citation, Plan, PlanRevision, RunStatus, StepResult
 from nodes.state import Node, Route, RunReport, State
 from nodes.toolbox import Toolbox, toolbox_or_settings
@@ -67,10 +67,13 @@ async def _orchestrate(
     update = OrchestratorUpdate(options=asdict(runtime.context), route=route, status="running")
     _clear_earlier_run(state, update)
     if route == "direct":
+        roster = toolbox.roster()
         plan, note = await with_documents(
-            direct_plan(request, roster=toolbox.roster()), runtime.context, library
+            direct_plan(request, roster=roster), runtime.context, library
         )
-        reason = "a single question: answered directly" + (f"; {note}" if note else "")
+        plan, committee = use_pattern(plan, runtime.context.pattern, roster)
+        notes = "; ".join(n for n in (note, committee) if n)
+        reason = "a single question: answered directly" + (f"; {notes}" if notes else "")
         update["plan"] = plan
         revision = PlanRevision(
             version=1, source="direct", reason=reason, plan=plan, fallback_reason=None

@@ -21,6 +21,7 @@ from nodes.plans import (
     patch_plan,
     rename_rerun_steps,
     rule_plan,
+    use_pattern,
     validate_plan,
 )
 from nodes.prompts import PLANNER_PROMPT, REPLAN_BLOCK
@@ -136,6 +137,8 @@ async def _plan(
             draft, known_kinds=KNOWN_KINDS, max_steps=context.max_steps, roster=roster
         )
     new_plan, note = await with_documents(new_plan, context, library)
+    new_plan, committee = use_pattern(new_plan, context.pattern, roster)
+    note = "; ".join(n for n in (note, committee) if n) or None
 
     if replanning and critique is not None:
         reason = f"replan after critique: {critique['reason']}"

@@ -3,6 +3,7 @@
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -113,6 +114,8 @@ def _roster_problems(step: Step, roster: Roster) -> list[str]:
     agent = step.get("agent", roster.default_agent)
     if agent not in roster.grants:
         return [f"step {step['id']}: unknown agent {agent!r} (agents: {', '.join(roster.grants)})"]
+    if "pattern" in step or "members" in step:
+        return _committee_problems(step, roster)
     tools = step.get("tools")
     if tools is None:
         tools = sorted(roster.grants[agent]) if step["kind"] == "tool" else []
@@ -131,6 +134,55 @@ def _roster_problems(step: Step, roster: Roster) -> list[str]:
                 f"step {step['id']}: agent {agent!r} may not call {tool!r} (granted: {granted})"
             )
     return problems
+
+
+def _committee_problems(step: Step, roster: Roster) -> list[str]:
+    if step["kind"] != "reasoning":
+        what = "a supervisor" if step.get("pattern") == "supervisor" else "a committee"
+        return [f"step {step['id']}: only a reasoning step is answered by {what}"]
+    members = step.get("members", list(roster.grants)[:COMMITTEE_SIZE])
+    unknown = [m for m in members if m not in roster.grants]
+    if unknown:
+        agents = ", ".join(roster.grants)
+        return [f"step {step['id']}: unknown committee member {unknown[0]!r} (agents: {agents})"]
+    if len(set(members)) < 2:
+        what = "a supervisor and a worker" if step.get("pattern") == "supervisor" else "a committee"
+        return [f"step {step['id']}: {what} needs two different agents or more"]
+    return []
+
+
+COMMITTEE_SIZE = 3
+"""The agents of a committee step that names none: the manifest's first three."""
+
+
+def use_pattern(plan: Plan, pattern: str, roster: Roster) -> tuple[Plan, str | None]:
+    """Give every reasoning step to a committee, or to a supervisor and its workers, when the
+    run asks for one, and say so. The first of the members supervises.
+
+    A roster of one agent has neither: the plan is left as it is, with the reason.
+    """
+    if pattern not in ("committee", "supervisor"):
+        return plan, None
+    members = list(roster.grants)[:COMMITTEE_SIZE]
+    if len(members) < 2:
+        return plan, f"no {pattern}: the manifest has one agent, and a {pattern} needs two"
+    chosen = [s["id"] for s in plan["steps"] if s["kind"] == "reasoning"]
+    if not chosen:
+        return plan, None
+    kind: Literal["committee", "supervisor"] = (
+        "supervisor" if pattern == "supervisor" else "committee"
+    )
+    steps = [
+        Step(**{**s, "pattern": kind, "members": s.get("members", members)})
+        if s["id"] in chosen
+        else s
+        for s in plan["steps"]
+    ]
+    if pattern == "supervisor":
+        note = f"{', '.join(chosen)} supervised by {members[0]} with {', '.join(members[1:])}"
+    else:
+        note = f"{', '.join(chosen)} answered by a committee of {', '.join(members)}"
+    return Plan(goal=plan["goal"], steps=steps), note
 
 
 def assign(plan: Plan, roster: Roster) -> Plan:

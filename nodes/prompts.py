@@ -32,6 +32,20 @@ Findings from the steps of the plan:
 
 Write the final answer to the request, using the findings. Be concise."""
 
+SUPERVISOR_PROMPT = """You lead a team of agents. Hand the task to the agent best suited with its
+transfer tool; when their answers are enough, reply with the final answer yourself.
+The agents:
+{agents}"""
+
+JUDGE_PROMPT = """Task: {instruction}
+
+Several assistants answered the task.
+
+{answers}
+
+Which answer is the most correct, complete and clear? Give its number as "best" and one
+short sentence as "reason"."""
+
 PLANNER_PROMPT = """Break the request into a few steps as JSON.
 Each step has: id (s1, s2, ...), kind (one of: {kinds}), instruction, depends_on (ids of steps
 it needs), requires_approval (true only for actions with side effects), and optionally agent

@@ -36,6 +36,18 @@ class Step(TypedDict):
     tools: NotRequired[
         Annotated[list[str], Field(description="Tool steps: the tools it may call.")]
     ]
+    pattern: NotRequired[
+        Annotated[
+            Literal["committee", "supervisor"],
+            Field(description="Reasoning steps: answered by a committee, or a supervisor."),
+        ]
+    ]
+    members: NotRequired[
+        Annotated[
+            list[str],
+            Field(description="Its agents: a committee's members; a supervisor, then workers."),
+        ]
+    ]
 
 
 class Plan(TypedDict):
@@ -91,6 +103,34 @@ class ToolCallResult(TypedDict):
     result: str
 
 
+class Vote(TypedDict):
+    """One committee member's answer to a step, and whether the judge chose it."""
+
+    agent: str
+    model: str
+    answer: str
+    status: str
+    """done, or failed (the member's call failed or it answered nothing)."""
+    chosen: bool
+
+
+class Round(TypedDict):
+    """One handoff of a supervised step: the worker agent asked, and its answer."""
+
+    agent: str
+    answer: str
+
+
+class Judgement(TypedDict):
+    """How a committee step's answer was chosen."""
+
+    model: str
+    """The judge's model; "" when no judge was needed (one answer only)."""
+    chosen: str
+    """The agent whose answer the step returns."""
+    reason: str
+
+
 class StepResult(TypedDict):
     """What a worker returns for a step, success or not."""
 
@@ -111,6 +151,12 @@ class StepResult(TypedDict):
     """rag steps: the answer was built from retrieved sentences, the model's being ungrounded."""
     tool_calls: NotRequired[list[ToolCallResult]]
     """tool steps: each call, its status and what it returned."""
+    votes: NotRequired[list[Vote]]
+    """committee steps: every member's answer."""
+    judgement: NotRequired[Judgement]
+    """committee steps: which answer the judge chose, and why."""
+    rounds: NotRequired[list[Round]]
+    """supervised steps: each worker the supervisor handed the task to, in order."""
     flagged_claims: NotRequired[list[FlaggedClaim]]
     """rag steps: the sentences of the model's answer that cite nothing retrieved, or whose
     key terms the chunks they cite lack; with any, the answer is not grounded."""

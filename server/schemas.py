@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.settings import ApprovalPolicy, PlannerKind
 from graphs.multitask import Strategy
-from nodes.context import Mode, Synthesis
+from nodes.context import Mode, Pattern, Synthesis
 from retrievers.names import COLLECTION_NAME_PATTERN
 
 MAX_QUESTION_CHARS = 20_000
@@ -28,6 +28,10 @@ class RunOptions(BaseModel):
     planner: PlannerKind | None = Field(default=None, description="rules or llm.")
     mode: Mode | None = Field(default=None, description="auto, direct or plan.")
     synthesis: Synthesis | None = Field(default=None, description="How answers become one.")
+    pattern: Pattern | None = Field(
+        default=None,
+        description="single; committee (agents answer, a judge picks); supervisor (hands off).",
+    )
     max_replans: int | None = Field(default=None, ge=0, description="Replan limit.")
     token_budget: int | None = Field(default=None, ge=1, description="Tokens the run may spend.")
     max_steps: int | None = Field(default=None, ge=1, description="Largest plan accepted.")

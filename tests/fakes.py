@@ -22,6 +22,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
 from app.models import register_chat_model
@@ -127,7 +128,8 @@ class ScriptedChatModel(BaseChatModel):
                 return AIMessage(content="", tool_calls=[tool_call], usage_metadata=usage)
             return AIMessage(content=self.reply, usage_metadata=usage)
 
-        return RunnableLambda(turn)
+        # Bound as a chat model binds them: LangGraph's prebuilt agents read the bound tools.
+        return RunnableLambda(turn).bind(tools=[convert_to_openai_tool(t) for t in tools])
 
     def with_structured_output(
         self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any

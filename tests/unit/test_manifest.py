@@ -33,9 +33,10 @@ policy:
 """
 
 
-def test_the_default_manifest_has_one_agent_with_the_read_only_tools() -> None:
+def test_the_default_manifest_has_an_agent_with_the_read_only_tools_and_two_without() -> None:
     manifest = default_manifest()
-    assert [a.name for a in manifest.agents] == ["default"]
+    assert [a.name for a in manifest.agents] == ["default", "explainer", "skeptic"]
+    assert [a.tools for a in manifest.agents[1:]] == [[], []]
     assert manifest.agents[0].tools == ["calculator", "document_search"]
     assert manifest.tools.enabled() == ["calculator", "document_search"]
     assert manifest.policy.approval_for == ["write", "external"]

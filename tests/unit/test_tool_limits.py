@@ -172,3 +172,45 @@ def test_the_rule_planner_gives_a_step_to_the_agent_whose_tool_it_needs() -> Non
     assert [s["requires_approval"] for s in steps] == [False, True]
     (plain,) = direct_plan("Why is the sky blue?", roster=ROSTER)["steps"]
     assert plain["kind"] == "reasoning"
+
+
+@pytest.mark.parametrize(
+    ("step", "problem"),
+    [
+        (
+            {"kind": "reasoning", "pattern": "committee", "members": ["analyst", "ghost"]},
+            "step s1: unknown committee member 'ghost'",
+        ),
+        (
+            {"kind": "reasoning", "pattern": "committee", "members": ["analyst", "analyst"]},
+            "step s1: a committee needs two different agents or more",
+        ),
+        (
+            {"kind": "tool", "pattern": "committee"},
+            "step s1: only a reasoning step is answered by a committee",
+        ),
+    ],
+)
+def test_a_committee_step_names_known_agents(step: dict[str, object], problem: str) -> None:
+    with pytest.raises(PlanValidationError) as caught:
+        validate_plan(
+            plan({"instruction": "x", **step}), known_kinds=KINDS, max_steps=5, roster=ROSTER
+        )
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+
+
+def test_use_pattern_gives_reasoning_steps_to_the_first_three_agents() -> None:
+    from nodes.plans import use_pattern
+
+    mixed = validate_plan(
+        plan({"kind": "reasoning", "instruction": "why"}, {"kind": "tool", "instruction": "2*3"}),
+        known_kinds=KINDS,
+        max_steps=5,
+        roster=ROSTER,
+    )
+    committee, note = use_pattern(mixed, "committee", ROSTER)
+    first, second = committee["steps"]
+    assert (first["pattern"], first["members"]) == ("committee", ["analyst", "clerk", "thinker"])
+    assert "pattern" not in second
+    assert note == "s1 answered by a committee of analyst, clerk, thinker"
+    assert use_pattern(mixed, "single", ROSTER) == (mixed, None)

@@ -124,3 +124,15 @@ def test_the_local_grammar_leaves_out_bounds_it_would_nest_past_its_stack() -> N
     assert safe["required"] == ["path", "content"]
     named = {"properties": {"pattern": {"type": "string", "maxLength": 10}}}
     assert grammar_schema(named) == named  # a property called "pattern" is a name
+
+
+def test_a_local_answer_cut_off_at_max_tokens_keeps_its_text_not_its_json() -> None:
+    from langchain_core.messages import AIMessage
+
+    from app.local_llm import _as_tool_call
+
+    cut = _as_tool_call(AIMessage(content='{ "answer": "The fridge \\"cools\\" food by'))
+    assert cut.content == 'The fridge "cools" food by'
+    assert _as_tool_call(AIMessage(content='{"answer": "done"}')).content == "done"
+    call = _as_tool_call(AIMessage(content='{"tool": "calculator", "arguments": {"x": 1}}'))
+    assert call.tool_calls[0]["name"] == "calculator"

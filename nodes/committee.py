@@ -1,0 +1,166 @@
+"""The committee worker: several agents answer one reasoning step in parallel, each with its
+own model and prompt from the manifest, and a judge (the run's model) picks the best answer.
+Every member's answer and the judge's choice are kept in the step result (`votes`,
+`judgement`); the chosen answer is the step's output.
+
+Members' tokens stream nowhere (their deltas would interleave): the chosen answer is emitted
+as the step's delta once it is known.
+"""
+
+import asyncio
+import logging
+import time
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+
+from app.accounting import Tokens, cost_of
+from app.models import get_chat_model
+from nodes.context import Context
+from nodes.events import emit
+from nodes.llm import Generation, generate, model_config, usage_record
+from nodes.prompts import JUDGE_PROMPT, SYSTEM_PROMPT
+from nodes.reasoning import WorkerUpdate, step_messages
+from nodes.schemas import Judgement, StepResult, StepUsage, Vote
+from nodes.state import Node, WorkerInput
+from nodes.toolbox import Toolbox, toolbox_or_settings
+
+logger = logging.getLogger(__name__)
+
+
+def committee_worker(toolbox: Toolbox | None = None) -> Node[WorkerInput, WorkerUpdate]:
+    """Return the committee worker over `toolbox`'s agents (the settings' manifest's by
+    default)."""
+
+    async def answer_by_committee(state: WorkerInput, runtime: Runtime[Context]) -> WorkerUpdate:
+        """Run one committee step and return its result."""
+        return await _committee(state, runtime, toolbox_or_settings(toolbox))
+
+    return answer_by_committee
+
+
+async def _member(
+    payload: WorkerInput, context: Context, box: Toolbox, agent: str
+) -> tuple[Vote, Generation]:
+    entry = box.manifest.agent(agent)
+    model = (entry.model if entry else None) or context.model
+    messages = step_messages(payload)
+    if entry and entry.prompt:
+        messages[0] = SystemMessage(f"{SYSTEM_PROMPT}\n{entry.prompt}")
+    try:
+        generation = await generate(
+            messages,
+            model=model,
+            writer=_quiet,
+            node="committee",
+            step_id=payload["step"]["id"],
+            max_tokens=context.max_output_tokens,
+        )
+    except Exception as exc:  # whatever sank one member, the others may answer
+        logger.warning("committee member %s failed: %s", agent, exc)
+        generation = Generation(text="", model=model, tokens=Tokens(), cost=0.0)
+    answer = generation.text.strip()
+    vote = Vote(
+        agent=agent,
+        model=model,
+        answer=answer,
+        status="done" if answer else "failed",
+        chosen=False,
+    )
+    return vote, generation
+
+
+async def _judge(
+    payload: WorkerInput, context: Context, candidates: list[Vote]
+) -> tuple[Judgement, Generation]:
+    listed = "\n\n".join(f"Answer {i}:\n{v['answer']}" for i, v in enumerate(candidates, 1))
+    schema = {
+        "type": "object",
+        "properties": {
+            "best": {"type": "integer", "minimum": 1, "maximum": len(candidates)},
+            "reason": {"type": "string"},
+        },
+        "required": ["best", "reason"],
+    }
+    structured = get_chat_model(context.model).with_structured_output(schema, include_raw=True)
+    prompt = JUDGE_PROMPT.format(instruction=payload["step"]["instruction"], answers=listed)
+    raw = await structured.ainvoke(
+        [SystemMessage("You judge answers and reply in JSON."), HumanMessage(prompt)],
+        model_config("committee", payload["step"]["id"]),
+    )
+    parsed = raw.get("parsed") if isinstance(raw, dict) else raw
+    usage = getattr(raw.get("raw") if isinstance(raw, dict) else None, "usage_metadata", None)
+    tokens = (
+        Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0)) if usage else Tokens()
+    )
+    generation = Generation(
+        text="", model=context.model, tokens=tokens, cost=cost_of(context.model, tokens)
+    )
+    best = parsed.get("best") if isinstance(parsed, dict) else None
+    if not isinstance(best, int) or not 1 <= best <= len(candidates):
+        return Judgement(
+            model=context.model,
+            chosen=candidates[0]["agent"],
+            reason=f"the judge gave no valid choice ({best!r}): the first answer is kept",
+        ), generation
+    reason = str(parsed.get("reason") or "").strip() if isinstance(parsed, dict) else ""
+    return Judgement(
+        model=context.model, chosen=candidates[best - 1]["agent"], reason=reason
+    ), generation
+
+
+async def _committee(payload: WorkerInput, runtime: Runtime[Context], box: Toolbox) -> WorkerUpdate:
+    started = time.time()
+    step = payload["step"]
+    context = runtime.context
+    members = step.get("members") or [a.name for a in box.manifest.agents]
+    answered = await asyncio.gather(*(_member(payload, context, box, a) for a in members))
+    votes = [vote for vote, _ in answered]
+    spent = [generation for _, generation in answered]
+    candidates = [v for v in votes if v["status"] == "done"]
+    judgement: Judgement | None = None
+    if len(candidates) == 1:
+        judgement = Judgement(
+            model="", chosen=candidates[0]["agent"], reason="the only member that answered"
+        )
+    elif candidates:
+        try:
+            judgement, judged = await _judge(payload, context, candidates)
+            spent.append(judged)
+        except Exception as exc:  # a judge that fails leaves the answers
+            judgement = Judgement(
+                model=context.model,
+                chosen=candidates[0]["agent"],
+                reason=f"the judge failed ({exc}): the first answer is kept",
+            )
+    output = ""
+    for vote in votes:
+        vote["chosen"] = judgement is not None and vote["agent"] == judgement["chosen"]
+        if vote["chosen"]:
+            output = vote["answer"]
+    if output:
+        emit(runtime.stream_writer, "delta", node="committee", step_id=step["id"], text=output)
+    tokens = sum((g.tokens for g in spent), Tokens())
+    cost = sum(g.cost for g in spent)
+    generation = Generation(text=output, model=context.model, tokens=tokens, cost=cost)
+    record = usage_record("committee", started, generation=generation, step_id=step["id"])
+    result = StepResult(
+        step_id=step["id"],
+        kind=step["kind"],
+        status="done" if output else "failed",
+        output=output,
+        citations=[],
+        usage=StepUsage(input_tokens=tokens.input, output_tokens=tokens.output, cost=cost),
+        attempts=1,
+        latency_ms=record["latency_ms"],
+        error=None if output else "no member of the committee answered",
+        votes=votes,
+    )
+    if judgement is not None:
+        result["judgement"] = judgement
+    emit(runtime.stream_writer, "step_result", result=result)
+    return WorkerUpdate(results={step["id"]: result}, usage=[record])
+
+
+def _quiet(_: object) -> None:
+    """A stream writer that drops what it is given."""

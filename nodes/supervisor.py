@@ -1,0 +1,167 @@
+"""The supervisor worker: a supervisor agent hands a reasoning step's sub-tasks to the
+manifest's worker agents until it answers, built with `langgraph-supervisor`: the supervisor
+is its tool-calling agent, each handoff a `transfer_to_<agent>` tool call, each worker a small
+graph that answers with the agent's own model and prompt.
+
+The supervisor graph runs inside the step, without a checkpointer of its own: a step is
+retried as a whole, like any other. Its rounds (which agent was asked, what it answered) are
+kept in the step result (`rounds`); the step's answer is the supervisor's last message, or the
+last worker's answer when the supervisor ends without one.
+"""
+
+import time
+import warnings
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langgraph.graph import START, MessagesState, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph_supervisor import create_supervisor
+
+from app.accounting import Tokens, cost_of
+from app.models import get_chat_model
+from nodes.context import Context
+from nodes.events import emit
+from nodes.llm import Generation, model_config, usage_record
+from nodes.prompts import SUPERVISOR_PROMPT, SYSTEM_PROMPT
+from nodes.reasoning import WorkerUpdate, step_messages
+from nodes.schemas import Round, StepResult, StepUsage
+from nodes.state import Node, WorkerInput
+from nodes.toolbox import Toolbox, toolbox_or_settings
+
+SUPERVISOR_NAME = "supervisor"
+
+
+def supervisor_worker(toolbox: Toolbox | None = None) -> Node[WorkerInput, WorkerUpdate]:
+    """Return the supervisor worker over `toolbox`'s agents (the settings' manifest's by
+    default): the step's first member supervises, the others work."""
+
+    async def answer_by_supervisor(state: WorkerInput, runtime: Runtime[Context]) -> WorkerUpdate:
+        """Run one supervised step and return its result."""
+        return await _supervise(state, runtime, toolbox_or_settings(toolbox))
+
+    return answer_by_supervisor
+
+
+def _worker_graph(box: Toolbox, agent: str, context: Context) -> CompiledStateGraph[Any]:
+    entry = box.manifest.agent(agent)
+    model = (entry.model if entry else None) or context.model
+    system = SYSTEM_PROMPT + (f"\n{entry.prompt}" if entry and entry.prompt else "")
+
+    async def work(state: MessagesState) -> dict[str, list[BaseMessage]]:
+        task = next(m for m in state["messages"] if isinstance(m, HumanMessage))
+        earlier = [
+            f"{m.name}: {m.text}"
+            for m in state["messages"]
+            if isinstance(m, AIMessage) and m.name not in (None, SUPERVISOR_NAME) and m.text
+        ]
+        prompt = task.text + (
+            "\nWhat the others answered:\n" + "\n".join(earlier) if earlier else ""
+        )
+        reply = await get_chat_model(model).ainvoke(
+            [SystemMessage(system), HumanMessage(prompt)],
+            max_tokens=context.max_output_tokens,
+        )
+        return {
+            "messages": [
+                AIMessage(
+                    content=reply.text,
+                    name=agent,
+                    usage_metadata=reply.usage_metadata,
+                    response_metadata={"model": model},
+                )
+            ]
+        }
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("work", work)
+    builder.add_edge(START, "work")
+    return builder.compile(name=agent, checkpointer=False)
+
+
+def _team(
+    box: Toolbox, boss_model: str, workers: list[str], context: Context
+) -> CompiledStateGraph[Any]:
+    listed = []
+    for worker in workers:
+        entry = box.manifest.agent(worker)
+        listed.append(f"- {worker}: {entry.description if entry else worker}")
+    return create_supervisor(
+        [_worker_graph(box, w, context) for w in workers],
+        model=get_chat_model(boss_model),
+        prompt=SUPERVISOR_PROMPT.format(agents="\n".join(listed)),
+        supervisor_name=SUPERVISOR_NAME,
+        output_mode="full_history",
+        add_handoff_back_messages=False,
+    ).compile(checkpointer=False)
+
+
+async def _supervise(payload: WorkerInput, runtime: Runtime[Context], box: Toolbox) -> WorkerUpdate:
+    started = time.time()
+    step = payload["step"]
+    context = runtime.context
+    members = step.get("members") or [a.name for a in box.manifest.agents]
+    boss, workers = members[0], members[1:]
+    boss_entry = box.manifest.agent(boss)
+    boss_model = (boss_entry.model if boss_entry else None) or context.model
+    with warnings.catch_warnings():  # its own use of create_react_agent, deprecated in 1.0
+        warnings.filterwarnings("ignore", message="create_react_agent has been moved")
+        team = _team(box, boss_model, workers, context)
+    task = step_messages(payload)[1]
+    out = await team.ainvoke(
+        {"messages": [task]},
+        {
+            **model_config("supervisor", step["id"]),
+            "recursion_limit": 4 * context.max_tool_calls + 2,
+        },
+    )
+    messages: list[BaseMessage] = out["messages"]
+    rounds = [
+        Round(agent=m.name or "", answer=m.text)
+        for m in messages
+        if isinstance(m, AIMessage) and m.name in workers
+    ]
+    last = next(
+        (
+            m
+            for m in reversed(messages)
+            if isinstance(m, AIMessage)
+            and m.name == SUPERVISOR_NAME
+            and m.text
+            and not m.tool_calls
+        ),
+        None,
+    )
+    output = last.text.strip() if last else (rounds[-1]["answer"].strip() if rounds else "")
+    tokens = Tokens()
+    cost = 0.0
+    for m in messages:
+        usage = getattr(m, "usage_metadata", None)
+        if isinstance(m, AIMessage) and usage:
+            spent = Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+            tokens = tokens + spent
+            cost += cost_of(
+                boss_model
+                if m.name == SUPERVISOR_NAME
+                else str(m.response_metadata.get("model", context.model)),
+                spent,
+            )
+    if output:
+        emit(runtime.stream_writer, "delta", node="supervisor", step_id=step["id"], text=output)
+    generation = Generation(text=output, model=boss_model, tokens=tokens, cost=cost)
+    record = usage_record("supervisor", started, generation=generation, step_id=step["id"])
+    result = StepResult(
+        step_id=step["id"],
+        kind=step["kind"],
+        status="done" if output else "failed",
+        output=output,
+        citations=[],
+        usage=StepUsage(input_tokens=tokens.input, output_tokens=tokens.output, cost=cost),
+        attempts=1,
+        latency_ms=record["latency_ms"],
+        error=None if output else "the supervisor and its workers gave no answer",
+        rounds=rounds,
+    )
+    emit(runtime.stream_writer, "step_result", result=result)
+    return WorkerUpdate(results={step["id"]: result}, usage=[record])

@@ -1,0 +1,138 @@
+"""The committee pattern on the compiled graph with fake models: each member answers with its
+own model and prompt, the judge picks, the votes and the choice are in the step result and the
+plan shows the committee."""
+
+from langgraph.checkpoint.memory import InMemorySaver
+
+from app.tools.manifest import parse_manifest
+from graphs.agent import compile_graph
+from nodes.context import Context
+from nodes.toolbox import build_toolbox
+from tests.fakes import MakeModel
+
+from .conftest import CollectEvents
+from .graph_helpers import QUESTION, final, only, step_results
+
+
+def _team(models: dict[str, str]) -> str:
+    agents = "\n".join(
+        f"  - {{name: {name}, description: {name}, model: '{spec}', prompt: Be {name}.}}"
+        for name, spec in models.items()
+    )
+    return f"agents:\n{agents}\n"
+
+
+async def test_a_committee_answers_and_the_judge_picks(
+    thread_id: str, make_model: MakeModel, collect_events: CollectEvents
+) -> None:
+    first, first_model = make_model(reply="Paris, I think.")
+    second, _ = make_model(reply="Paris is the capital of France.")
+    third, _ = make_model(reply="Lyon.")
+    judge, judge_model = make_model(structured={"best": 2, "reason": "correct and complete"})
+    manifest = parse_manifest(
+        _team({"quick": first, "careful": second, "wrong": third}), source="t.yaml"
+    )
+    graph = compile_graph(InMemorySaver(), toolbox=build_toolbox(manifest))
+    context = Context(model=judge, approval="never", mode="direct", pattern="committee")
+
+    events = await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
+
+    updates = only(events, "plan_update")
+    assert len(updates) == 1, [(u["source"], u["reason"], u["plan"]) for u in updates]
+    plan_update = updates[0]
+    [step] = plan_update["plan"]["steps"]
+    assert (step["pattern"], step["members"]) == ("committee", ["quick", "careful", "wrong"])
+    assert "answered by a committee of quick, careful, wrong" in plan_update["reason"]
+    result = step_results(events)["answer"]
+    assert result["status"] == "done"
+    assert result["output"] == "Paris is the capital of France."
+    assert [(v["agent"], v["answer"], v["chosen"]) for v in result["votes"]] == [
+        ("quick", "Paris, I think.", False),
+        ("careful", "Paris is the capital of France.", True),
+        ("wrong", "Lyon.", False),
+    ]
+    assert result["judgement"] == {
+        "model": judge,
+        "chosen": "careful",
+        "reason": "correct and complete",
+    }
+    assert judge_model.structured_calls == 1
+    assert first_model.calls == 1
+    end = final(events)
+    assert end["answer"] == "Paris is the capital of France."
+    assert end["report"]["nodes"]["committee"]["calls"] == 1
+    [row] = end["report"]["steps"]
+    assert (row["committee"], row["chosen"], row["judged_by"]) == (
+        ["quick", "careful", "wrong"],
+        "careful",
+        judge,
+    )
+
+
+async def test_a_failing_member_leaves_the_others_and_one_answer_needs_no_judge(
+    thread_id: str, make_model: MakeModel, collect_events: CollectEvents
+) -> None:
+    broken, _ = make_model(fail_first=-1)
+    working, _ = make_model(reply="Paris.")
+    judge, judge_model = make_model(structured={"best": 1, "reason": "x"})
+    manifest = parse_manifest(_team({"broken": broken, "working": working}), source="t.yaml")
+    graph = compile_graph(InMemorySaver(), toolbox=build_toolbox(manifest))
+    context = Context(model=judge, approval="never", mode="direct", pattern="committee")
+
+    events = await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
+
+    result = step_results(events)["answer"]
+    assert result["output"] == "Paris."
+    assert [(v["agent"], v["status"]) for v in result["votes"]] == [
+        ("broken", "failed"),
+        ("working", "done"),
+    ]
+    assert result["judgement"]["chosen"] == "working"
+    assert judge_model.structured_calls == 0
+
+
+async def test_one_agent_is_no_committee(
+    thread_id: str, make_model: MakeModel, collect_events: CollectEvents
+) -> None:
+    spec, _ = make_model(reply="Paris.")
+    manifest = parse_manifest(_team({"alone": spec}), source="t.yaml")
+    graph = compile_graph(InMemorySaver(), toolbox=build_toolbox(manifest))
+    context = Context(model=spec, approval="never", mode="direct", pattern="committee")
+
+    events = await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
+
+    [plan_update] = only(events, "plan_update")
+    assert "pattern" not in plan_update["plan"]["steps"][0]
+    assert "no committee: the manifest has one agent" in plan_update["reason"]
+    assert step_results(events)["answer"]["kind"] == "reasoning"
+    assert "votes" not in step_results(events)["answer"]
+
+
+async def test_a_supervisor_hands_the_step_to_a_worker_and_answers(
+    thread_id: str, make_model: MakeModel, collect_events: CollectEvents
+) -> None:
+    boss, _ = make_model(
+        reply="Paris is the capital of France.",
+        tool_script=[{"name": "transfer_to_careful", "args": {}}],
+    )
+    careful, careful_model = make_model(reply="The capital of France is Paris.")
+    idle, idle_model = make_model(reply="unused")
+    manifest = parse_manifest(
+        _team({"boss": boss, "careful": careful, "idle": idle}), source="t.yaml"
+    )
+    graph = compile_graph(InMemorySaver(), toolbox=build_toolbox(manifest))
+    context = Context(model=boss, approval="never", mode="direct", pattern="supervisor")
+
+    events = await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
+
+    [plan_update] = only(events, "plan_update")
+    [step] = plan_update["plan"]["steps"]
+    assert (step["pattern"], step["members"]) == ("supervisor", ["boss", "careful", "idle"])
+    assert "answer supervised by boss with careful, idle" in plan_update["reason"]
+    result = step_results(events)["answer"]
+    assert result["status"] == "done", result
+    assert result["rounds"] == [{"agent": "careful", "answer": "The capital of France is Paris."}]
+    assert result["output"] == "Paris is the capital of France."
+    assert (careful_model.calls, idle_model.calls) == (1, 0)
+    assert result["usage"]["input_tokens"] > 0
+    assert final(events)["answer"] == "Paris is the capital of France."
