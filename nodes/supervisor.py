@@ -9,11 +9,14 @@ kept in the step result (`rounds`); the step's answer is the supervisor's last m
 last worker's answer when the supervisor ends without one.
 """
 
+import logging
 import time
 import warnings
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.errors import GraphRecursionError
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -31,6 +34,7 @@ from nodes.state import Node, WorkerInput
 from nodes.toolbox import Toolbox, toolbox_or_settings
 
 SUPERVISOR_NAME = "supervisor"
+logger = logging.getLogger(__name__)
 
 
 def supervisor_worker(toolbox: Toolbox | None = None) -> Node[WorkerInput, WorkerUpdate]:
@@ -109,14 +113,17 @@ async def _supervise(payload: WorkerInput, runtime: Runtime[Context], box: Toolb
         warnings.filterwarnings("ignore", message="create_react_agent has been moved")
         team = _team(box, boss_model, workers, context)
     task = step_messages(payload)[1]
-    out = await team.ainvoke(
-        {"messages": [task]},
-        {
-            **model_config("supervisor", step["id"]),
-            "recursion_limit": 4 * context.max_tool_calls + 2,
-        },
-    )
-    messages: list[BaseMessage] = out["messages"]
+    # A handoff is two steps of the supervisor graph (the supervisor, then the worker).
+    config: RunnableConfig = {
+        **model_config("supervisor", step["id"]),
+        "recursion_limit": 2 * context.max_tool_calls + 1,
+    }
+    messages: list[BaseMessage] = [task]
+    try:
+        async for values in team.astream({"messages": [task]}, config, stream_mode="values"):
+            messages = values["messages"]
+    except GraphRecursionError:  # a supervisor that keeps handing off: end with what it has
+        logger.info("step %s: the supervisor reached its handoff limit", step["id"])
     rounds = [
         Round(agent=m.name or "", answer=m.text)
         for m in messages

@@ -136,3 +136,23 @@ async def test_a_supervisor_hands_the_step_to_a_worker_and_answers(
     assert (careful_model.calls, idle_model.calls) == (1, 0)
     assert result["usage"]["input_tokens"] > 0
     assert final(events)["answer"] == "Paris is the capital of France."
+
+
+async def test_a_supervisor_that_keeps_handing_off_stops_at_the_limit_with_the_last_answer(
+    thread_id: str, make_model: MakeModel, collect_events: CollectEvents
+) -> None:
+    boss, _ = make_model(tool_script=[{"name": "transfer_to_worker", "args": {}}] * 10)
+    worker, worker_model = make_model(reply="Paris, again ({n}).")
+    manifest = parse_manifest(_team({"boss": boss, "worker": worker}), source="t.yaml")
+    graph = compile_graph(InMemorySaver(), toolbox=build_toolbox(manifest))
+    context = Context(
+        model=boss, approval="never", mode="direct", pattern="supervisor", max_tool_calls=3
+    )
+
+    events = await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
+
+    result = step_results(events)["answer"]
+    assert [r["agent"] for r in result["rounds"]] == ["worker"] * 3
+    assert worker_model.calls == 3
+    assert result["status"] == "done"
+    assert result["output"] == "Paris, again (3)."
