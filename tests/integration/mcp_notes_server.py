@@ -4,12 +4,14 @@ Its notes are kept in a JSON file in the directory `MCP_NOTES_DIR` names, so the
 the server's process (the per-call client starts one process per call). `calls` counts how
 often this process answered it, so a test can tell a kept session from a process per call.
 
-Run: `python tests/integration/mcp_notes_server.py` (speaks MCP on stdin and stdout).
+Run: `python tests/integration/mcp_notes_server.py` (speaks MCP on stdin and stdout), or
+with `--http PORT` (streamable HTTP at http://127.0.0.1:PORT/mcp).
 """
 
 import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -94,4 +96,9 @@ def two_parts() -> list[str]:
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    # `--http PORT`: streamable HTTP on 127.0.0.1:PORT/mcp instead of stdio.
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        server.settings.host, server.settings.port = "127.0.0.1", int(sys.argv[2])
+        server.run("streamable-http")
+    else:
+        server.run("stdio")

@@ -2,8 +2,12 @@
 (tests/integration/mcp_notes_server.py): names, effects, validated arguments, results, the
 server's errors, a server that cannot start, and state per call and per kept session."""
 
+import os
+import socket
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +176,47 @@ async def test_an_error_in_the_block_comes_out_as_itself(tmp_path: Path) -> None
     with pytest.raises(ToolArgumentError, match=r"^raised in the block$"):
         async with open_mcp_tools({"notes": notes_server(tmp_path)}):
             raise ToolArgumentError("raised in the block")
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[str]:
+    """The notes server over streamable HTTP on a free port of 127.0.0.1; its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "MCP_NOTES_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVER), "--http", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as client:
+            if client.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_a_streamable_http_server_is_reached_by_its_url(http_server: str) -> None:
+    server = McpServer(transport="streamable_http", url=http_server, effect="read")
+    tools = await load_mcp_tools({"remote": server})
+    assert "remote_add" in tools
+    assert await run_tool(tools["remote_add"], {"a": 2, "b": 40}) == "42"
+    async with open_mcp_tools({"remote": server}) as kept:
+        assert [await run_tool(kept["remote_calls"], {}) for _ in range(2)] == ["0", "1"]
+
+
+async def test_an_unreachable_url_is_a_config_error_naming_it() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    server = McpServer(transport="streamable_http", url=f"http://127.0.0.1:{port}/mcp", timeout_s=5)
+    with pytest.raises(ConfigError, match=r"MCP server 'remote' .*check its url 'http://127"):
+        await load_mcp_tools({"remote": server})
