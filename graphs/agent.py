@@ -18,7 +18,7 @@ from nodes.finalize import finalize
 from nodes.orchestrator import orchestrator, route_request
 from nodes.planner import planner
 from nodes.rag import rag_worker
-from nodes.reasoning import reason, step_failed_handler
+from nodes.reasoning import reasoning_worker, step_failed_handler
 from nodes.state import InputState, OutputState, State
 from nodes.supervisor import supervisor_worker
 from nodes.synthesize import synthesize
@@ -75,7 +75,7 @@ def build_graph(
     # committee pattern), each retried and timed out per attempt; a step that still
     # fails becomes a failed result through its error handler.
     workers = (
-        ("reasoning", reason),
+        ("reasoning", reasoning_worker(toolbox)),
         ("rag", rag_worker(library)),
         ("tool", tool_worker(toolbox, audit=audit)),
         ("committee", committee_worker(toolbox)),
@@ -84,7 +84,7 @@ def build_graph(
     for kind, worker in workers:
         builder.add_node(
             kind,
-            worker,  # type: ignore[arg-type]  # the union of two worker types matches no overload
+            worker,
             retry_policy=step_retry,
             timeout=step_timeout_s,
             error_handler=step_failed_handler(step_attempts, node=kind),

@@ -19,7 +19,8 @@ from nodes.events import emit
 from nodes.llm import generate, usage_record
 from nodes.prompts import DEPENDENCY_BLOCK, STEP_PROMPT, SYSTEM_PROMPT
 from nodes.schemas import StepResult, StepUsage
-from nodes.state import WorkerInput
+from nodes.state import Node, WorkerInput
+from nodes.toolbox import Toolbox, toolbox_or_settings
 
 
 class WorkerUpdate(TypedDict):
@@ -52,14 +53,29 @@ def _attempt(runtime: Runtime[Context]) -> int:
     return runtime.execution_info.node_attempt if runtime.execution_info else 1
 
 
-async def reason(payload: WorkerInput, runtime: Runtime[Context]) -> WorkerUpdate:
-    """Run one reasoning step and return its result."""
+def reasoning_worker(toolbox: Toolbox | None = None) -> Node[WorkerInput, WorkerUpdate]:
+    """Return the reasoning worker: a step runs as its agent of `toolbox` (the settings'
+    manifest's by default), with the agent's model and prompt where the manifest gives them."""
+
+    async def reason(state: WorkerInput, runtime: Runtime[Context]) -> WorkerUpdate:
+        """Run one reasoning step and return its result."""
+        return await _reason(state, runtime, toolbox_or_settings(toolbox))
+
+    return reason
+
+
+async def _reason(payload: WorkerInput, runtime: Runtime[Context], box: Toolbox) -> WorkerUpdate:
     started = time.time()
     step = payload["step"]
     context = runtime.context
+    entry = box.manifest.agent(step.get("agent", box.default_agent))
+    messages = step_messages(payload)
+    if entry is not None and entry.prompt:
+        messages[0] = SystemMessage(f"{SYSTEM_PROMPT}\n{entry.prompt}")
+    model = (entry.model if entry else None) or context.model
     generation = await generate(
-        step_messages(payload),
-        model=context.model,
+        messages,
+        model=model,
         writer=runtime.stream_writer,
         node="reasoning",
         step_id=step["id"],

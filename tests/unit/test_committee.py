@@ -156,3 +156,36 @@ async def test_a_supervisor_that_keeps_handing_off_stops_at_the_limit_with_the_l
     assert worker_model.calls == 3
     assert result["status"] == "done"
     assert result["output"] == "Paris, again (3)."
+
+
+async def test_a_reasoning_step_runs_with_its_agents_model(
+    thread_id: str, make_model: MakeModel, collect_events: CollectEvents
+) -> None:
+    run_model, run_fake = make_model(reply="from the run's model")
+    own, own_fake = make_model(reply="from the agent's own model")
+    manifest = parse_manifest(_team({"first": run_model, "second": own}), source="t.yaml")
+    graph = compile_graph(InMemorySaver(), toolbox=build_toolbox(manifest))
+    plan = {
+        "goal": "g",
+        "steps": [
+            {
+                "id": "s1",
+                "kind": "reasoning",
+                "instruction": QUESTION,
+                "depends_on": [],
+                "requires_approval": False,
+                "agent": "second",
+            }
+        ],
+    }
+    context = Context(model=run_model, approval="always", mode="direct")
+    await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
+    events = await collect_events(
+        graph,
+        thread_id=thread_id,
+        context=context,
+        resume={"decision": "edit", "reason": "to second", "plan": plan},
+    )
+
+    assert step_results(events)["s1"]["output"] == "from the agent's own model"
+    assert (own_fake.calls, run_fake.calls) == (1, 0)
