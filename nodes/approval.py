@@ -133,7 +133,7 @@ def plan_approval(toolbox: Toolbox | None = None) -> PlanGate:
         state: State, runtime: Runtime[Context]
     ) -> Command[Literal["dispatch", "finalize"]]:
         """Ask a person to approve, reject or edit the plan when the policy says so."""
-        return _approve_plan(state, runtime, toolbox_or_settings(toolbox).roster())
+        return _approve_plan(state, runtime, (await toolbox_or_settings(toolbox)).roster())
 
     return approve_plan
 

@@ -34,7 +34,7 @@ def committee_worker(toolbox: Toolbox | None = None) -> Node[WorkerInput, Worker
 
     async def answer_by_committee(state: WorkerInput, runtime: Runtime[Context]) -> WorkerUpdate:
         """Run one committee step and return its result."""
-        return await _committee(state, runtime, toolbox_or_settings(toolbox))
+        return await _committee(state, runtime, await toolbox_or_settings(toolbox))
 
     return answer_by_committee
 

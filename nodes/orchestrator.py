@@ -49,7 +49,7 @@ def orchestrator(
         (the earlier run stays readable in the thread's checkpoints), so nothing leaks
         between runs.
         """
-        return await _orchestrate(state, runtime, library, toolbox_or_settings(toolbox))
+        return await _orchestrate(state, runtime, library, await toolbox_or_settings(toolbox))
 
     return orchestrate
 

@@ -84,7 +84,7 @@ def planner(
     async def plan(state: State, runtime: Runtime[Context]) -> PlannerUpdate:
         """Write the first plan, or patch the current one after the critic asked for a
         replan."""
-        return await _plan(state, runtime, library, toolbox_or_settings(toolbox))
+        return await _plan(state, runtime, library, await toolbox_or_settings(toolbox))
 
     return plan
 

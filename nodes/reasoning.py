@@ -59,7 +59,7 @@ def reasoning_worker(toolbox: Toolbox | None = None) -> Node[WorkerInput, Worker
 
     async def reason(state: WorkerInput, runtime: Runtime[Context]) -> WorkerUpdate:
         """Run one reasoning step and return its result."""
-        return await _reason(state, runtime, toolbox_or_settings(toolbox))
+        return await _reason(state, runtime, await toolbox_or_settings(toolbox))
 
     return reason
 

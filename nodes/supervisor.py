@@ -43,7 +43,7 @@ def supervisor_worker(toolbox: Toolbox | None = None) -> Node[WorkerInput, Worke
 
     async def answer_by_supervisor(state: WorkerInput, runtime: Runtime[Context]) -> WorkerUpdate:
         """Run one supervised step and return its result."""
-        return await _supervise(state, runtime, toolbox_or_settings(toolbox))
+        return await _supervise(state, runtime, await toolbox_or_settings(toolbox))
 
     return answer_by_supervisor
 

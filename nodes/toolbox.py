@@ -3,11 +3,11 @@ the document search over the library, the MCP servers' tools) and the policy. Th
 the plan checks, the approval gate and the tool worker all read one toolbox.
 """
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 
 from pydantic import BaseModel, Field
 
@@ -19,9 +19,9 @@ from app.tools.manifest import (
     MCP_GRANT,
     DocumentSearchConfig,
     Manifest,
-    default_manifest,
     load_manifest,
 )
+from app.tools.mcp import load_mcp_tools
 from app.tools.policy import ToolPolicy
 from app.tools.registry import CALCULATOR, ToolSpec, with_limits
 from nodes.plans import Roster
@@ -109,24 +109,28 @@ def build_toolbox(
     return Toolbox(manifest=manifest, tools=tools, policy=policy)
 
 
-@cache
-def settings_toolbox() -> Toolbox:
-    """The toolbox of the process settings' manifest, without MCP tools: what a graph compiled
-    with no toolbox (the one `langgraph dev` serves) uses.
+async def settings_toolbox() -> Toolbox:
+    """The toolbox of the process settings' manifest: what a graph compiled with no toolbox
+    (the one `langgraph dev` serves) uses. Made on first use and kept for the process. Its
+    MCP tools open a session per call (no process holds sessions open for such a graph), so
+    a stdio server is started for each call.
 
     Raises:
-        ManifestError: the manifest is invalid.
+        ManifestError: the manifest is invalid, or grants a tool its MCP server lacks.
+        ConfigError: an MCP server cannot be started or listed.
     """
-    path = get_settings().manifest
-    manifest = load_manifest(path) if path is not None else default_manifest()
-    if manifest.mcp_servers:
-        logger.warning(
-            "%s: MCP servers are not loaded in a graph compiled without a toolbox; "
-            "their grants are dropped",
-            path,
-        )
-        manifest = manifest.without_mcp()
-    return build_toolbox(manifest)
+    if _SETTINGS_TOOLBOX:
+        return _SETTINGS_TOOLBOX[0]
+    async with _SETTINGS_LOCK:
+        if not _SETTINGS_TOOLBOX:
+            manifest = load_manifest(get_settings().manifest)
+            extra = await load_mcp_tools(manifest.mcp_servers) if manifest.mcp_servers else {}
+            _SETTINGS_TOOLBOX.append(build_toolbox(manifest, extra_tools=extra))
+    return _SETTINGS_TOOLBOX[0]
+
+
+_SETTINGS_TOOLBOX: list[Toolbox] = []
+_SETTINGS_LOCK = asyncio.Lock()
 
 
 class DocumentSearchArgs(BaseModel):
@@ -177,6 +181,6 @@ def _one_line(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def toolbox_or_settings(toolbox: Toolbox | None) -> Toolbox:
-    """The given toolbox, or the settings' one (read when first needed)."""
-    return toolbox if toolbox is not None else settings_toolbox()
+async def toolbox_or_settings(toolbox: Toolbox | None) -> Toolbox:
+    """The given toolbox, or the settings' one (made when first needed)."""
+    return toolbox if toolbox is not None else await settings_toolbox()

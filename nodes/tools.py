@@ -110,7 +110,7 @@ def tool_worker(
         started = time.time()
         step = payload["step"]
         context = runtime.context
-        box = toolbox_or_settings(toolbox)
+        box = await toolbox_or_settings(toolbox)
         entry = box.manifest.agent(step.get("agent", box.default_agent))
         agent = step.get("agent", box.default_agent)
         names = step.get("tools") or [t.name for t in box.granted(agent)]

@@ -253,3 +253,53 @@ async def test_the_local_model_calls_a_write_tool_after_approval(
     [call, *_] = await team.audit.calls(thread_id)
     assert call.tool == "write_file"
     assert call.approval.startswith("approved by a person at ")
+
+
+async def test_the_graph_without_a_toolbox_takes_the_settings_manifest_and_its_mcp_tools(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, make_model: MakeModel
+) -> None:
+    """What `langgraph dev` serves: the module's graph, compiled with no toolbox."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from app.settings import get_settings
+    from graphs.agent import compile_graph
+    from nodes import toolbox
+
+    path = tmp_path / "agentgraph.yaml"
+    manifest = team_manifest(tmp_path / "out", tmp_path / "notes")
+    path.write_text(yaml.safe_dump(manifest.model_dump(mode="json", exclude_defaults=True)))
+    monkeypatch.setenv("AGENTGRAPH_MANIFEST", str(path))
+    monkeypatch.setattr(toolbox, "_SETTINGS_TOOLBOX", [])
+    get_settings.cache_clear()
+    try:
+        spec, _ = make_model(
+            reply="42.", tool_script=[{"name": "notes_add", "args": {"a": 2, "b": 40}}]
+        )
+        graph = compile_graph(InMemorySaver())
+        plan = {
+            "goal": "add",
+            "steps": [
+                {
+                    "id": "s1",
+                    "kind": "tool",
+                    "instruction": "Add 2 and 40.",
+                    "depends_on": [],
+                    "requires_approval": False,
+                    "agent": "keeper",
+                }
+            ],
+        }
+        context = Context(model=spec, approval="always", max_replans=0)
+        await _run_graph(graph, "dev-1", context, request="Add 2 and 40.")
+        events = await _run_graph(
+            graph, "dev-1", context, resume={"decision": "edit", "reason": "r", "plan": plan}
+        )
+        [result] = _results(events)
+        assert result["status"] == "done", result
+        assert result["tool_calls"][0]["result"] == "42"
+    finally:
+        get_settings.cache_clear()
+
+
+async def _run_graph(graph: Any, thread_id: str, context: Context, **run: Any) -> list[RunEvent]:
+    return [e async for e in stream_events(graph, thread_id=thread_id, context=context, **run)]
