@@ -14,14 +14,12 @@ import time
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
-from app.accounting import Tokens, cost_of
-from app.models import get_chat_model
+from app.accounting import Tokens
 from nodes.context import Context
-from nodes.events import emit
-from nodes.llm import Generation, generate, model_config, usage_record
+from nodes.llm import Generation, generate, generate_structured, model_config
 from nodes.prompts import JUDGE_PROMPT, SYSTEM_PROMPT
-from nodes.reasoning import WorkerUpdate, step_messages
-from nodes.schemas import Judgement, StepResult, StepUsage, Vote
+from nodes.reasoning import WorkerUpdate, answered_step, step_messages
+from nodes.schemas import Judgement, Vote
 from nodes.state import Node, WorkerInput
 from nodes.toolbox import Toolbox, toolbox_or_settings
 
@@ -42,11 +40,9 @@ def committee_worker(toolbox: Toolbox | None = None) -> Node[WorkerInput, Worker
 async def _member(
     payload: WorkerInput, context: Context, box: Toolbox, agent: str
 ) -> tuple[Vote, Generation]:
-    entry = box.manifest.agent(agent)
-    model = (entry.model if entry else None) or context.model
+    model = box.model_of(agent, context.model)
     messages = step_messages(payload)
-    if entry and entry.prompt:
-        messages[0] = SystemMessage(f"{SYSTEM_PROMPT}\n{entry.prompt}")
+    messages[0] = SystemMessage(box.prompt_of(agent, SYSTEM_PROMPT))
     try:
         generation = await generate(
             messages,
@@ -82,19 +78,12 @@ async def _judge(
         },
         "required": ["best", "reason"],
     }
-    structured = get_chat_model(context.model).with_structured_output(schema, include_raw=True)
     prompt = JUDGE_PROMPT.format(instruction=payload["step"]["instruction"], answers=listed)
-    raw = await structured.ainvoke(
+    parsed, generation = await generate_structured(
         [SystemMessage("You judge answers and reply in JSON."), HumanMessage(prompt)],
-        model_config("committee", payload["step"]["id"]),
-    )
-    parsed = raw.get("parsed") if isinstance(raw, dict) else raw
-    usage = getattr(raw.get("raw") if isinstance(raw, dict) else None, "usage_metadata", None)
-    tokens = (
-        Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0)) if usage else Tokens()
-    )
-    generation = Generation(
-        text="", model=context.model, tokens=tokens, cost=cost_of(context.model, tokens)
+        schema,
+        model=context.model,
+        config=model_config("committee", payload["step"]["id"]),
     )
     best = parsed.get("best") if isinstance(parsed, dict) else None
     if not isinstance(best, int) or not 1 <= best <= len(candidates):
@@ -138,28 +127,18 @@ async def _committee(payload: WorkerInput, runtime: Runtime[Context], box: Toolb
         vote["chosen"] = judgement is not None and vote["agent"] == judgement["chosen"]
         if vote["chosen"]:
             output = vote["answer"]
-    if output:
-        emit(runtime.stream_writer, "delta", node="committee", step_id=step["id"], text=output)
     tokens = sum((g.tokens for g in spent), Tokens())
     cost = sum(g.cost for g in spent)
-    generation = Generation(text=output, model=context.model, tokens=tokens, cost=cost)
-    record = usage_record("committee", started, generation=generation, step_id=step["id"])
-    result = StepResult(
-        step_id=step["id"],
-        kind=step["kind"],
-        status="done" if output else "failed",
-        output=output,
-        citations=[],
-        usage=StepUsage(input_tokens=tokens.input, output_tokens=tokens.output, cost=cost),
-        attempts=1,
-        latency_ms=record["latency_ms"],
-        error=None if output else "no member of the committee answered",
+    return answered_step(
+        runtime,
+        step,
+        node="committee",
+        started=started,
+        generation=Generation(text=output, model=context.model, tokens=tokens, cost=cost),
+        error="no member of the committee answered",
         votes=votes,
+        **({"judgement": judgement} if judgement is not None else {}),
     )
-    if judgement is not None:
-        result["judgement"] = judgement
-    emit(runtime.stream_writer, "step_result", result=result)
-    return WorkerUpdate(results={step["id"]: result}, usage=[record])
 
 
 def _quiet(_: object) -> None:

@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.exceptions import OutputParserException
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
@@ -27,6 +28,32 @@ class Generation:
     cost: float = 0.0
     estimated: bool = False
     """True when the server reported no usage and the tokens were estimated."""
+
+
+async def generate_structured(
+    messages: list[BaseMessage],
+    schema: dict[str, Any] | type,
+    *,
+    model: str,
+    config: RunnableConfig | None = None,
+) -> tuple[object, Generation]:
+    """Ask for JSON of `schema` (structured output); return it, not yet validated, with what
+    the call spent.
+
+    Raises:
+        OutputParserException: the model's output did not parse.
+    """
+    structured = get_chat_model(model).with_structured_output(schema, include_raw=True)
+    raw = await structured.ainvoke(messages, config)
+    parsed: object = raw
+    message = None
+    if isinstance(raw, dict) and "parsed" in raw:
+        parsed, message = raw["parsed"], raw.get("raw")
+        if raw.get("parsing_error"):
+            raise OutputParserException(str(raw["parsing_error"]))
+    usage = getattr(message, "usage_metadata", None) or {}
+    tokens = Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+    return parsed, Generation(text="", model=model, tokens=tokens, cost=cost_of(model, tokens))
 
 
 async def generate(

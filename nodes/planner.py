@@ -8,14 +8,13 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
-from app.accounting import Tokens, UsageRecord, cost_of
+from app.accounting import UsageRecord
 from app.errors import AgentGraphError
-from app.models import get_chat_model
 from nodes.approval import plan_gate
 from nodes.context import Context
 from nodes.documents import with_documents
 from nodes.events import emit
-from nodes.llm import Generation, usage_record
+from nodes.llm import Generation, generate_structured, usage_record
 from nodes.plans import (
     KNOWN_KINDS,
     patch_plan,
@@ -59,20 +58,11 @@ async def llm_plan(
         critique=critique_text,
         request=request,
     )
-    structured = get_chat_model(context.model).with_structured_output(Plan, include_raw=True)
-    raw = await structured.ainvoke(
-        [SystemMessage("You write plans as JSON."), HumanMessage(prompt)]
+    return await generate_structured(
+        [SystemMessage("You write plans as JSON."), HumanMessage(prompt)],
+        Plan,
+        model=context.model,
     )
-    draft: object = raw
-    message = None
-    if isinstance(raw, dict) and "parsed" in raw:
-        draft, message = raw["parsed"], raw.get("raw")
-        if raw.get("parsing_error"):
-            raise OutputParserException(str(raw["parsing_error"]))
-    usage = getattr(message, "usage_metadata", None) or {}
-    tokens = Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
-    cost = cost_of(context.model, tokens)
-    return draft, Generation(text="", model=context.model, tokens=tokens, cost=cost)
 
 
 def planner(

@@ -5,7 +5,7 @@ the last attempt fails, `step_failed` turns the error into a failed `StepResult`
 """
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langgraph.errors import NodeError, NodeTimeoutError
@@ -16,9 +16,9 @@ from typing_extensions import TypedDict
 from app.accounting import UsageRecord
 from nodes.context import Context
 from nodes.events import emit
-from nodes.llm import generate, usage_record
+from nodes.llm import Generation, generate, usage_record
 from nodes.prompts import DEPENDENCY_BLOCK, STEP_PROMPT, SYSTEM_PROMPT
-from nodes.schemas import StepResult, StepUsage
+from nodes.schemas import Step, StepResult, StepUsage
 from nodes.state import Node, WorkerInput
 from nodes.toolbox import Toolbox, toolbox_or_settings
 
@@ -68,11 +68,10 @@ async def _reason(payload: WorkerInput, runtime: Runtime[Context], box: Toolbox)
     started = time.time()
     step = payload["step"]
     context = runtime.context
-    entry = box.manifest.agent(step.get("agent", box.default_agent))
+    agent = step.get("agent", box.default_agent)
     messages = step_messages(payload)
-    if entry is not None and entry.prompt:
-        messages[0] = SystemMessage(f"{SYSTEM_PROMPT}\n{entry.prompt}")
-    model = (entry.model if entry else None) or context.model
+    messages[0] = SystemMessage(box.prompt_of(agent, SYSTEM_PROMPT))
+    model = box.model_of(agent, context.model)
     generation = await generate(
         messages,
         model=model,
@@ -98,6 +97,42 @@ async def _reason(payload: WorkerInput, runtime: Runtime[Context], box: Toolbox)
         attempts=record["attempts"],
         latency_ms=record["latency_ms"],
         error=None if generation.text else "the model returned an empty answer",
+    )
+    emit(runtime.stream_writer, "step_result", result=result)
+    return WorkerUpdate(results={step["id"]: result}, usage=[record])
+
+
+def answered_step(
+    runtime: Runtime[Context],
+    step: Step,
+    *,
+    node: str,
+    started: float,
+    generation: Generation,
+    error: str,
+    **extra: Any,
+) -> WorkerUpdate:
+    """Finish a step whose answer came whole (a committee's, a supervisor's): emit it as the
+    step's delta, then its result (failed with `error` when there is no answer), and return
+    the update. `extra` are the result's pattern fields."""
+    output = generation.text
+    if output:
+        emit(runtime.stream_writer, "delta", node=node, step_id=step["id"], text=output)
+    record = usage_record(node, started, generation=generation, step_id=step["id"])
+    tokens = generation.tokens
+    result = StepResult(
+        step_id=step["id"],
+        kind=step["kind"],
+        status="done" if output else "failed",
+        output=output,
+        citations=[],
+        usage=StepUsage(
+            input_tokens=tokens.input, output_tokens=tokens.output, cost=generation.cost
+        ),
+        attempts=1,
+        latency_ms=record["latency_ms"],
+        error=None if output else error,
+        **extra,  # type: ignore[typeddict-item]
     )
     emit(runtime.stream_writer, "step_result", result=result)
     return WorkerUpdate(results={step["id"]: result}, usage=[record])

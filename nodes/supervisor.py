@@ -25,11 +25,10 @@ from langgraph_supervisor import create_supervisor
 from app.accounting import Tokens, cost_of
 from app.models import get_chat_model
 from nodes.context import Context
-from nodes.events import emit
-from nodes.llm import Generation, model_config, usage_record
+from nodes.llm import Generation, model_config
 from nodes.prompts import SUPERVISOR_PROMPT, SYSTEM_PROMPT
-from nodes.reasoning import WorkerUpdate, step_messages
-from nodes.schemas import Round, StepResult, StepUsage
+from nodes.reasoning import WorkerUpdate, answered_step, step_messages
+from nodes.schemas import Round
 from nodes.state import Node, WorkerInput
 from nodes.toolbox import Toolbox, toolbox_or_settings
 
@@ -49,9 +48,8 @@ def supervisor_worker(toolbox: Toolbox | None = None) -> Node[WorkerInput, Worke
 
 
 def _worker_graph(box: Toolbox, agent: str, context: Context) -> CompiledStateGraph[Any]:
-    entry = box.manifest.agent(agent)
-    model = (entry.model if entry else None) or context.model
-    system = SYSTEM_PROMPT + (f"\n{entry.prompt}" if entry and entry.prompt else "")
+    model = box.model_of(agent, context.model)
+    system = box.prompt_of(agent, SYSTEM_PROMPT)
 
     async def work(state: MessagesState) -> dict[str, list[BaseMessage]]:
         task = next(m for m in state["messages"] if isinstance(m, HumanMessage))
@@ -107,8 +105,7 @@ async def _supervise(payload: WorkerInput, runtime: Runtime[Context], box: Toolb
     context = runtime.context
     members = step.get("members") or [a.name for a in box.manifest.agents]
     boss, workers = members[0], members[1:]
-    boss_entry = box.manifest.agent(boss)
-    boss_model = (boss_entry.model if boss_entry else None) or context.model
+    boss_model = box.model_of(boss, context.model)
     with warnings.catch_warnings():  # its own use of create_react_agent, deprecated in 1.0
         warnings.filterwarnings("ignore", message="create_react_agent has been moved")
         team = _team(box, boss_model, workers, context)
@@ -154,21 +151,12 @@ async def _supervise(payload: WorkerInput, runtime: Runtime[Context], box: Toolb
                 else str(m.response_metadata.get("model", context.model)),
                 spent,
             )
-    if output:
-        emit(runtime.stream_writer, "delta", node="supervisor", step_id=step["id"], text=output)
-    generation = Generation(text=output, model=boss_model, tokens=tokens, cost=cost)
-    record = usage_record("supervisor", started, generation=generation, step_id=step["id"])
-    result = StepResult(
-        step_id=step["id"],
-        kind=step["kind"],
-        status="done" if output else "failed",
-        output=output,
-        citations=[],
-        usage=StepUsage(input_tokens=tokens.input, output_tokens=tokens.output, cost=cost),
-        attempts=1,
-        latency_ms=record["latency_ms"],
-        error=None if output else "the supervisor and its workers gave no answer",
+    return answered_step(
+        runtime,
+        step,
+        node="supervisor",
+        started=started,
+        generation=Generation(text=output, model=boss_model, tokens=tokens, cost=cost),
+        error="the supervisor and its workers gave no answer",
         rounds=rounds,
     )
-    emit(runtime.stream_writer, "step_result", result=result)
-    return WorkerUpdate(results={step["id"]: result}, usage=[record])

@@ -45,6 +45,16 @@ class Toolbox:
         """The agent a step runs as when its plan names none: the manifest's first."""
         return self.manifest.agents[0].name
 
+    def model_of(self, agent: str, run_model: str) -> str:
+        """The chat model `agent` answers with: its manifest's, or the run's."""
+        entry = self.manifest.agent(agent)
+        return (entry.model if entry else None) or run_model
+
+    def prompt_of(self, agent: str, base: str) -> str:
+        """The system prompt of `agent`: `base`, then its manifest prompt if it has one."""
+        entry = self.manifest.agent(agent)
+        return f"{base}\n{entry.prompt}" if entry and entry.prompt else base
+
     def granted(self, agent: str) -> list[ToolSpec]:
         """The tools `agent` may call, in the manifest's order."""
         names = self.policy.grants.get(agent, frozenset())

@@ -111,15 +111,14 @@ def tool_worker(
         step = payload["step"]
         context = runtime.context
         box = await toolbox_or_settings(toolbox)
-        entry = box.manifest.agent(step.get("agent", box.default_agent))
         agent = step.get("agent", box.default_agent)
         names = step.get("tools") or [t.name for t in box.granted(agent)]
         bound = [box.tools[n] for n in names if n in box.tools]
         thread_id = _thread_id()
         schemas = [_openai_tool(spec) for spec in bound]
-        model = (entry.model if entry else None) or context.model
+        model = box.model_of(agent, context.model)
         chat = get_chat_model(model)
-        system = TOOL_SYSTEM_PROMPT + (f"\n{entry.prompt}" if entry and entry.prompt else "")
+        system = box.prompt_of(agent, TOOL_SYSTEM_PROMPT)
         example = _worked_example() if any(s.name == "calculator" for s in bound) else []
         messages: list[BaseMessage] = [
             SystemMessage(system),
