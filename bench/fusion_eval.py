@@ -5,12 +5,15 @@ scores) are fetched once from the ingested collection, then each fusion is appli
 same lists and scored at the document level (a document ranks where its first chunk does),
 as `bench.retrieval_eval` scores them. The fusions:
 
-- `rrf-K`: reciprocal rank fusion with constant K (the shipped default is `RRF_K`);
-- `convex-A`: a convex combination of min-max-normalised scores, weight A on dense;
-- `rrf-doc-K`: RRF over document lists (each list reduced to its documents first);
-- `agree-K`: RRF whose list weights follow how much each list agrees with the other's top
-  (`retrievers.fusion.agreement_weights`);
-- `dense`, `fulltext`: either list alone.
+- `dense`, `fulltext`: either list alone;
+- `rrf-K`: reciprocal rank fusion of the chunk lists with constant K;
+- `chunk-agree+rrf`: the fusion of the previous release: a convex combination of min-max
+  scaled chunk scores, each list weighted by how much the other agrees with its top
+  (`agreement_weights`), for the first 20 chunks, RRF (k = 10) after them;
+- `doc-A`: `retrievers.fusion.document_fusion` with weight A on dense (`doc-0.5` is what
+  hybrid search ships), `doc-0.5@N` the same over each list's first N chunks;
+- `doc-agree`: the same with the agreement weights;
+- `doc-rrf-K`: RRF over the lists' documents.
 
 Run after `bench.retrieval_eval` has ingested the datasets (one collection each):
 
@@ -33,122 +36,94 @@ if not __package__:  # run as a script: import from the repository, not from ben
 
 from app.errors import AgentGraphError
 from bench.common import add_database_options, check_database_options, settings_for
-from bench.retrieval_eval import DEPTH, doc_ids, load_queries
-from retrievers import fusion as product
-from retrievers.fusion import RRF_K, agreement_weights, document_ranking, rrf
+from bench.retrieval_eval import DEPTH, load_queries
+from retrievers.fusion import Candidate, document_fusion, rrf
 from retrievers.metrics import evaluate
 from retrievers.service import open_collection
 
 logger = logging.getLogger("bench.fusion_eval")
 
 CANDIDATES = 2 * DEPTH
-Lists = tuple[list[tuple[str, str, float]], list[tuple[str, str, float]]]
+Lists = tuple[list[Candidate], list[Candidate]]
 """The dense and the full-text candidates of one query: (chunk id, source, score), best first."""
+Fusion = Callable[[Lists], list[str]]
+"""A fusion: the two lists to documents, best first."""
 
 
 def _doc(source: str) -> str:
     return source.rsplit("#", 1)[-1]
 
 
-def minmax(items: Sequence[tuple[str, str, float]]) -> dict[str, float]:
-    """Scores scaled to [0, 1] within their list."""
-    if not items:
-        return {}
-    low, high = min(s for _, _, s in items), max(s for _, _, s in items)
-    span = high - low or 1.0
-    return {cid: (s - low) / span for cid, _, s in items}
+def agreement_weights(rankings: Sequence[Sequence[str]], *, top: int = 10) -> list[float]:
+    """Weight each ranked list of documents by how many of its first `top` the other lists
+    hold in their first 100 (at least 0.1); the weights sum to 1."""
+    scores = []
+    for i, ranking in enumerate(rankings):
+        others = set().union(*(r[:100] for j, r in enumerate(rankings) if j != i))
+        head = list(dict.fromkeys(ranking))[:top]
+        scores.append(max(0.1, len(others.intersection(head)) / max(1, len(head))))
+    return [s / sum(scores) for s in scores]
 
 
-def zscored(alpha: float) -> Callable[[Lists], list[str]]:
-    """A convex combination of z-scored scores (missing from a list: that list's minimum)."""
-    import statistics
+def _minmax(items: Sequence[Candidate]) -> dict[str, float]:
+    low, high = min(s for *_, s in items), max(s for *_, s in items)
+    return {c: (s - low) / ((high - low) or 1.0) for c, _, s in items}
 
-    def scale(items: Sequence[tuple[str, str, float]]) -> tuple[dict[str, float], float]:
-        if len(items) < 2:
-            return {c: 0.0 for c, _, _ in items}, 0.0
-        values = [s for _, _, s in items]
-        mean, sd = statistics.fmean(values), statistics.pstdev(values) or 1.0
-        scaled = {c: (s - mean) / sd for c, _, s in items}
-        return scaled, min(scaled.values())
 
-    def fuse(lists: Lists) -> list[str]:
-        (dense, dmin), (full, fmin) = scale(lists[0]), scale(lists[1])
+def fusions() -> dict[str, Fusion]:
+    """Every fusion compared, by name."""
+
+    def docs_of(fused: list[tuple[str, float]], lists: Lists) -> list[str]:
         source = {cid: src for items in lists for cid, src, _ in items}
-        scored = {
-            c: alpha * dense.get(c, dmin) + (1 - alpha) * full.get(c, fmin) for c in {*dense, *full}
-        }
-        return [source[c] for c, _ in sorted(scored.items(), key=lambda p: -p[1])]
+        return [_doc(source[cid]) for cid, _ in fused]
 
-    return fuse
+    def rrf_chunks(k: int) -> Fusion:
+        return lambda lists: docs_of(rrf([[c for c, _, _ in ls] for ls in lists], k=k), lists)
 
-
-def fusions() -> dict[str, Callable[[Lists], list[str]]]:
-    """Every fusion compared, by name: each maps the two lists to chunk sources, best first."""
-
-    def by_ids(fused: list[tuple[str, float]], lists: Lists) -> list[str]:
-        source = {cid: src for items in lists for cid, src, _ in items}
-        return [source[cid] for cid, _ in fused]
-
-    def rrf_k(k: int) -> Callable[[Lists], list[str]]:
-        return lambda lists: by_ids(rrf([[c for c, _, _ in ls] for ls in lists], k=k), lists)
-
-    def convex(alpha: float) -> Callable[[Lists], list[str]]:
+    def doc_convex(alpha: float, depth: int = 100) -> Fusion:
         def fuse(lists: Lists) -> list[str]:
-            dense, full = minmax(lists[0]), minmax(lists[1])
-            ids = {*dense, *full}
-            scored = {c: alpha * dense.get(c, 0.0) + (1 - alpha) * full.get(c, 0.0) for c in ids}
-            return by_ids(sorted(scored.items(), key=lambda p: -p[1]), lists)
+            heads = [ls[:depth] for ls in lists]
+            return docs_of(document_fusion(heads, weights=[alpha, 1 - alpha]), lists)
 
         return fuse
 
-    def rrf_doc(k: int) -> Callable[[Lists], list[str]]:
+    def doc_agree(lists: Lists) -> list[str]:
+        heads = [ls[:100] for ls in lists]
+        weights = agreement_weights([[_doc(s) for _, s, _ in ls] for ls in heads])
+        return docs_of(document_fusion(heads, weights=weights), lists)
+
+    def doc_rrf(k: int) -> Fusion:
         def fuse(lists: Lists) -> list[str]:
-            docs = [document_ranking([(c, _doc(s)) for c, s, _ in ls]) for ls in lists]
-            return [f"#{d}" for d, _ in rrf(docs, k=k)]
+            docs = [list(dict.fromkeys(_doc(s) for _, s, _ in ls)) for ls in lists]
+            return [d for d, _ in rrf(docs, k=k)]
 
         return fuse
 
-    def agree(k: int) -> Callable[[Lists], list[str]]:
-        def fuse(lists: Lists) -> list[str]:
-            rankings = [[c for c, _, _ in ls] for ls in lists]
-            docs = [[_doc(s) for _, s, _ in ls] for ls in lists]
-            weights = agreement_weights(docs)
-            return by_ids(rrf(rankings, k=k, weights=weights), lists)
+    def chunk_agree_rrf(lists: Lists) -> list[str]:
+        heads = [ls[:100] for ls in lists]
+        weights = agreement_weights([[_doc(s) for _, s, _ in ls] for ls in heads])
+        scaled = [_minmax(ls) if ls else {} for ls in heads]
+        convex: dict[str, float] = {}
+        for weight, scores in zip(weights, scaled, strict=True):
+            for chunk, score in scores.items():
+                convex[chunk] = convex.get(chunk, 0.0) + weight * score
+        head = sorted(convex, key=lambda c: -convex[c])[:20]
+        tail = [c for c, _ in rrf([[c for c, _, _ in ls] for ls in heads]) if c not in head]
+        return docs_of([(c, 0.0) for c in head + tail], lists)
 
-        return fuse
-
-    table: dict[str, Callable[[Lists], list[str]]] = {
-        "dense": lambda lists: [s for _, s, _ in lists[0]],
-        "fulltext": lambda lists: [s for _, s, _ in lists[1]],
+    table: dict[str, Fusion] = {
+        "dense": lambda lists: [_doc(s) for _, s, _ in lists[0]],
+        "fulltext": lambda lists: [_doc(s) for _, s, _ in lists[1]],
+        "rrf-10": rrf_chunks(10),
+        "rrf-60": rrf_chunks(60),
+        "chunk-agree+rrf": chunk_agree_rrf,
     }
-    for k in (5, 10, 20, 60):
-        table[f"rrf-{k}"] = rrf_k(k)
-        table[f"rrf-doc-{k}"] = rrf_doc(k)
-        table[f"agree-{k}"] = agree(k)
     for alpha in (0.3, 0.4, 0.5, 0.6, 0.7):
-        table[f"convex-{alpha}"] = convex(alpha)
-    for depth in (50, 100):  # what a search of fewer candidates sees (the lists' heads)
-        half = convex(0.5)
-        table[f"convex-0.5@{depth}"] = lambda lists, d=depth, f=half: f(
-            (lists[0][:d], lists[1][:d])
-        )
-    table["zscore-0.5"] = zscored(0.5)
-
-    def convex_agree(lists: Lists) -> list[str]:
-        docs = [[_doc(s) for _, s, _ in ls] for ls in lists]
-        weights = [w / 2 for w in agreement_weights(docs)]
-        scored = product.convex([[(c, sc) for c, _, sc in ls] for ls in lists], weights=weights)
-        return by_ids(scored, lists)
-
-    table["convex-agree"] = convex_agree
-    table["convex-agree@100"] = lambda lists: convex_agree((lists[0][:100], lists[1][:100]))
-
-    def convex_agree_rrf_tail(lists: Lists) -> list[str]:
-        head = convex_agree(lists)[:20]
-        tail = [s for s in table["rrf-10"](lists) if s not in set(head)]
-        return head + tail
-
-    table["convex-agree+rrf"] = convex_agree_rrf_tail
+        table[f"doc-{alpha}"] = doc_convex(alpha)
+    table["doc-0.5@50"] = doc_convex(0.5, 50)
+    table["doc-0.5@200"] = doc_convex(0.5, 200)
+    table["doc-agree"] = doc_agree
+    table["doc-rrf-60"] = doc_rrf(60)
     return table
 
 
@@ -184,11 +159,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         lists, qrels = await candidate_lists(args, dataset, name)
         results[name], recalls[name] = {}, {}
         for fusion, fuse in table.items():
-            run = {qid: doc_ids(fuse(pair), DEPTH) for qid, pair in lists.items()}
+            run = {qid: list(dict.fromkeys(fuse(pair)))[:DEPTH] for qid, pair in lists.items()}
             metrics = evaluate(run, qrels)
             results[name][fusion] = round(metrics["ndcg@10"], 4)
             recalls[name][fusion] = round(metrics["recall@100"], 4)
-    return {"split": args.split, "shipped_rrf_k": RRF_K, "ndcg@10": results,
+    return {"split": args.split, "shipped": "doc-0.5", "ndcg@10": results,
             "recall@100": recalls}  # fmt: skip
 
 

@@ -86,7 +86,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any
         "chunk_size": args.chunk_size,
         "chunk_overlap": args.chunk_overlap,
         "candidates": args.candidates,
-        "fusion": "convex" if args.rrf_k is None else f"rrf-{args.rrf_k}",
+        "fusion": "document" if args.rrf_k is None else f"rrf-{args.rrf_k}",
         "embeddings": settings.embeddings,
     }
     stats_file = settings.data_dir / f"bench-ingest-{args.collection}.json"
@@ -230,7 +230,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rrf-k",
         type=int,
         default=None,
-        help="fuse hybrid by RRF with this constant (default: the convex combination)",
+        help="fuse hybrid by RRF with this constant (default: the document-level fusion)",
     )
     parser.add_argument(
         "--depth-factor", type=int, default=2, help="chunks fetched per ranked document"

@@ -3,6 +3,7 @@
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -54,10 +55,29 @@ def make_splitter(*, chunk_size: int, chunk_overlap: int) -> RecursiveCharacterT
     )
 
 
-def chunk_document(doc: Document, splitter: RecursiveCharacterTextSplitter) -> list[Chunk]:
-    """Split a document; a chunk's id is stable for the same source, content and position."""
+def split_evenly(text: str, *, chunk_size: int, chunk_overlap: int) -> list[str]:
+    """Split `text` into as few pieces of at most `chunk_size` characters as the splitter
+    makes, of about equal length: a text a little over the size makes two halves, not a
+    chunk and a sliver. A text of up to `chunk_size` characters stays whole."""
+    if len(text) <= chunk_size:
+        return [text]
+    fewest = len(make_splitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap).split_text(text))
+    size = math.ceil((len(text) - chunk_overlap) / fewest) + chunk_overlap
+    while True:
+        # Pieces end at separators, so they fall short of the size: grow it until the
+        # pieces are no more than the fewest.
+        pieces = make_splitter(chunk_size=size, chunk_overlap=chunk_overlap).split_text(text)
+        if len(pieces) <= fewest or size >= chunk_size:
+            return pieces
+        size = min(chunk_size, size + max(1, size // 10))
+
+
+def chunk_document(doc: Document, *, chunk_size: int, chunk_overlap: int) -> list[Chunk]:
+    """Split a document (`split_evenly`); a chunk's id is stable for the same source, content
+    and position."""
     stem = hashlib.sha1(f"{doc.source}\n{doc.content_hash}".encode()).hexdigest()[:16]
-    pieces = [p.strip() for p in splitter.split_text(doc.text)]
+    pieces = split_evenly(doc.text, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    pieces = [p.strip() for p in pieces]
     return [
         Chunk(chunk_id=f"{stem}-{i}", source=doc.source, title=doc.title, position=i, content=p)
         for i, p in enumerate(p for p in pieces if p)
@@ -143,7 +163,6 @@ async def _ingest(
     far, and a document or why one was skipped)."""
     started = time.perf_counter()
     report = IngestReport()
-    splitter = make_splitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     known = await store.source_hashes()
     pending: list[tuple[Document, list[Chunk]]] = []
 
@@ -186,7 +205,7 @@ async def _ingest(
         if known.get(item.source) == item.content_hash:
             report.unchanged.append(item.source)
             continue
-        chunks = chunk_document(item, splitter)
+        chunks = chunk_document(item, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
         pending.append((item, chunks))
         pending_chunks += len(chunks)
         if pending_chunks >= EMBED_BATCH:

@@ -5,12 +5,16 @@ and a generated `tsvector` (GIN index). `rag_collections` records the embedding 
 dimension a collection was built with; `rag_sources` records each source's content hash, which
 decides whether a re-ingest has anything to do.
 
-Each collection also keeps its term statistics (`rag_terms_<name>`): for every lexeme of its
-`tsvector`s, the number of chunks holding it, and under the empty term the number of chunks.
-The writes keep them current in the transaction that changes the chunks
-(`retrievers.sources`), so a full-text search reads each query term's document frequency
-from one indexed row instead of counting the chunks that hold it at every query. A
-collection made before the table existed gets it, filled from its chunks, when it is opened.
+Each collection also keeps what its full-text search (BM25) reads, so that a search reads a
+few indexed rows per query term instead of every matching chunk's `tsvector`:
+- its term statistics (`rag_terms_<name>`): for every lexeme, the number of chunks holding it;
+  under the empty term the number of chunks, and under a space (which no lexeme holds) the
+  number of distinct lexemes of all chunks together, whence the average chunk length;
+- its postings (`rag_postings_<name>`): for every lexeme of every chunk, how often the chunk
+  holds it and the chunk's length (its distinct lexemes), keyed by lexeme.
+The writes keep both current in the transaction that changes the chunks
+(`retrievers.sources`). A collection made before either existed gets it, filled from its
+chunks, when it is opened.
 """
 
 from collections.abc import Sequence
@@ -54,16 +58,51 @@ def terms_table(collection: str) -> sql.Identifier:
     return sql.Identifier(f"rag_terms_{collection}")
 
 
-async def ensure_terms(conn: psycopg.AsyncConnection[dict[str, Any]], collection: str) -> None:
-    """Create and fill the collection's term statistics if it has none yet (one process at a
-    time; the others wait, then find the table)."""
-    cursor = await conn.execute(
-        "SELECT to_regclass(%s) IS NOT NULL AS ok", (f"rag_terms_{collection}",)
-    )
+def postings_table(collection: str) -> sql.Identifier:
+    """Return the name of the table holding a collection's postings."""
+    return sql.Identifier(f"rag_postings_{collection}")
+
+
+_POSTINGS_DDL = (
+    "CREATE TABLE IF NOT EXISTS {p} (term text NOT NULL, chunk text NOT NULL,"
+    " tf integer NOT NULL, dl integer NOT NULL, PRIMARY KEY (term, chunk) INCLUDE (tf, dl))"
+)
+ADD_POSTINGS = (
+    "INSERT INTO {p} (term, chunk, tf, dl)"
+    " SELECT u.lexeme, c.id, coalesce(cardinality(u.positions), 1), length(c.tsv)"
+    " FROM {t} c, unnest(c.tsv) AS u WHERE {w}"
+)
+"""The postings of the chunks that `{w}` (a condition on chunks `c`) keeps."""
+COUNT_TERMS = (
+    "INSERT INTO {s} (term, df)"
+    " SELECT term, %s * n FROM ("
+    "  SELECT word AS term, count(*) AS n FROM {t} c, unnest(tsvector_to_array(c.tsv)) AS word"
+    "  WHERE {w} GROUP BY word"
+    "  UNION ALL SELECT '', count(*) FROM {t} c WHERE {w}"
+    "  UNION ALL SELECT ' ', sum(length(c.tsv)) FROM {t} c WHERE {w}) AS counted"
+    " WHERE n > 0 ORDER BY term"
+    " ON CONFLICT (term) DO UPDATE SET df = {s}.df + EXCLUDED.df"
+)
+"""Add (sign 1) or take away (sign -1) the term statistics of the chunks that `{w}` keeps:
+their terms, their number under the empty term and their lexemes under a space. In term
+order, so that concurrent writers lock rows in one order."""
+
+
+async def _exists(conn: psycopg.AsyncConnection[dict[str, Any]], table: str) -> bool:
+    cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL AS ok", (table,))
     row = await cursor.fetchone()
-    if row and row["ok"]:
-        return
+    return bool(row and row["ok"])
+
+
+async def ensure_terms(conn: psycopg.AsyncConnection[dict[str, Any]], collection: str) -> None:
+    """Create and fill what the collection's full-text search reads and it lacks, made by an
+    earlier release: its postings, its term statistics, or their lexeme count (one process at
+    a time; the others wait, then find the work done)."""
     chunks, terms = chunk_table(collection), terms_table(collection)
+    await _ensure_postings(conn, collection)
+    if await _exists(conn, f"rag_terms_{collection}"):
+        await _ensure_lexeme_count(conn, chunks, terms)
+        return
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
         await conn.execute(
@@ -75,11 +114,45 @@ async def ensure_terms(conn: psycopg.AsyncConnection[dict[str, Any]], collection
         filled = await cursor.fetchone()
         if filled and filled["n"]:
             return  # another process filled it while this one waited for the lock
+        await conn.execute(sql.SQL(COUNT_TERMS).format(s=terms, t=chunks, w=sql.SQL("TRUE")), (1,))
+
+
+async def _ensure_postings(conn: psycopg.AsyncConnection[dict[str, Any]], collection: str) -> None:
+    """Create and fill the collection's postings if it has none yet."""
+    if await _exists(conn, f"rag_postings_{collection}"):
+        return
+    chunks, postings = chunk_table(collection), postings_table(collection)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+        if await _exists(conn, f"rag_postings_{collection}"):
+            return  # another process made them while this one waited for the lock
+        await conn.execute(sql.SQL(_POSTINGS_DDL).format(p=postings))
+        # Writers are held off until the postings are filled and visible with the table.
+        await conn.execute(sql.SQL("LOCK TABLE {t} IN SHARE MODE").format(t=chunks))
+        await conn.execute(sql.SQL(ADD_POSTINGS).format(p=postings, t=chunks, w=sql.SQL("TRUE")))
+
+
+async def _ensure_lexeme_count(
+    conn: psycopg.AsyncConnection[dict[str, Any]], chunks: sql.Identifier, terms: sql.Identifier
+) -> None:
+    """Add the lexeme count to term statistics kept before it was."""
+    missing = sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM {s} WHERE term = '')"
+        " AND NOT EXISTS (SELECT 1 FROM {s} WHERE term = ' ') AS missing"
+    ).format(s=terms)
+    cursor = await conn.execute(missing)
+    row = await cursor.fetchone()
+    if not (row and row["missing"]):
+        return
+    async with conn.transaction():
+        # Writers change the statistics in the transaction that changes the chunks: with
+        # them held off, the count over the chunks is the true one, even where a writer
+        # added its own lexemes to a count that was missing.
+        await conn.execute(sql.SQL("LOCK TABLE {s} IN SHARE ROW EXCLUSIVE MODE").format(s=terms))
         await conn.execute(
             sql.SQL(
-                "INSERT INTO {s} (term, df) SELECT word, count(*) FROM {t},"
-                " unnest(tsvector_to_array(tsv)) AS word GROUP BY word"
-                " UNION ALL SELECT '', count(*) FROM {t}"
+                "INSERT INTO {s} (term, df) SELECT ' ', sum(length(tsv)) FROM {t}"
+                " HAVING count(*) > 0 ON CONFLICT (term) DO UPDATE SET df = EXCLUDED.df"
             ).format(s=terms, t=chunks)
         )
 
@@ -173,6 +246,7 @@ async def create_collection(
                     "CREATE TABLE IF NOT EXISTS {s} (term text PRIMARY KEY, df integer NOT NULL)"
                 ).format(s=terms_table(collection))
             )
+            await conn.execute(sql.SQL(_POSTINGS_DDL).format(p=postings_table(collection)))
 
 
 def _verify(collection: str, row: dict[str, Any] | None, *, embedding_model: str, dim: int) -> None:

@@ -1,4 +1,4 @@
-"""Searching a collection: dense (HNSW), full text weighted by IDF, and hybrid, which fuses
+"""Searching a collection: dense (HNSW), full text ranked by BM25, and hybrid, which fuses
 the two (`retrievers.fusion`); plus `mentions`, the cheap check for any shared word.
 """
 
@@ -10,10 +10,15 @@ import psycopg
 from psycopg import sql
 
 from app.errors import RetrievalError
-from retrievers.fusion import HYBRID_CANDIDATES, hybrid_fusion, rrf
-from retrievers.schema import chunk_table, terms_table, vector_literal
+from retrievers.fusion import HYBRID_CANDIDATES, document_fusion, rrf
+from retrievers.schema import chunk_table, postings_table, terms_table, vector_literal
 
 SearchMode = Literal["dense", "fulltext", "hybrid"]
+
+BM25_K1 = 1.2
+"""BM25's term-frequency saturation: the usual default (Lucene's, Elasticsearch's), not tuned."""
+BM25_B = 0.75
+"""BM25's length normalisation: the usual default, not tuned."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,8 @@ async def search(
     rrf_k: int | None = None,
 ) -> list[Hit]:
     """Return the best `k` chunks; hybrid fuses dense and full-text candidates
-    (`retrievers.fusion.convex`, or reciprocal rank fusion when `rrf_k` is given).
+    (`retrievers.fusion.document_fusion`, or reciprocal rank fusion of the chunks when `rrf_k`
+    is given).
 
     Args:
         conn: An autocommit connection with dict rows.
@@ -53,7 +59,7 @@ async def search(
         mode: dense, fulltext or hybrid.
         source: Only chunks of this source, or of sources under it.
         candidates: How many of each list hybrid fuses (default: max(k, HYBRID_CANDIDATES)).
-        rrf_k: Fuse by RRF with this constant instead of the convex combination.
+        rrf_k: Fuse by RRF with this constant instead of `document_fusion`.
 
     Raises:
         RetrievalError: a dense or hybrid search without a query embedding.
@@ -70,13 +76,11 @@ async def search(
     near = await _dense_rows(
         conn, collection, await _ready(vector), limit=depth, source=source, text_too=False
     )
-    ranks = [[r["id"] for r in near], [r["id"] for r in full]]
     if rrf_k is None:
-        sources = [[r["source"] for r in rows] for rows in (near, full)]
-        scored = [[(r["id"], float(r["score"])) for r in rows] for rows in (near, full)]
-        fused = hybrid_fusion(ranks, sources, scored)[:k]
+        lists = [[(r["id"], r["source"], float(r["score"])) for r in rows] for rows in (near, full)]
+        fused = document_fusion(lists)[:k]
     else:
-        fused = rrf(ranks, k=rrf_k)[:k]
+        fused = rrf([[r["id"] for r in near], [r["id"] for r in full]], k=rrf_k)[:k]
     rows = await _rows(conn, collection, [i for i, _ in fused])
     return [_hit({**rows[i], "score": score}) for i, score in fused if i in rows]
 
@@ -130,10 +134,11 @@ async def fulltext(
     limit: int,
     source: str | None = None,
 ) -> list[Hit]:
-    """Return chunks matching any query term, scored by the summed IDF of matched terms.
+    """Return chunks matching any query term, ranked by BM25 (Okapi, k1 = 1.2, b = 0.75).
 
-    Postgres' own `ts_rank` has no inverse document frequency; weighting each matched
-    lexeme by its IDF is what makes full-text ranking competitive with BM25.
+    Postgres' own `ts_rank` has no inverse document frequency. BM25 weighs each matched
+    lexeme by its IDF and by how often the query and the chunk hold it, against the chunk's
+    length: a long query or a long chunk no longer wins by matching many words once.
     """
     rows = await _fulltext_rows(conn, collection, text, limit=limit, source=source, text_too=True)
     return [_hit(r) for r in rows]
@@ -148,31 +153,39 @@ async def _fulltext_rows(
     source: str | None,
     text_too: bool,
 ) -> list[dict[str, Any]]:
+    # Each query term's document frequency, the number of chunks (under the empty term) and
+    # of their lexemes (under a space) come from the collection's term statistics, each
+    # chunk's frequency of the term and its length (distinct lexemes) from its postings
+    # (`retrievers.schema`): indexed rows, no chunk read. Ids are ranked first (narrow
+    # rows); the text is fetched for the best alone.
     where, params = _filter(source)
-    # Each term's document frequency, and the number of chunks under the empty term, come
-    # from the collection's term statistics (`retrievers.schema`): one indexed row each.
-    # Rank ids by summed IDF first (narrow rows), then fetch and tie-break only the best:
-    # ts_rank over every matching row costs more than the whole rest of the query.
+    only = sql.SQL("JOIN {t} c ON c.id = p.chunk WHERE {w}") if source else sql.SQL("")
     query = sql.SQL(
-        "WITH terms AS (SELECT DISTINCT word"
-        "  FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS word),"
-        " total AS (SELECT df::float8 AS n FROM {s} WHERE term = ''),"
-        " weighted AS (SELECT quote_literal(terms.word)::tsquery AS tq,"
-        "  ln(1 + (total.n - d.df + 0.5) / (d.df + 0.5)) AS idf"
-        "  FROM terms JOIN {s} d ON d.term = terms.word CROSS JOIN total WHERE d.df > 0),"
-        " top AS (SELECT c.id, sum(w.idf) AS s FROM {t} c JOIN weighted w ON c.tsv @@ w.tq"
-        "  WHERE {w} GROUP BY c.id ORDER BY s DESC, c.id LIMIT %s)"
-        " SELECT c.id, {cols}"
-        "  top.s + ts_rank(c.tsv, (SELECT string_agg(tq::text, ' | ')::tsquery FROM weighted), 1)"
-        "  AS score"
-        " FROM top JOIN {t} c USING (id) ORDER BY score DESC, c.id LIMIT %s"
+        "WITH terms AS (SELECT lexeme AS word, cardinality(positions) AS qtf"
+        "  FROM unnest(to_tsvector('english', %s))),"
+        " stats AS (SELECT max(df) FILTER (WHERE term = '')::float8 AS n,"
+        "  max(df) FILTER (WHERE term = ' ')::float8 AS lexemes FROM {s} WHERE term IN ('', ' ')),"
+        " weighted AS (SELECT terms.word,"
+        "  terms.qtf * ln(1 + (stats.n - d.df + 0.5) / (d.df + 0.5)) AS idf,"
+        "  stats.lexemes / stats.n AS avgdl"
+        "  FROM terms JOIN {s} d ON d.term = terms.word CROSS JOIN stats WHERE d.df > 0),"
+        " top AS (SELECT p.chunk AS id, sum(w.idf * p.tf * {k1p1} / (p.tf + {k1} * (1 - {b}"
+        "   + {b} * p.dl / coalesce(w.avgdl, p.dl)))) AS s"
+        "  FROM weighted w JOIN {p} p ON p.term = w.word {only}"
+        "  GROUP BY p.chunk ORDER BY s DESC, p.chunk LIMIT %s)"
+        " SELECT c.id, {cols} top.s AS score"
+        " FROM top JOIN {t} c USING (id) ORDER BY score DESC, c.id"
     ).format(
         t=chunk_table(collection),
         s=terms_table(collection),
-        w=where,
+        p=postings_table(collection),
+        only=only.format(t=chunk_table(collection), w=where),
         cols=_text_columns(text_too),
+        k1=sql.Literal(BM25_K1),
+        k1p1=sql.Literal(BM25_K1 + 1),
+        b=sql.Literal(BM25_B),
     )
-    cursor = await conn.execute(query, [text, *params, 2 * limit, limit])
+    cursor = await conn.execute(query, [text, *params, limit])
     return await cursor.fetchall()
 
 

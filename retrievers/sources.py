@@ -9,30 +9,37 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from retrievers.schema import chunk_table, terms_table, vector_literal
-
-_COUNT_TERMS = (
-    "INSERT INTO {s} (term, df)"
-    " SELECT term, %s * n FROM ("
-    "  SELECT word AS term, count(*) AS n FROM {t}, unnest(tsvector_to_array(tsv)) AS word"
-    "  WHERE source = ANY(%s) GROUP BY word"
-    "  UNION ALL SELECT '', count(*) FROM {t} WHERE source = ANY(%s)) AS counted"
-    " WHERE n > 0 ORDER BY term"
-    " ON CONFLICT (term) DO UPDATE SET df = {s}.df + EXCLUDED.df"
+from retrievers.schema import (
+    ADD_POSTINGS,
+    COUNT_TERMS,
+    chunk_table,
+    postings_table,
+    terms_table,
+    vector_literal,
 )
-"""Add (sign 1) or take away (sign -1) the terms of the sources' chunks, and their number
-under the empty term. In term order, so that concurrent writers lock rows in one order."""
+
+_DROP_POSTINGS = (
+    "DELETE FROM {p} WHERE (term, chunk) IN (SELECT word, c.id FROM {t} c,"
+    " unnest(tsvector_to_array(c.tsv)) AS word WHERE {w})"
+)
 
 
-async def _count_terms(
+async def _update_index(
     conn: psycopg.AsyncConnection[dict[str, Any]],
     collection: str,
     sources: Sequence[str],
     sign: int,
 ) -> None:
+    """Add (sign 1, once the sources' chunks are written) or take away (sign -1, before they
+    are deleted) their term statistics and postings."""
+    table = chunk_table(collection)
+    postings = postings_table(collection)
+    only = sql.SQL("c.source = ANY(%s)")
+    change = _DROP_POSTINGS if sign < 0 else ADD_POSTINGS
+    await conn.execute(sql.SQL(change).format(p=postings, t=table, w=only), (list(sources),))
     await conn.execute(
-        sql.SQL(_COUNT_TERMS).format(s=terms_table(collection), t=chunk_table(collection)),
-        (sign, list(sources), list(sources)),
+        sql.SQL(COUNT_TERMS).format(s=terms_table(collection), t=table, w=only),
+        (sign, list(sources), list(sources), list(sources)),
     )
 
 
@@ -71,7 +78,7 @@ async def replace_source(
     """Replace a source's chunks with new ones, in one transaction."""
     table = chunk_table(collection)
     async with conn.transaction():
-        await _count_terms(conn, collection, [source], -1)
+        await _update_index(conn, collection, [source], -1)
         await conn.execute(sql.SQL("DELETE FROM {t} WHERE source = %s").format(t=table), (source,))
         async with conn.cursor() as cursor:
             await cursor.executemany(
@@ -84,7 +91,7 @@ async def replace_source(
                     for c, v in zip(chunks, vectors, strict=True)
                 ],
             )
-        await _count_terms(conn, collection, [source], 1)
+        await _update_index(conn, collection, [source], 1)
         await conn.execute(
             "INSERT INTO rag_sources (collection, source, content_hash, title, chunks)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (collection, source) DO UPDATE SET"
@@ -110,7 +117,7 @@ async def delete_sources(
         )
         gone = [row["source"] for row in await cursor.fetchall()]
         if gone:
-            await _count_terms(conn, collection, gone, -1)
+            await _update_index(conn, collection, gone, -1)
             await conn.execute(
                 sql.SQL("DELETE FROM {t} WHERE source = ANY(%s)").format(t=chunk_table(collection)),
                 (gone,),

@@ -67,7 +67,7 @@ class Store:
         return await search.mentions(self.conn, self.collection, text)
 
     async def fulltext(self, text: str, *, limit: int, source: str | None = None) -> list[Hit]:
-        """Return chunks matching any query term, scored by the summed IDF of matched terms."""
+        """Return chunks matching any query term, ranked by BM25."""
         return await search.fulltext(self.conn, self.collection, text, limit=limit, source=source)
 
     async def search(
@@ -92,7 +92,7 @@ class Store:
             mode: dense, fulltext or hybrid.
             source: Only chunks of this source, or of sources under it.
             candidates: How many of each list hybrid fuses (default: max(k, 100)).
-            rrf_k: Fuse by RRF with this constant instead of the convex combination.
+            rrf_k: Fuse by RRF with this constant instead of `document_fusion`.
 
         Raises:
             RetrievalError: a dense or hybrid search without a query embedding.

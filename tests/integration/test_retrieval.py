@@ -198,10 +198,23 @@ async def _terms_are_current(url: str, collection: str) -> None:
                     f'SELECT word, count(*)::int FROM "rag_chunks_{collection}",'
                     " unnest(tsvector_to_array(tsv)) AS word GROUP BY word"
                     f" UNION ALL SELECT '', count(*)::int FROM \"rag_chunks_{collection}\""
+                    " UNION ALL SELECT ' ', sum(length(tsv))::int"
+                    f' FROM "rag_chunks_{collection}"'
                 )
             ).fetchall()
         )
+        postings = await (
+            await conn.execute(f'SELECT term, chunk, tf, dl FROM "rag_postings_{collection}"')
+        ).fetchall()
+        expected = await (
+            await conn.execute(
+                "SELECT u.lexeme, c.id, cardinality(u.positions), length(c.tsv)"
+                f' FROM "rag_chunks_{collection}" c, unnest(c.tsv) AS u'
+            )
+        ).fetchall()
     assert kept == {k: v for k, v in counted.items() if v}
+    assert sorted(postings) == sorted(expected)
+    assert postings
 
 
 async def test_term_statistics_follow_every_write_and_are_made_for_an_older_collection(
@@ -225,3 +238,36 @@ async def test_term_statistics_follow_every_write_and_are_made_for_an_older_coll
         hits = await search(store, embedder, "red panda trees", k=1, mode="fulltext")
     assert Path(hits[0].source).name == "pandas.md"
     await _terms_are_current(embedded_url, collection)
+
+    # Statistics from before the lexeme count and the postings: both are made when the
+    # collection is opened.
+    async with await psycopg.AsyncConnection.connect(embedded_url, autocommit=True) as conn:
+        await conn.execute(f"DELETE FROM \"rag_terms_{collection}\" WHERE term = ' '")
+        await conn.execute(f'DROP TABLE "rag_postings_{collection}"')
+    async with open_collection(settings, collection, url=embedded_url):
+        pass
+    await _terms_are_current(embedded_url, collection)
+
+
+async def test_full_text_ranks_by_bm25(
+    settings: Settings, embedded_url: str, tmp_path: Path, collection: str
+) -> None:
+    filler = " ".join(f"Unrelated sentence number {n} about weather and tides." for n in range(6))
+    texts = {
+        "once.txt": "Lichens grow on bare rock.",
+        "often.txt": "Lichens grow on rock. Lichens survive drought. Lichens feed reindeer.",
+        "long.txt": f"Lichens grow on bare rock. {filler}",
+        "other.txt": "Mosses grow on damp soil.",
+    }
+    for name, text in texts.items():
+        (tmp_path / name).write_text(text)
+    await _ingest(settings, embedded_url, collection, tmp_path)
+    async with open_collection(settings, collection, url=embedded_url) as (store, _):
+        hits = await store.fulltext("lichens", limit=10)
+        # The rarer word wins, unless the query repeats the other.
+        said_once = await store.fulltext("bare mosses", limit=10)
+        repeated = await store.fulltext("bare bare bare mosses", limit=10)
+    # More occurrences rank higher; the same words in a longer chunk rank lower.
+    assert [Path(h.source).name for h in hits] == ["often.txt", "once.txt", "long.txt"]
+    assert Path(said_once[0].source).name == "other.txt"
+    assert Path(repeated[0].source).name == "once.txt"

@@ -1,48 +1,45 @@
-"""Fusing hybrid search's two lists: convex combination, agreement weights, head and tail."""
+"""Fusing hybrid search's two lists at the document level, and reciprocal rank fusion."""
 
 import pytest
 
-from retrievers.fusion import HEAD, agreement_weights, convex, document_ranking, hybrid_fusion, rrf
+from retrievers.fusion import LATER_CHUNK, document_fusion, rrf
 
 
-def test_convex_scales_each_list_and_weights_them() -> None:
-    dense = [("a", 0.9), ("b", 0.5), ("c", 0.1)]
-    full = [("c", 30.0), ("d", 10.0)]
-    fused = dict(convex([dense, full]))
-    assert fused == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.5, "d": 0.0})
-    leaning = convex([dense, full], weights=[0.8, 0.2])
-    assert leaning[0] == ("a", pytest.approx(0.8))
-    assert convex([[("x", 1.0)], []]) == [("x", 0.0)]  # one item: no spread to scale by
+def test_each_list_is_scaled_and_the_lists_count_equally() -> None:
+    dense = [("a1", "a", 0.9), ("b1", "b", 0.5), ("c1", "c", 0.1)]
+    full = [("c1", "c", 30.0), ("d1", "d", 10.0)]
+    fused = dict(document_fusion([dense, full]))
+    assert fused == pytest.approx({"a1": 0.5, "b1": 0.25, "c1": 0.5, "d1": 0.0})
+    leaning = document_fusion([dense, full], weights=[0.8, 0.2])
+    assert leaning[0] == ("a1", pytest.approx(0.8))
+    # A list of one chunk (or of equal scores) holds only its best.
+    assert document_fusion([[("x", "x", 1.0)], []]) == [("x", 0.5)]
+    assert dict(document_fusion([[("x", "x", 0.3)], [("y", "y", 2.0), ("x", "x", 2.0)]])) == {
+        "x": 1.0,
+        "y": 0.5,
+    }
 
 
-def test_agreement_weights_favour_the_list_the_other_finds_too() -> None:
-    dense = [f"d{i}" for i in range(20)]
-    full = [f"x{i}" for i in range(10)] + [f"d{i}" for i in range(10)]  # its best: nowhere
-    weights = agreement_weights([dense, full], top=10, depth=100)
-    assert sum(weights) == pytest.approx(2.0)
-    assert weights[0] > weights[1]
-    assert weights[1] == pytest.approx(2 * 0.1 / (1.0 + 0.1))  # the floor, not zero
-    assert agreement_weights([["a"], ["b"]]) == pytest.approx([1.0, 1.0])  # nothing known
+def test_a_document_counts_its_best_chunk_in_each_list() -> None:
+    # Document "p": its first chunk is the closest in meaning, its second holds the words.
+    dense = [("p1", "p", 0.9), ("q1", "q", 0.8), ("p2", "p", 0.5), ("z1", "z", 0.1)]
+    full = [("p2", "p", 12.0), ("q1", "q", 10.0), ("z1", "z", 2.0)]
+    fused = document_fusion([dense, full])
+    # Chunk by chunk, q1 (found high by both) would beat both of p's chunks.
+    assert [c for c, _ in fused][:2] == ["p2", "q1"]
+    assert fused[0][1] == pytest.approx(1.0)  # p: best in both lists
+    assert dict(fused)["p1"] == pytest.approx(LATER_CHUNK)
 
 
-def test_hybrid_fusion_ranks_the_head_by_scores_and_the_tail_by_rank() -> None:
-    ids = [f"c{i}" for i in range(HEAD + 10)]
-    ranks = [ids, list(reversed(ids))]
-    sources = [[f"doc-{i}" for i in ids], [f"doc-{i}" for i in reversed(ids)]]
-    scored = [[(c, 1.0 - n / 100) for n, c in enumerate(r)] for r in ranks]
-    fused = hybrid_fusion(ranks, sources, scored)
-    head = convex(scored, weights=[0.5, 0.5])[:HEAD]
-    assert fused[:HEAD] == head
-    tail_ids = [i for i, _ in fused[HEAD:]]
-    assert tail_ids == [i for i, _ in rrf(ranks) if i not in {h for h, _ in head}]
-    scores = [s for _, s in fused]
-    assert scores == sorted(scores, reverse=True)  # one ranking, best first
-    assert sorted(i for i, _ in fused) == sorted(ids)
+def test_one_documents_chunks_do_not_crowd_the_next_documents_out() -> None:
+    dense = [(f"a{i}", "a", 1.0 - i / 100) for i in range(4)] + [("b1", "b", 0.9), ("c1", "c", 0.0)]
+    fused = [chunk for chunk, _ in document_fusion([dense, []])]
+    assert fused[:3] == ["a0", "b1", "a1"]
+    scores = [score for _, score in document_fusion([dense, []])]
+    assert scores == sorted(scores, reverse=True)
 
 
-def test_document_ranking_keeps_each_document_at_its_first_chunk() -> None:
-    assert document_ranking([("c1", "a"), ("c2", "b"), ("c3", "a"), ("c4", "c")]) == [
-        "a",
-        "b",
-        "c",
-    ]
+def test_rrf_sums_reciprocal_ranks() -> None:
+    fused = rrf([["a", "b"], ["b", "c"]], k=10)
+    assert [i for i, _ in fused] == ["b", "a", "c"]
+    assert fused[0][1] == pytest.approx(1 / 12 + 1 / 11)

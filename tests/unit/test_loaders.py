@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from retrievers.ingest import chunk_document, make_splitter
+from retrievers.ingest import chunk_document, make_splitter, split_evenly
 from retrievers.loaders import Document, Skipped, content_hash, discover, load_file
 from tests.pdf import write_pdf
 
@@ -72,16 +72,40 @@ def test_beir_corpus_yields_one_document_per_line(tmp_path: Path) -> None:
 
 
 def test_chunk_ids_are_stable_and_change_with_the_content() -> None:
-    splitter = make_splitter(chunk_size=100, chunk_overlap=10)
+    size = {"chunk_size": 100, "chunk_overlap": 10}
     text = " ".join(f"Sentence number {i} is here." for i in range(20))
     doc = Document("/x.txt", "x", text, content_hash(text))
-    first = chunk_document(doc, splitter)
+    first = chunk_document(doc, **size)
     assert len(first) > 1
     assert [c.position for c in first] == list(range(len(first)))
     assert all(len(c.content) <= 100 for c in first)
-    assert [c.chunk_id for c in chunk_document(doc, splitter)] == [c.chunk_id for c in first]
+    assert [c.chunk_id for c in chunk_document(doc, **size)] == [c.chunk_id for c in first]
     changed = Document("/x.txt", "x", text + " More.", content_hash(text + " More."))
-    assert chunk_document(changed, splitter)[0].chunk_id != first[0].chunk_id
+    assert chunk_document(changed, **size)[0].chunk_id != first[0].chunk_id
+
+
+def test_a_document_within_the_chunk_size_stays_whole() -> None:
+    text = "Short documents are not split. " * 3
+    assert split_evenly(text, chunk_size=len(text), chunk_overlap=10) == [text]
+
+
+def test_a_document_a_little_over_the_size_splits_into_halves_not_a_sliver() -> None:
+    text = " ".join(f"Sentence {i:02} of the text." for i in range(44))  # 1,099 characters
+    greedy = make_splitter(chunk_size=1000, chunk_overlap=150).split_text(text)
+    even = split_evenly(text, chunk_size=1000, chunk_overlap=150)
+    assert len(even) == len(greedy) == 2
+    assert min(len(p) for p in greedy) < 300  # what the greedy splitter leaves at the end
+    assert all(500 <= len(p) <= 1000 for p in even)
+    assert " ".join(even).split()[-5:] == text.split()[-5:]  # nothing lost at the end
+
+
+def test_even_pieces_are_never_more_than_the_greedy_splitter_makes() -> None:
+    for n in (30, 75, 160, 400):
+        text = " ".join(f"Word{i} and a few more words. " for i in range(n))
+        greedy = make_splitter(chunk_size=400, chunk_overlap=40).split_text(text)
+        even = split_evenly(text, chunk_size=400, chunk_overlap=40)
+        assert len(even) <= len(greedy)
+        assert all(len(p) <= 400 for p in even)
 
 
 def test_pdf_text_and_title_come_from_the_file(tmp_path: Path) -> None:
