@@ -2,9 +2,11 @@
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NotRequired
 
 from typing_extensions import TypedDict
 
+from app.model_routes import ModelFallback
 from app.settings import ModelPrice, get_settings
 
 
@@ -23,6 +25,9 @@ class UsageRecord(TypedDict):
     attempts: int
     estimated: bool
     """The model reported no usage; the token counts are estimates."""
+    fallbacks: NotRequired[list[ModelFallback]]
+    """The models that failed before `model` answered, in order (none: the route's first
+    model answered)."""
 
 
 class NodeTotals(TypedDict):

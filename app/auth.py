@@ -155,6 +155,12 @@ class Principal:
         """The local operator (no authentication) and admin keys see every thread."""
         return self.key_id is None or "admin" in self.scopes
 
+    @property
+    def tenant_filter(self) -> str | None:
+        """The tenant a listing is limited to: the principal's, or None for one that sees
+        everything."""
+        return None if self.sees_everything else self.tenant
+
 
 LOCAL = Principal(tenant="local", scopes=frozenset(SCOPES))
 """The principal of every request when authentication is off."""

@@ -1,8 +1,15 @@
 """Domain errors. Each says what failed and what to do about it."""
 
+Location = tuple[str | int, ...]
+"""Where in a value a problem is, as pydantic's `loc`: keys and list indexes from its root."""
+
 
 class AgentGraphError(Exception):
     """Base class of every error agentgraph raises on purpose."""
+
+    detail: list[dict[str, object]] | None = None
+    """Each problem with its location (`{"loc": [...], "msg": ...}`), when they are known:
+    an HTTP error body carries them so a client can show each next to its field."""
 
 
 class ConfigError(AgentGraphError):
@@ -17,12 +24,28 @@ class ModelError(AgentGraphError):
     """A chat or embedding model could not be loaded or called."""
 
 
+class ModelTimeoutError(ModelError):
+    """A chat model gave no answer (or no next token) within `AGENTGRAPH_MODEL_TIMEOUT_S`."""
+
+
+class AllModelsFailedError(ModelError):
+    """Every model of a route (the primary and each fallback) failed one call; the message
+    names each model and its failure."""
+
+
 class PlanValidationError(AgentGraphError):
     """A plan breaks a rule (cycle, unknown step or kind, no entry step)."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], *, where: list[Location] | None = None) -> None:
+        """Name the problems; `where` gives the location in the plan of each, in order."""
         self.problems = problems
+        self.where = where if where is not None else [() for _ in problems]
+        self.detail = [{"loc": list(loc), "msg": msg} for loc, msg in self.located()]
         super().__init__("invalid plan: " + "; ".join(problems))
+
+    def located(self) -> list[tuple[Location, str]]:
+        """Each problem with its location in the plan (`()`: the plan as a whole)."""
+        return list(zip(self.where, self.problems, strict=True))
 
 
 class ThreadNotFoundError(AgentGraphError):
@@ -58,6 +81,11 @@ class NothingToContinueError(AgentGraphError):
 
 class InvalidDecisionError(AgentGraphError):
     """A resume value is not a valid approval decision."""
+
+    def __init__(self, message: str, *, detail: list[dict[str, object]] | None = None) -> None:
+        """Say what is wrong; `detail` locates each problem in the decision."""
+        self.detail = detail
+        super().__init__(message)
 
 
 class ThreadBusyError(AgentGraphError):
@@ -109,6 +137,40 @@ class ResponseNotFoundError(AgentGraphError):
     """No stored response has the id a request named (404)."""
 
 
+class RunNotFoundError(AgentGraphError):
+    """No background run of the thread has the id a request named (404)."""
+
+    def __init__(self, thread_id: str, run_id: str) -> None:
+        super().__init__(
+            f"thread {thread_id!r} has no background run {run_id!r} "
+            f"(list them with GET /api/v1/threads/{thread_id}/runs)"
+        )
+
+
+class ArtifactNotFoundError(AgentGraphError):
+    """The thread has no artefact with the id a request named (404)."""
+
+    def __init__(self, thread_id: str, artifact_id: str) -> None:
+        super().__init__(
+            f"thread {thread_id!r} has no artifact {artifact_id!r} "
+            f"(list them with 'agentgraph threads artifacts {thread_id}')"
+        )
+
+
+class RunEndedError(AgentGraphError):
+    """A request to change a background run that has ended (409)."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run {run_id!r} is {status} already: there is nothing to cancel")
+
+
+class CronNotFoundError(AgentGraphError):
+    """No cron has the id a request named (404)."""
+
+    def __init__(self, cron_id: str) -> None:
+        super().__init__(f"no cron {cron_id!r} (list them with GET /api/v1/crons)")
+
+
 class ToolArgumentError(AgentGraphError):
     """A tool was called with arguments its schema does not take."""
 
@@ -125,3 +187,22 @@ class ToolFailedError(AgentGraphError):
 class ManifestError(ConfigError):
     """The manifest cannot be read, or says something invalid: the message names the file,
     the line and the field."""
+
+
+class AssistantNotFoundError(AgentGraphError):
+    """No assistant has the id a request named (404)."""
+
+    def __init__(self, assistant_id: str, graph_id: str) -> None:
+        super().__init__(
+            f"no assistant {assistant_id!r}: this server has one, of the graph {graph_id!r} "
+            "(POST /assistants/search lists it; its graph id works as its id)"
+        )
+
+
+class ThreadExistsError(AgentGraphError):
+    """A thread to be made exists already (409)."""
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(
+            f"thread {thread_id!r} exists already (send if_exists: do_nothing to get it back)"
+        )

@@ -3,19 +3,23 @@
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
 import psycopg
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.errors import ConfigError
-from app.spans import FORMS, parse_span
+from app.model_routes import route_problems
+from app.spans import FORMS, parse_span, parse_timeout
 
 ApprovalPolicy = Literal["never", "always", "when_required"]
+TimeoutAction = Literal["reject", "approve", "escalate"]
+"""What an approval gate's deadline does when it passes (`approval_timeout_action`)."""
 AuthMode = Literal["auto", "required", "off"]
 PlannerKind = Literal["rules", "llm"]
+LogFormat = Literal["text", "json"]
 
 
 class ModelPrice(BaseModel):
@@ -31,6 +35,12 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "openai:gpt-4o": ModelPrice(input_per_mtok=2.50, output_per_mtok=10.00),
     "openai:gpt-4.1-mini": ModelPrice(input_per_mtok=0.40, output_per_mtok=1.60),
 }
+
+
+MAX_REPLANS = 10
+"""The most replans a run may ask for: each replan is a whole round of steps."""
+MAX_STEPS = 50
+"""The largest plan a run may accept."""
 
 
 class Settings(BaseSettings):
@@ -61,15 +71,44 @@ class Settings(BaseSettings):
     model_api_key: str | None = Field(
         default=None, description="API key for the OpenAI-compatible server, if it needs one."
     )
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON object: node role (planner, reasoning, rag, critic, synthesis) -> "
+        "the chat model that answers for it; a role not listed uses the run's model.",
+    )
+    fallbacks: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='JSON object: node role, or "*" for every role, -> the chat models to try '
+        "in order when the role's model errors, times out or is rate-limited.",
+    )
+    model_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a model call waits for its model's first or next streamed token "
+        "(a structured call: for its whole answer) before it counts as failed and the next "
+        "fallback is asked.",
+    )
     embeddings: str = Field(
         default="local",
         description="Embedding model: 'local' (all-MiniLM-L6-v2) or a provider string.",
     )
     approval: ApprovalPolicy = Field(default="when_required", description="Default policy.")
+    approval_timeout: str | None = Field(
+        default=None,
+        description="How long an approval gate waits for a person (30m, 2d, or seconds) "
+        "before its deadline takes `approval_timeout_action`. Unset: it waits forever.",
+    )
+    approval_timeout_action: TimeoutAction = Field(
+        default="reject",
+        description="What a passed deadline does: reject (the run ends rejected, 'timed "
+        "out'), approve (low-risk gates only; others escalate) or escalate (keep waiting, "
+        "flagged in the inbox and the metrics).",
+    )
     planner: PlannerKind = Field(default="rules", description="Default planner.")
-    max_replans: int = Field(default=2, ge=0, le=10)
+    max_replans: int = Field(default=2, ge=0, le=MAX_REPLANS)
     token_budget: int = Field(default=20_000, ge=1)
-    max_steps: int = Field(default=8, ge=1, le=50)
+    max_steps: int = Field(default=8, ge=1, le=MAX_STEPS)
     manifest: Path | None = Field(
         default=None,
         description="The manifest (agentgraph.yaml): agents, tools, MCP servers and policy; "
@@ -105,6 +144,32 @@ class Settings(BaseSettings):
         le=64,
         description="Runs a server process executes at once; later ones wait their turn.",
     )
+    worker_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Background runs a queue worker (`agentgraph worker`, or a server's "
+        "in-process worker) executes at once.",
+    )
+    serve_worker: bool = Field(
+        default=True,
+        description="Whether `agentgraph serve` also executes background runs in its own "
+        "process(es). Off: only `agentgraph worker` processes execute them.",
+    )
+    worker_heartbeat_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Seconds between a queue worker's heartbeats (and its look for the runs "
+        "of workers that died).",
+    )
+    worker_stalled_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds without a heartbeat after which a worker counts as dead and its "
+        "runs are taken by another worker, from their last checkpoint.",
+    )
     worker_timeout_s: float | None = Field(
         default=None,
         ge=0,
@@ -133,9 +198,31 @@ class Settings(BaseSettings):
         default=True,
         description="Prepare statements on each connection; false for PgBouncer before 1.21.",
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="JSON list of browser origins allowed to call the API (CORS), e.g. "
+        '["https://smith.langchain.com"] for LangGraph Studio in the browser. Empty: none.',
+    )
     prices: dict[str, ModelPrice] = Field(
         default_factory=lambda: dict(DEFAULT_PRICES),
         description="JSON object: model name -> {input_per_mtok, output_per_mtok}.",
+    )
+    log_format: LogFormat = Field(
+        default="text",
+        description="Log lines: 'text' (human-readable) or 'json' (one object per line, with "
+        "the run's thread_id and run_id on every line logged while it runs).",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="OpenTelemetry collector to send traces to (OTLP over HTTP, e.g. "
+        "http://localhost:4318). Unset: no traces leave the process.",
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        description="The collector's full traces URL (e.g. http://localhost:4318/v1/traces), "
+        "instead of OTEL_EXPORTER_OTLP_ENDPOINT.",
     )
 
     @field_validator("database_url")
@@ -168,6 +255,32 @@ class Settings(BaseSettings):
             if not span:
                 raise ValueError("must be longer than 0")
             return span
+        return value
+
+    @field_validator("approval_timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            try:
+                parse_timeout(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            return value.strip()
+        return value
+
+    @field_validator("models", "fallbacks")
+    @classmethod
+    def _routes(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        problems = route_problems(
+            value if info.field_name == "models" else {},
+            value if info.field_name == "fallbacks" else {},
+        )
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
 
     @field_validator("model", "embeddings")

@@ -22,6 +22,23 @@ def parse_span(text: str, *, what: str = "span") -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
+def parse_timeout(text: str, *, what: str = "timeout") -> timedelta:
+    """Read a span such as 30m, or whole seconds such as 90, longer than nothing.
+
+    Raises:
+        ConfigError: it is neither, or it is 0 (`what` names it in the message).
+    """
+    span = timedelta(seconds=int(text)) if text.strip().isdigit() else None
+    if span is None:
+        try:
+            span = parse_span(text, what=what)
+        except ConfigError:
+            raise ConfigError(f"bad {what} {text!r}: give {FORMS}, or whole seconds") from None
+    if not span:
+        raise ConfigError(f"bad {what} {text!r}: it must be longer than 0")
+    return span
+
+
 def is_span(text: str) -> bool:
     """Whether `text` reads as a span."""
     return _SPAN.match(text) is not None

@@ -150,8 +150,12 @@ async def _settle(client: httpx.AsyncClient, before: Seen, tally: Tally) -> None
         thread = await _thread(client, before.thread_id)
         assert thread is not None
     if thread["status"] != "done":
+        steps = (thread.get("report") or {}).get("steps", [])
         tally.failures.append(
-            f"{before.thread_id}: {thread['status']} after continue ({after.error})"
+            f"{before.thread_id}: {thread['status']} after continue "
+            f"(error {after.error}, final {after.final and after.final.get('status')}, "
+            f"next {thread['next']}, steps "
+            f"{[(s['step_id'], s['status'], s.get('error')) for s in steps]})"
         )
         return
     tally.finished_after_continue += 1

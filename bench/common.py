@@ -189,19 +189,24 @@ class SseEvent:
 
     event: str
     data: dict[str, Any]
+    id: str | None = None
+    """Its `id:` line: a background run's events carry their number."""
 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[SseEvent]:
     """Parse a text/event-stream response into events; comments (keep-alives) are skipped."""
     name = "message"
     data: list[str] = []
+    event_id: str | None = None
     async for line in response.aiter_lines():
         if line == "":
             if data:
-                yield SseEvent(event=name, data=json.loads("\n".join(data)))
-            name, data = "message", []
+                yield SseEvent(event=name, data=json.loads("\n".join(data)), id=event_id)
+            name, data, event_id = "message", [], None
         elif line.startswith(":"):
             continue
+        elif line.startswith("id:"):
+            event_id = line[len("id:") :].strip()
         elif line.startswith("event:"):
             name = line[len("event:") :].strip()
         elif line.startswith("data:"):

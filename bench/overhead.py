@@ -43,6 +43,7 @@ from bench.common import (
 from bench.zero_model import MODEL_SPEC, PLAN_STEPS, REQUEST
 from bench.zero_model import register as register_zero_model
 from graphs.agent import AgentGraph, compile_graph
+from graphs.run_records import setup_run_records
 from graphs.runs import RunEvent, new_thread_id, stream_events, thread_config
 from nodes.context import Context
 
@@ -139,6 +140,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     logger.info("opening %s Postgres", "external" if external else "embedded")
     opened = time.perf_counter()
     async with open_database(settings, url=args.database_url) as db:
+        await setup_run_records(db.pool)  # every run's events are kept, for replay
         setup_ms = (time.perf_counter() - opened) * 1000
         database_url = redact(db.url)
         postgres_graph = compile_graph(
@@ -174,6 +176,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             logger.info("deleting %d benchmark threads", len(threads["postgres"]))
             for thread_id in threads["postgres"]:
                 await db.saver.adelete_thread(thread_id)
+            async with db.pool.connection() as conn:
+                await conn.execute(
+                    "DELETE FROM agentgraph_run_records WHERE thread_id = ANY(%s)",
+                    (threads["postgres"],),
+                )
     if counts["memory"] != counts["postgres"]:
         raise BenchmarkError(f"the savers saw different super-steps: {counts}")
     super_steps, checkpoints = counts["postgres"]

@@ -6,6 +6,7 @@ many seconds before each streamed chunk: a model with a latency, for runs that l
 """
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -137,3 +138,16 @@ def bench_app() -> "FastAPI":
 
     register()
     return create_app(get_settings())
+
+
+def worker_main() -> None:
+    """`agentgraph worker` with the zero-latency model registered (`python -m
+    bench.zero_model worker [--concurrency N]`)."""
+    from cli.main import app
+
+    register()
+    app(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    worker_main()

@@ -16,12 +16,16 @@ import typer
 from rich.markup import escape
 
 from app.errors import AgentGraphError, InvalidDecisionError
-from app.settings import ApprovalPolicy, PlannerKind, Settings, get_settings
+from app.settings import ApprovalPolicy, PlannerKind, Settings, TimeoutAction, get_settings
+from app.telemetry.logs import configure_logging
+from app.telemetry.tracing import install_tracing
 from cli.documents import JsonOpt
 from cli.documents import register as register_document_commands
+from cli.evaluate import register as register_eval_commands
 from cli.keys import register as register_key_commands
 from cli.manifests import register as register_manifest_commands
 from cli.render import Progress, err, out, print_json, report_table, resume_command
+from cli.replay import register as register_replay_command
 from cli.threads import register as register_thread_commands
 from nodes.context import Mode, Pattern, Synthesis
 
@@ -44,11 +48,16 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
 ) -> None:
     _state["debug"] = debug
-    logging.basicConfig(
+    try:
+        settings: Settings | None = get_settings()
+    except AgentGraphError:
+        settings = None  # the command itself says which setting is bad, in one line
+    configure_logging(
+        settings.log_format if settings else "text",
         level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
     )
+    if settings is not None:
+        install_tracing(settings)
 
 
 def _run(coro_fn: Callable[[Settings], Coroutine[Any, Any, int]]) -> None:
@@ -216,7 +225,33 @@ def ask(
     thread: Annotated[
         str | None, typer.Option("--thread", help="Thread id (new if unset).")
     ] = None,
+    approval_timeout: Annotated[
+        str | None,
+        typer.Option(help="How long an approval waits (30m, 2d, or seconds); unset: forever."),
+    ] = None,
+    approval_timeout_action: Annotated[
+        TimeoutAction | None,
+        typer.Option(help="When it passes: reject, approve (low-risk gates only) or escalate."),
+    ] = None,
     model: Annotated[str | None, typer.Option(help="'local' or a provider string.")] = None,
+    role_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--role-model",
+            metavar="ROLE=MODEL",
+            help="The model of one node role (planner, reasoning, rag, critic, synthesis); "
+            "repeatable.",
+        ),
+    ] = None,
+    fallback: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fallback",
+            metavar="[ROLE=]MODEL",
+            help="A model to try, in the order given, when a role's model (every role's "
+            "without ROLE=) errors, times out or is rate-limited; repeatable.",
+        ),
+    ] = None,
     planner: Annotated[PlannerKind | None, typer.Option(help="rules or llm.")] = None,
     mode: Annotated[Mode | None, typer.Option(help="auto, direct or plan.")] = None,
     synthesis: Annotated[
@@ -257,6 +292,8 @@ def ask(
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
     overrides = {
         "approval": approval,
+        "approval_timeout": approval_timeout,
+        "approval_timeout_action": approval_timeout_action,
         "model": model,
         "planner": planner,
         "max_replans": max_replans,
@@ -267,6 +304,7 @@ def ask(
         "approve_final": approve_final or None,
         "collection": collection,
         "documents": None if documents else False,
+        **_routing(role_model or [], fallback or []),
     }
     interactive = not no_input and not as_json and sys.stdin.isatty()
     order = RunOrder(
@@ -276,6 +314,28 @@ def ask(
         new_thread=thread is None,
     )
     _run(lambda s: _drive(s, order, as_json=as_json, interactive=interactive))
+
+
+def _routing(role_models: list[str], fallbacks: list[str]) -> dict[str, Any]:
+    """The run options `models` and `fallbacks` of `--role-model` and `--fallback` values."""
+    from app.model_routes import ANY_ROLE, MODEL_ROLES
+
+    models: dict[str, str] = {}
+    for given in role_models:
+        role, _, spec = given.partition("=")
+        if role not in MODEL_ROLES or not spec.strip():
+            raise typer.BadParameter(
+                f"{given!r}: give ROLE=MODEL, ROLE one of {', '.join(MODEL_ROLES)}",
+                param_hint="--role-model",
+            )
+        models[role] = spec.strip()
+    chains: dict[str, list[str]] = {}
+    for given in fallbacks:
+        role, sep, spec = given.partition("=")
+        if not sep or (role not in MODEL_ROLES and role != ANY_ROLE):
+            role, spec = ANY_ROLE, given  # no role named: the '=' (if any) is the model's
+        chains.setdefault(role, []).append(spec.strip())
+    return {"models": models or None, "fallbacks": chains or None}
 
 
 @app.command()
@@ -351,12 +411,26 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    queue_worker: Annotated[
+        bool,
+        typer.Option(
+            "--queue-worker/--no-queue-worker",
+            help="Also execute background runs and crons in the server's process(es); "
+            "--no-queue-worker leaves them to 'agentgraph worker' processes "
+            "(default: AGENTGRAPH_SERVE_WORKER, else on).",
+            show_default=False,
+        ),
+    ] = True,
 ) -> None:
-    """Serve the HTTP API (SSE runs, threads, approvals, LangServe) until interrupted."""
+    """Serve the HTTP API (SSE runs, background runs, threads, approvals, LangServe) until
+    interrupted."""
     from server.serve import WORKER_TIMEOUT_S
     from server.serve import serve as run_server
 
     logging.getLogger().setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
+    if not queue_worker:  # the server's worker processes read it from the environment
+        os.environ["AGENTGRAPH_SERVE_WORKER"] = "false"
+        get_settings.cache_clear()
     try:
         settings = get_settings()  # a bad setting fails here, in one line, before any start
         if worker_timeout is None:
@@ -372,10 +446,46 @@ def serve(
         raise typer.Exit(1) from None
 
 
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Runs executed at once (default: AGENTGRAPH_WORKER_CONCURRENCY, else 4).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Execute background runs and crons from the queue until interrupted. A stopped
+    worker's runs go on from their last checkpoint on another worker."""
+    logging.getLogger().setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
+
+    async def go(settings: Settings) -> int:
+        from graphs.service import open_agent
+        from graphs.worker import run_worker
+
+        if concurrency is not None:
+            settings = settings.model_copy(update={"worker_concurrency": concurrency})
+        async with open_agent(settings) as agent:
+            err.print(
+                f"worker: executing up to {settings.worker_concurrency} background runs at once "
+                "(Ctrl-C to stop)",
+                markup=False,
+            )
+            await run_worker(agent, settings, install_signal_handlers=True)
+        return 0
+
+    _run(go)
+
+
 register_document_commands(app, _run)
 register_thread_commands(app, _run)
 register_key_commands(app, _run)
 register_manifest_commands(app)
+register_eval_commands(app, _run)
+register_replay_command(app, _run)
 
 
 def main() -> None:

@@ -61,7 +61,21 @@ def report_table(report: dict[str, Any]) -> Table:
         "",
         style="bold",
     )
+    lines = fallback_lines(report)
+    if lines:
+        table.caption = escape("model fallbacks:\n" + "\n".join(lines))
+        table.caption_justify = "left"
     return table
+
+
+def fallback_lines(report: dict[str, Any]) -> list[str]:
+    """Say, one line each, which model failed where, why, and which answered instead."""
+    return [
+        f"{f['node']}"
+        + (f" [{f['step_id']}]" if f.get("step_id") else "")
+        + f": {f['model']} -> {f.get('answered_by') or 'none'} ({f['reason']}: {f['error']})"
+        for f in report.get("model_fallbacks") or []
+    ]
 
 
 class Progress:
@@ -111,6 +125,15 @@ class Progress:
             err.print(
                 f"[{colour}]{mark} {escape(r['step_id'])} {r['status']}[/{colour}] "
                 f"[dim]({r['latency_ms']:.0f} ms, {r['attempts']} attempt(s)){detail}[/dim]"
+            )
+        elif kind == "fallback":
+            where = event.get("step_id") or event["node"]
+            dropped = "; its partial answer above is dropped" if event.get("discard") else ""
+            nxt = event.get("next")
+            then = f"asking {escape(nxt)}" if nxt else "no model left"
+            err.print(
+                f"[yellow]↻ {escape(where)}: {escape(event['model'])} failed "
+                f"({event['reason']}), {then}{dropped}[/yellow]"
             )
         elif kind == "interrupt":
             reason = escape(event["payload"]["reason"])

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from app.settings import Settings
+from cli.artifacts import register as register_artifact_commands
 from cli.documents import JsonOpt as Json
 from cli.documents import RunFn
 from cli.render import err, out, plan_table, print_json, report_table, resume_command
@@ -18,6 +19,7 @@ def register(app: typer.Typer, run: RunFn) -> None:
     """Add the `threads` commands to the CLI."""
     threads = typer.Typer(help="Inspect, delete and prune stored threads.", no_args_is_help=True)
     app.add_typer(threads, name="threads")
+    register_artifact_commands(threads, run)
 
     @threads.command("show")
     def threads_show(thread_id: str, as_json: Json = False) -> None:

@@ -7,8 +7,10 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import RetryPolicy
 
+from app.artifacts import ArtifactStore
 from app.errors import ModelError, RetrievalError
 from app.tools.audit import AuditLog
+from graphs.observe import observed
 from nodes.approval import approve_final, plan_approval, route_answer, route_plan
 from nodes.committee import committee_worker
 from nodes.context import Context
@@ -46,28 +48,31 @@ def build_graph(
     library: Library | None = None,
     audit: AuditLog | None = None,
     toolbox: Toolbox | None = None,
+    artifacts: ArtifactStore | None = None,
 ) -> StateGraph[State, Context, InputState, OutputState]:
-    """Return the uncompiled graph; step retries and the per-attempt timeout are node policies.
+    """Return the uncompiled graph; step retries and the per-attempt timeout are node policies,
+    and every node is observed (a span and metrics per execution: `graphs.observe`).
 
     `library` is where rag steps search and which collections the planner matches steps
     against; without one, only a run that names a collection answers from documents (in
     the settings' database). `audit` records every call of a tool step (none is recorded
     without one). `toolbox` holds the manifest's agents and tools; without one, the settings'
-    manifest applies, without its MCP servers.
+    manifest applies, without its MCP servers. `artifacts` keeps what tool and rag steps
+    produce (`nodes.artifacts`; nothing is kept without one).
     """
     builder = StateGraph(
         State, context_schema=Context, input_schema=InputState, output_schema=OutputState
     )
     model_retry = RetryPolicy(max_attempts=2)
-    builder.add_node("orchestrator", orchestrator(library, toolbox))
+    builder.add_node("orchestrator", observed("orchestrator", orchestrator(library, toolbox)))
     builder.add_node(
         "planner",
-        planner(library, toolbox),
+        observed("planner", planner(library, toolbox)),
         retry_policy=model_retry,
         timeout=MODEL_NODE_TIMEOUT_S,
     )
-    builder.add_node("approve_plan", plan_approval(toolbox))
-    builder.add_node("dispatch", dispatch)
+    builder.add_node("approve_plan", observed("approve_plan", plan_approval(toolbox)))
+    builder.add_node("dispatch", observed("dispatch", dispatch))
     step_retry = RetryPolicy(
         max_attempts=step_attempts, initial_interval=0.2, max_interval=5.0, retry_on=_retry_step
     )
@@ -76,25 +81,28 @@ def build_graph(
     # fails becomes a failed result through its error handler.
     workers = (
         ("reasoning", reasoning_worker(toolbox)),
-        ("rag", rag_worker(library)),
-        ("tool", tool_worker(toolbox, audit=audit)),
+        ("rag", rag_worker(library, artifacts=artifacts)),
+        ("tool", tool_worker(toolbox, audit=audit, artifacts=artifacts)),
         ("committee", committee_worker(toolbox)),
         ("supervisor", supervisor_worker(toolbox)),
     )
     for kind, worker in workers:
         builder.add_node(
             kind,
-            worker,
+            observed(kind, worker),
             retry_policy=step_retry,
             timeout=step_timeout_s,
             error_handler=step_failed_handler(step_attempts, node=kind),
         )
-    builder.add_node("critic", criticize)
+    builder.add_node("critic", observed("critic", criticize))
     builder.add_node(
-        "synthesize", synthesize, retry_policy=model_retry, timeout=MODEL_NODE_TIMEOUT_S
+        "synthesize",
+        observed("synthesize", synthesize),
+        retry_policy=model_retry,
+        timeout=MODEL_NODE_TIMEOUT_S,
     )
-    builder.add_node("approve_final", approve_final)
-    builder.add_node("finalize", finalize)
+    builder.add_node("approve_final", observed("approve_final", approve_final))
+    builder.add_node("finalize", observed("finalize", finalize))
 
     builder.add_edge(START, "orchestrator")
     builder.add_conditional_edges("orchestrator", route_request)
@@ -117,6 +125,7 @@ def compile_graph(
     library: Library | None = None,
     audit: AuditLog | None = None,
     toolbox: Toolbox | None = None,
+    artifacts: ArtifactStore | None = None,
 ) -> AgentGraph:
     """Compile the graph with a checkpointer (the Postgres saver in production)."""
     builder = build_graph(
@@ -125,6 +134,7 @@ def compile_graph(
         library=library,
         audit=audit,
         toolbox=toolbox,
+        artifacts=artifacts,
     )
     return builder.compile(checkpointer=checkpointer, name="agentgraph")
 

@@ -9,7 +9,7 @@ every surface refuses the same things with the same errors.
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +26,7 @@ from app.models import get_chat_model, is_loaded
 from app.settings import Settings
 from graphs.agent import AgentGraph
 from graphs.locks import BUSY, ThreadLocks
+from graphs.modes import StreamPart, stream_modes
 from graphs.multitask import WAIT_S, StopRequest, Strategy
 from graphs.runs import RunEvent, StopCheck, run_events, stream_events
 from graphs.threads import get_snapshot, thread_context, thread_status
@@ -77,14 +78,26 @@ class ClaimedRun:
         """The thread the run is of."""
         return self.order.thread_id
 
-    async def run(self, sink: EventSink, *, stop: StopCheck | None = None) -> None:
+    async def run(
+        self, sink: EventSink, *, stop: StopCheck | None = None, run_id: str | None = None
+    ) -> None:
         """Run to the end or the next interrupt, handing each event to `sink`; `stop` says,
-        between super-steps, whether another run asked this one to stop (`run_events`)."""
-        await run_events(self.graph, sink=sink, stop=stop, **self._arguments())
+        between super-steps, whether another run asked this one to stop, and `run_id` names
+        the run in its checkpoints (`run_events`)."""
+        await run_events(self.graph, sink=sink, stop=stop, run_id=run_id, **self._arguments())
 
     def stream(self) -> AsyncIterator[RunEvent]:
         """Run to the end or the next interrupt, yielding its events (`stream_events`)."""
         return stream_events(self.graph, **self._arguments())
+
+    def stream_modes(
+        self, modes: Sequence[str], *, subgraphs: bool = False, run_id: str | None = None
+    ) -> AsyncIterator[StreamPart]:
+        """Run to the end or the next interrupt, yielding what LangGraph's stream `modes`
+        carry, as its server names them (`graphs.modes.stream_modes`)."""
+        return stream_modes(
+            self.graph, modes=modes, subgraphs=subgraphs, run_id=run_id, **self._arguments()
+        )
 
     def _arguments(self) -> dict[str, Any]:
         return {

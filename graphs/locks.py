@@ -69,6 +69,20 @@ async def _take(conn: AsyncConnection[Any], thread_id: str, wait_s: float | None
         raise ThreadBusyError(thread_id, why)
 
 
+@asynccontextmanager
+async def locked_on(conn: AsyncConnection[Any], thread_id: str) -> AsyncIterator[None]:
+    """Hold the thread's lock on `conn` for the block (given back at its end), taken at once.
+
+    Raises:
+        ThreadBusyError: a run holds the thread.
+    """
+    await _take(conn, thread_id, None)
+    try:
+        yield
+    finally:
+        await unlock_threads(conn)
+
+
 async def try_key_slot(conn: AsyncConnection[Any], key_id: str, slots: int) -> bool:
     """Take one of a key's `slots` run slots on `conn`, if one is free: a session advisory
     lock (in the two-key space, apart from thread locks) that every server on the database

@@ -11,8 +11,10 @@ older than a cutoff that nothing needs, and keeps:
 
 A kept checkpoint whose parent is pruned is re-parented to its nearest kept ancestor, so the
 history stays a tree. The channel values (`checkpoint_blobs`) that no kept checkpoint refers
-to, and the pending writes of pruned checkpoints, go with them. A thread that a run holds is
-skipped (its lock is tried, never waited for); only the root namespace is pruned.
+to, and the pending writes of pruned checkpoints, go with them, as do the replay records of
+the thread's runs that started before the cutoff, but for its latest run's
+(`graphs.run_records`). A thread that a run holds is skipped (its lock is tried, never waited
+for); only the root namespace is pruned.
 """
 
 import asyncio
@@ -25,8 +27,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from app.errors import ThreadBusyError
-from graphs.locks import BUSY, try_lock_thread, unlock_threads
+from graphs.locks import locked_on, try_lock_thread, unlock_threads
+from graphs.run_records import prune_records
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ class PruneReport:
     checkpoints_kept: int = 0
     writes_deleted: int = 0
     blobs_deleted: int = 0
+    records_deleted: int = 0
+    """Replay records of old runs (`graphs.run_records`)."""
 
 
 def plan_prune(rows: Sequence[CheckpointRow], cutoff: datetime) -> PrunePlan:
@@ -182,6 +186,9 @@ async def prune(
                     rows = await _rows(conn, thread_id)
                     plan = plan_prune(rows, cutoff)
                     report.checkpoints_kept += len(rows) - len(plan.delete)
+                    report.records_deleted += await prune_records(
+                        conn, thread_id, cutoff, dry_run=dry_run
+                    )
                     if not plan.delete:
                         continue
                     report.threads_pruned += 1
@@ -232,7 +239,10 @@ async def prune_periodically(
 
 
 async def delete_thread(pool: AsyncConnectionPool[Any], thread_id: str) -> int:
-    """Delete a thread wholly: every checkpoint, channel value and pending write.
+    """Delete a thread wholly: every checkpoint, channel value and pending write, its
+    background runs with their events, its runs' replay records (`graphs.run_records`), its
+    artefacts (`app.artifacts`), its escalated approvals (`graphs.escalations`), and its
+    record (`graphs.thread_records`).
 
     Returns:
         How many checkpoints it had (0: no such thread, nothing deleted).
@@ -240,22 +250,16 @@ async def delete_thread(pool: AsyncConnectionPool[Any], thread_id: str) -> int:
     Raises:
         ThreadBusyError: a run holds the thread.
     """
-    async with pool.connection() as conn:
-        if not await try_lock_thread(conn, thread_id):
-            raise ThreadBusyError(thread_id, BUSY)
-        try:
-            async with conn.transaction():
-                deleted = await conn.execute(
-                    "DELETE FROM checkpoints WHERE thread_id = %s", (thread_id,)
-                )
-                await conn.execute(
-                    "DELETE FROM checkpoint_writes WHERE thread_id = %s", (thread_id,)
-                )
-                await conn.execute(
-                    "DELETE FROM checkpoint_blobs WHERE thread_id = %s", (thread_id,)
-                )
-        finally:
-            await unlock_threads(conn)
+    async with pool.connection() as conn, locked_on(conn, thread_id), conn.transaction():
+        deleted = await conn.execute("DELETE FROM checkpoints WHERE thread_id = %s", (thread_id,))
+        await conn.execute("DELETE FROM checkpoint_writes WHERE thread_id = %s", (thread_id,))
+        await conn.execute("DELETE FROM checkpoint_blobs WHERE thread_id = %s", (thread_id,))
+        # Its background runs and their events (`graphs.run_log`).
+        await conn.execute("DELETE FROM agentgraph_runs WHERE thread_id = %s", (thread_id,))
+        await conn.execute("DELETE FROM agentgraph_run_records WHERE thread_id = %s", (thread_id,))
+        await conn.execute("DELETE FROM agentgraph_artifacts WHERE thread_id = %s", (thread_id,))
+        await conn.execute("DELETE FROM agentgraph_escalations WHERE thread_id = %s", (thread_id,))
+        await conn.execute("DELETE FROM agentgraph_threads WHERE thread_id = %s", (thread_id,))
     count: int = deleted.rowcount
     return count
 
@@ -279,3 +283,38 @@ async def discard_since(pool: AsyncConnectionPool[Any], thread_id: str, since: d
             async with conn.transaction():
                 await _apply(conn, thread_id, PrunePlan(delete=ids, reparent={}))
     return len(ids)
+
+
+CHECKPOINT_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+
+
+async def copy_thread(pool: AsyncConnectionPool[Any], thread_id: str, new_id: str) -> int:
+    """Copy a thread wholly (every checkpoint, channel value and pending write) to `new_id`,
+    which must have none yet, under the source thread's lock.
+
+    Returns:
+        How many checkpoints were copied.
+
+    Raises:
+        ThreadBusyError: a run holds the thread.
+    """
+    async with pool.connection() as conn, locked_on(conn, thread_id), conn.transaction():
+        copied = 0
+        for table in CHECKPOINT_TABLES:
+            cursor = await conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = %s"
+                " AND column_name <> 'thread_id' ORDER BY ordinal_position",
+                (table,),
+            )
+            columns = ", ".join(f'"{r["column_name"]}"' for r in await cursor.fetchall())
+            # The names come from the tuple above and from the catalog.
+            inserted = await conn.execute(
+                f"INSERT INTO {table} (thread_id, {columns})"
+                f" SELECT %s, {columns} FROM {table} WHERE thread_id = %s",
+                (new_id, thread_id),
+                prepare=False,
+            )
+            if table == "checkpoints":
+                copied = inserted.rowcount
+    return copied

@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, StateSnapshot
 
@@ -21,7 +22,9 @@ from app.checkpoint.saver import NEW_THREAD, ON_WRITES_COMMITTED, UNFLUSHED_WRIT
 from app.errors import AgentGraphError
 from graphs.agent import AgentGraph
 from graphs.multitask import StopMode
+from graphs.observe import RunObservation, run_kind
 from graphs.retention import discard_since
+from graphs.run_records import RunRecorder, store_record
 from nodes.context import Context
 from nodes.events import EventSink, event_sink
 from nodes.schemas import ApprovalDecision
@@ -30,6 +33,8 @@ from nodes.state import InputState
 logger = logging.getLogger(__name__)
 
 RunEvent = dict[str, Any]
+RUN_ID_KEY = "agentgraph_run_id"
+"""The checkpoint metadata that names the background run that wrote the checkpoint."""
 StopCheck = Callable[[], StopMode | None]
 """Asked between super-steps: whether another run asked this one to stop, and how."""
 STOPPED = {
@@ -53,7 +58,20 @@ def thread_config(thread_id: str, checkpoint_id: str | None = None) -> RunnableC
     return {"configurable": configurable}
 
 
-def _interrupt_event(snapshot: StateSnapshot, thread_id: str) -> RunEvent | None:
+def graph_input(
+    request: str | None, resume: ApprovalDecision | None
+) -> InputState | Command[Any] | None:
+    """What the graph is run with: a new request, the resume value of its interrupt, or
+    nothing (it goes on from its latest checkpoint)."""
+    if resume is not None:
+        return Command(resume=dict(resume))
+    if request is not None:
+        return InputState(request=request)
+    return None
+
+
+def interrupt_event(snapshot: StateSnapshot, thread_id: str) -> RunEvent | None:
+    """The `interrupt` event of a thread that waits for a person, else None."""
     if not snapshot.interrupts:
         return None
     first = snapshot.interrupts[0]
@@ -119,6 +137,7 @@ async def run_events(
     proceed: bool = False,
     new_thread: bool = False,
     stop: StopCheck | None = None,
+    run_id: str | None = None,
 ) -> None:
     """Run (or resume, or continue) a thread to its end or its next interrupt, handing each
     event to `sink` as it happens: plan_update, handoff, delta, step_result, interrupt,
@@ -132,82 +151,105 @@ async def run_events(
     thread's latest checkpoint with no new input: what a run cut off by a stop or a crash
     left to do. Tasks that finished before the stop are not run again. `new_thread` says
     the caller just made the thread id up, so the run does not look for its checkpoint.
+    `run_id` names the run in the metadata of every checkpoint it writes (`RUN_ID_KEY`).
     `sink` is called in the event loop's thread, also for events of code that runs in a
-    worker thread.
+    worker thread. The run is observed (`graphs.observe`): its span is the root of its
+    trace, named by `run_id` (a fresh id without one), and its end is counted. With the
+    Postgres saver, the events `sink` got are stored at the run's end, for replay
+    (`graphs.run_records`), unless the run was rolled back.
     """
-    payload: InputState | Command[Any] | None
     if sum((request is not None, resume is not None, proceed)) != 1:
         raise ValueError("give exactly one of a request, a resume value and proceed=True")
-    if resume is not None:
-        payload = Command(resume=dict(resume))
-    elif request is not None:
-        payload = InputState(request=request)
-    else:
-        payload = None
+    payload = graph_input(request, resume)
     loop = asyncio.get_running_loop()
     loop_thread = threading.get_ident()
     finished = False
     saver = graph.checkpointer if isinstance(graph.checkpointer, Saver) else None
-    announcer = _AfterCommit(sink, holding=saver is not None)
+    recorder = RunRecorder()
+    rolled_back = False
+
+    def deliver(event: RunEvent) -> None:
+        recorder.see(event)
+        sink(event)
+
+    announcer = _AfterCommit(deliver, holding=saver is not None)
+
+    observation = RunObservation(thread_id=thread_id, run_id=run_id, kind=run_kind(request, resume))
 
     def put(event: RunEvent) -> None:
         nonlocal finished
         finished = finished or event["event"] == "final"
+        observation.see(event)
         if threading.get_ident() == loop_thread:
             announcer.put(event)
         else:
             loop.call_soon_threadsafe(announcer.put, event)
 
-    token = event_sink.set(put)
-    try:
-        # The nodes' events reach `put` directly (`nodes.events`), and LangGraph streams only
-        # the state's values, its cheapest mode. Streaming `custom` made a server run take
-        # about a fifth more CPU, `updates` more still. A run that stopped without its final
-        # event is asked for its interrupt.
-        config = thread_config(thread_id)
-        if new_thread:
-            config["configurable"][NEW_THREAD] = True
-        # The Postgres saver need not hold a super-step up until its checkpoint is committed
-        # (LangGraph waits for each checkpoint before it sends the next): the checkpoints
-        # queue, in order, and the run waits for all of them at its end.
-        if saver is not None:
-            config["configurable"][UNFLUSHED_WRITES] = True
-            config["configurable"][ON_WRITES_COMMITTED] = announcer.committed
-        started_at = datetime.now(UTC)
-        stopped: StopMode | None = stop() if stop is not None else None
+    with observation.running():
+        token = event_sink.set(put)
         try:
-            if stopped is None:
-                steps = cast(
-                    AsyncGenerator[Any, None],
-                    graph.astream(payload, config, context=context, stream_mode="values"),
-                )
-                async with contextlib.aclosing(steps):
-                    async for _ in steps:
-                        if stop is not None and (stopped := stop()) is not None:
-                            break
-        finally:
+            # The nodes' events reach `put` directly (`nodes.events`), and LangGraph streams only
+            # the state's values, its cheapest mode. Streaming `custom` made a server run take
+            # about a fifth more CPU, `updates` more still. A run that stopped without its final
+            # event is asked for its interrupt.
+            config = thread_config(thread_id)
+            if new_thread:
+                config["configurable"][NEW_THREAD] = True
+            if run_id is not None:
+                config["metadata"] = {RUN_ID_KEY: run_id}
+            # The Postgres saver need not hold a super-step up until its checkpoint is committed
+            # (LangGraph waits for each checkpoint before it sends the next): the checkpoints
+            # queue, in order, and the run waits for all of them at its end.
+            if saver is not None:
+                config["configurable"][UNFLUSHED_WRITES] = True
+                config["configurable"][ON_WRITES_COMMITTED] = announcer.committed
+            started_at = datetime.now(UTC)
+            stopped: StopMode | None = stop() if stop is not None else None
             try:
-                if saver is not None:
-                    await saver.flush(thread_id)
+                if stopped is None:
+                    steps = cast(
+                        AsyncGenerator[Any, None],
+                        graph.astream(payload, config, context=context, stream_mode="values"),
+                    )
+                    async with contextlib.aclosing(steps):
+                        async for _ in steps:
+                            if stop is not None and (stopped := stop()) is not None:
+                                break
             finally:
-                announcer.release()
-        if stopped is not None:
-            if stopped == "rollback" and saver is not None:
-                await discard_since(saver.conn, thread_id, started_at)
-            put({"event": "error", "type": "RunStopped", "message": STOPPED[stopped]})
-            return
-        if not finished:
-            event = _interrupt_event(await graph.aget_state(thread_config(thread_id)), thread_id)
-            if event is not None:
-                put(event)
-    except AgentGraphError as exc:
-        put({"event": "error", "type": type(exc).__name__, "message": str(exc)})
-    except Exception as exc:
-        # The checkpoint keeps everything up to the failing node; report and keep going.
-        logger.exception("run %s failed", thread_id)
-        put({"event": "error", "type": type(exc).__name__, "message": str(exc)})
-    finally:
-        event_sink.reset(token)
+                try:
+                    if saver is not None:
+                        await saver.flush(thread_id)
+                finally:
+                    announcer.release()
+            if stopped is not None:
+                if stopped == "rollback" and saver is not None:
+                    rolled_back = True
+                    await discard_since(saver.conn, thread_id, started_at)
+                put({"event": "error", "type": "RunStopped", "message": STOPPED[stopped]})
+                return
+            if not finished:
+                event = interrupt_event(await graph.aget_state(thread_config(thread_id)), thread_id)
+                if event is not None:
+                    put(event)
+        except AgentGraphError as exc:
+            put({"event": "error", "type": type(exc).__name__, "message": str(exc)})
+        except Exception as exc:
+            # The checkpoint keeps everything up to the failing node; report and keep going.
+            logger.exception("run %s failed", thread_id)
+            put({"event": "error", "type": type(exc).__name__, "message": str(exc)})
+        finally:
+            event_sink.reset(token)
+            if saver is not None and not rolled_back and recorder.count:
+                await keep_record(saver, thread_id, observation.run_id, recorder)
+
+
+async def keep_record(saver: Saver, thread_id: str, run_id: str, recorder: RunRecorder) -> None:
+    """Store a run's record for replay; a database that fails here is logged, not raised."""
+    try:
+        await store_record(saver.conn, thread_id, run_id, recorder)
+    except psycopg.Error as exc:
+        # The run itself is stored in its checkpoints; only its replay lacks the deltas.
+        logger.warning("could not keep the events of run %s of %s: %s", run_id, thread_id, exc)
 
 
 async def stream_events(

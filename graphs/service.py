@@ -5,12 +5,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from app.artifacts import ArtifactStore
 from app.db import Database, open_database
 from app.settings import Settings
 from app.tools.audit import AuditLog
 from app.tools.manifest import Manifest, load_manifest
 from app.tools.mcp import open_mcp_tools
 from graphs.agent import AgentGraph, compile_graph
+from graphs.escalations import setup_escalations
+from graphs.run_log import setup_run_log
+from graphs.run_records import setup_run_records
+from graphs.thread_records import setup_thread_records
 from nodes.toolbox import Toolbox, build_toolbox
 from retrievers.service import Library
 
@@ -27,6 +32,8 @@ class Agent:
     """Every tool call of the agent's tool steps."""
     toolbox: Toolbox
     """The manifest's agents, their tools and the policy."""
+    artifacts: ArtifactStore
+    """What the agent's steps produced beside their answers (`nodes.artifacts`)."""
 
     async def list_threads(self, *, limit: int = 50) -> list[dict[str, Any]]:
         """Return the most recently active threads, newest first."""
@@ -60,6 +67,12 @@ async def open_agent(
         library = Library(url=db.url, pool=db.pool, settings=settings)
         audit = AuditLog(db.pool)
         await audit.setup()
+        await setup_run_log(db.pool)
+        await setup_thread_records(db.pool)
+        artifacts = ArtifactStore(db.pool)
+        await artifacts.setup()
+        await setup_run_records(db.pool)
+        await setup_escalations(db.pool)
         toolbox = build_toolbox(manifest, library=library, extra_tools=mcp)
         graph = compile_graph(
             db.saver,
@@ -68,5 +81,13 @@ async def open_agent(
             library=library,
             audit=audit,
             toolbox=toolbox,
+            artifacts=artifacts,
         )
-        yield Agent(graph=graph, db=db, library=library, audit=audit, toolbox=toolbox)
+        yield Agent(
+            graph=graph,
+            db=db,
+            library=library,
+            audit=audit,
+            toolbox=toolbox,
+            artifacts=artifacts,
+        )

@@ -15,7 +15,7 @@ from graphs.agent import AgentGraph
 from graphs.runs import thread_config
 from nodes.context import Context
 from nodes.finalize import build_report
-from nodes.schemas import Citation, Plan, PlanRevision
+from nodes.schemas import Citation, Critique, Plan, PlanRevision, StepResult
 from nodes.state import RunReport, State
 
 ThreadStatus = Literal["running", "interrupted", "done", "rejected", "failed"]
@@ -33,6 +33,10 @@ class ThreadView(TypedDict):
     plan_history: list[PlanRevision]
     pending_approval: dict[str, Any] | None
     report: RunReport | None
+    results: list[StepResult]
+    """The step results of every plan revision, in the order they came."""
+    critique: Critique | None
+    """The critic's latest verdict."""
     checkpoint_id: str | None
     next: list[str]
 
@@ -97,6 +101,8 @@ async def view_thread(
         plan_history=values.get("plan_history", []),
         pending_approval=pending,
         report=report,
+        results=list(values.get("results", {}).values()),
+        critique=values.get("critique"),
         checkpoint_id=snapshot.config["configurable"].get("checkpoint_id"),
         next=list(snapshot.next),
     )

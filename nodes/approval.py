@@ -12,6 +12,7 @@ from langgraph.types import Command, interrupt
 from pydantic import TypeAdapter, ValidationError
 
 from app.errors import InvalidDecisionError, PlanValidationError
+from app.settings import TimeoutAction
 from nodes.context import Context
 from nodes.events import emit
 from nodes.llm import usage_record
@@ -33,6 +34,10 @@ RESUME_HELP = {
     "reject": '{"decision": "reject", "reason": "why"}',
     "edit": '{"decision": "edit", "plan": {"goal": ..., "steps": [...]}}',
 }
+TIMED_OUT = "timed out"
+"""The reason of a decision that a gate's deadline took (`approval_timeout`)."""
+DEADLINE = "deadline"
+"""Who took a decision when a gate's deadline passed (`ApprovalDecision.by`)."""
 
 
 def parse_decision(
@@ -49,19 +54,29 @@ def parse_decision(
     try:
         decision = _DECISION.validate_python(raw)
     except ValidationError as exc:
+        errors = exc.errors()
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in errors
         )
-        raise InvalidDecisionError(f"bad approval decision: {problems}") from None
+        raise InvalidDecisionError(
+            f"bad approval decision: {problems}",
+            detail=[{"loc": list(e["loc"]), "msg": e["msg"]} for e in errors],
+        ) from None
     if decision["decision"] == "edit":
         if decision["plan"] is None:
-            raise InvalidDecisionError("an 'edit' decision needs a 'plan'")
+            raise InvalidDecisionError(
+                "an 'edit' decision needs a 'plan'",
+                detail=[{"loc": ["plan"], "msg": "an 'edit' decision needs a 'plan'"}],
+            )
         try:
             decision["plan"] = validate_plan(
                 decision["plan"], known_kinds=KNOWN_KINDS, max_steps=max_steps, roster=roster
             )
         except PlanValidationError as exc:
-            raise InvalidDecisionError(f"the edited plan is invalid: {exc}") from None
+            raise InvalidDecisionError(
+                f"the edited plan is invalid: {exc}",
+                detail=[{"loc": ["plan", *loc], "msg": msg} for loc, msg in exc.located()],
+            ) from None
     if decision["decision"] == "reject" and not (decision["reason"] or "").strip():
         decision["reason"] = "rejected without a reason"
     return decision
@@ -98,6 +113,46 @@ async def route_answer(state: State) -> Literal["approve_final", "finalize"]:
     """Stop at the final gate only when the run asked for it."""
     wanted = Context.from_record(state["options"]).approve_final
     return "approve_final" if wanted and state.get("status") != "rejected" else "finalize"
+
+
+def is_low_risk(plan: Plan, roster: Roster | None = None) -> bool:
+    """Whether a gate over `plan` is low-risk: no step requires approval (the planner flags
+    steps with side effects, and tool steps with a gated tool) and no step may call a tool
+    that `roster`'s policy gates. Only a low-risk gate may be approved by its deadline."""
+    gated = roster.gated if roster is not None else frozenset()
+    return not any(s["requires_approval"] or gated & set(s.get("tools", [])) for s in plan["steps"])
+
+
+def timeout_action(action: TimeoutAction, *, low_risk: bool) -> TimeoutAction:
+    """What a passed deadline does to a gate: `approve` escalates a gate that is not
+    low-risk instead."""
+    return "escalate" if action == "approve" and not low_risk else action
+
+
+def with_deadline(
+    request: ApprovalRequest,
+    context: Context,
+    *,
+    roster: Roster | None = None,
+    now: datetime | None = None,
+) -> ApprovalRequest:
+    """Add the gate's deadline to its payload: when it passes (`now` plus the run's
+    `approval_timeout`, or never) and what it does then (`timeout_action`)."""
+    wait = context.approval_wait
+    low_risk = is_low_risk(request["plan"], roster)
+    if wait is None:
+        return ApprovalRequest(
+            **{**request, "deadline": None, "on_timeout": None, "low_risk": low_risk}
+        )
+    deadline = (now or datetime.now(UTC)) + wait
+    return ApprovalRequest(
+        **{
+            **request,
+            "deadline": deadline.isoformat(timespec="milliseconds"),
+            "on_timeout": timeout_action(context.approval_timeout_action, low_risk=low_risk),
+            "low_risk": low_risk,
+        }
+    )
 
 
 def _ask(
@@ -170,15 +225,19 @@ def _approve_plan(
     risk = risk_of(plan, roster)
     decision = _ask(
         "plan",
-        ApprovalRequest(
-            gate="plan",
-            thread_id=runtime.execution_info.thread_id if runtime.execution_info else None,
-            reason=f"approval policy '{context.approval}': the plan needs a person's decision",
-            risk=risk,
-            plan=plan,
-            answer=None,
-            error=None,
-            resume=RESUME_HELP,
+        with_deadline(
+            ApprovalRequest(
+                gate="plan",
+                thread_id=runtime.execution_info.thread_id if runtime.execution_info else None,
+                reason=f"approval policy '{context.approval}': the plan needs a person's decision",
+                risk=risk,
+                plan=plan,
+                answer=None,
+                error=None,
+                resume=RESUME_HELP,
+            ),
+            context,
+            roster=roster,
         ),
         max_steps=context.max_steps,
         roster=roster,
@@ -228,15 +287,18 @@ async def approve_final(state: State, runtime: Runtime[Context]) -> Command[Lite
     context = runtime.context
     if not context.approve_final or state.get("status") == "rejected":
         return Command(goto="finalize")
-    request = ApprovalRequest(
-        gate="final",
-        thread_id=runtime.execution_info.thread_id if runtime.execution_info else None,
-        reason="the final answer needs a person's approval",
-        risk="the answer will be returned to the caller as final",
-        plan=state["plan"],
-        answer=state.get("answer"),
-        error=None,
-        resume={k: v for k, v in RESUME_HELP.items() if k != "edit"},
+    request = with_deadline(
+        ApprovalRequest(
+            gate="final",
+            thread_id=runtime.execution_info.thread_id if runtime.execution_info else None,
+            reason="the final answer needs a person's approval",
+            risk="the answer will be returned to the caller as final",
+            plan=state["plan"],
+            answer=state.get("answer"),
+            error=None,
+            resume={k: v for k, v in RESUME_HELP.items() if k != "edit"},
+        ),
+        context,
     )
     while True:
         decision = _ask("final", request, max_steps=context.max_steps)

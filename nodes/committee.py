@@ -40,13 +40,14 @@ def committee_worker(toolbox: Toolbox | None = None) -> Node[WorkerInput, Worker
 async def _member(
     payload: WorkerInput, context: Context, box: Toolbox, agent: str
 ) -> tuple[Vote, Generation]:
-    model = box.model_of(agent, context.model)
+    route = box.route_of(agent, context, "reasoning")
     messages = step_messages(payload)
     messages[0] = SystemMessage(box.prompt_of(agent, SYSTEM_PROMPT))
     try:
         generation = await generate(
             messages,
-            model=model,
+            model=route.primary,
+            fallbacks=route.fallbacks,
             writer=_quiet,
             node="committee",
             step_id=payload["step"]["id"],
@@ -54,11 +55,11 @@ async def _member(
         )
     except Exception as exc:  # whatever sank one member, the others may answer
         logger.warning("committee member %s failed: %s", agent, exc)
-        generation = Generation(text="", model=model, tokens=Tokens(), cost=0.0)
+        generation = Generation(text="", model=route.primary, tokens=Tokens(), cost=0.0)
     answer = generation.text.strip()
     vote = Vote(
         agent=agent,
-        model=model,
+        model=generation.model,
         answer=answer,
         status="done" if answer else "failed",
         chosen=False,
@@ -79,22 +80,24 @@ async def _judge(
         "required": ["best", "reason"],
     }
     prompt = JUDGE_PROMPT.format(instruction=payload["step"]["instruction"], answers=listed)
+    route = context.route("critic")
     parsed, generation = await generate_structured(
         [SystemMessage("You judge answers and reply in JSON."), HumanMessage(prompt)],
         schema,
-        model=context.model,
+        model=route.primary,
+        fallbacks=route.fallbacks,
         config=model_config("committee", payload["step"]["id"]),
     )
     best = parsed.get("best") if isinstance(parsed, dict) else None
     if not isinstance(best, int) or not 1 <= best <= len(candidates):
         return Judgement(
-            model=context.model,
+            model=generation.model,
             chosen=candidates[0]["agent"],
             reason=f"the judge gave no valid choice ({best!r}): the first answer is kept",
         ), generation
     reason = str(parsed.get("reason") or "").strip() if isinstance(parsed, dict) else ""
     return Judgement(
-        model=context.model, chosen=candidates[best - 1]["agent"], reason=reason
+        model=generation.model, chosen=candidates[best - 1]["agent"], reason=reason
     ), generation
 
 
@@ -118,7 +121,7 @@ async def _committee(payload: WorkerInput, runtime: Runtime[Context], box: Toolb
             spent.append(judged)
         except Exception as exc:  # a judge that fails leaves the answers
             judgement = Judgement(
-                model=context.model,
+                model=context.route("critic").primary,
                 chosen=candidates[0]["agent"],
                 reason=f"the judge failed ({exc}): the first answer is kept",
             )
@@ -129,14 +132,18 @@ async def _committee(payload: WorkerInput, runtime: Runtime[Context], box: Toolb
             output = vote["answer"]
     tokens = sum((g.tokens for g in spent), Tokens())
     cost = sum(g.cost for g in spent)
+    fallbacks = tuple(f for g in spent for f in g.fallbacks)
     return answered_step(
         runtime,
         step,
         node="committee",
         started=started,
-        generation=Generation(text=output, model=context.model, tokens=tokens, cost=cost),
+        generation=Generation(
+            text=output, model=context.model, tokens=tokens, cost=cost, fallbacks=fallbacks
+        ),
         error="no member of the committee answered",
         votes=votes,
+        fallbacks=list(fallbacks),
         **({"judgement": judgement} if judgement is not None else {}),
     )
 

@@ -2,11 +2,21 @@
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, get_args
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
+from typing import Any, Literal, get_args, get_origin
 
 from app.errors import ConfigError
-from app.settings import ApprovalPolicy, PlannerKind, Settings
+from app.model_routes import ModelRole, Route, resolve_route, route_problems
+from app.settings import (
+    MAX_REPLANS,
+    MAX_STEPS,
+    ApprovalPolicy,
+    PlannerKind,
+    Settings,
+    TimeoutAction,
+)
+from app.spans import parse_timeout
 from retrievers.names import COLLECTION_NAME_PATTERN
 
 Mode = Literal["auto", "direct", "plan"]
@@ -14,6 +24,7 @@ Synthesis = Literal["auto", "model", "compose"]
 Pattern = Literal["single", "committee", "supervisor"]
 _CHOICES: dict[str, tuple[str, ...]] = {
     "approval": get_args(ApprovalPolicy),
+    "approval_timeout_action": get_args(TimeoutAction),
     "planner": get_args(PlannerKind),
     "mode": get_args(Mode),
     "synthesis": get_args(Synthesis),
@@ -23,14 +34,20 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _FROM_SETTINGS = (
     "model",
     "approval",
+    "approval_timeout",
+    "approval_timeout_action",
     "planner",
     "max_replans",
     "token_budget",
     "max_steps",
     "max_tool_calls",
     "max_output_tokens",
+    "models",
+    "fallbacks",
 )
 """The options whose default is a process setting of the same name."""
+_MERGED = ("models", "fallbacks")
+"""Routing tables: a run's entries are laid over the settings' per role, not instead."""
 SERVER_SET = ("budget_label",)
 """Fields of the context that the server sets (from an API key's budget), never a caller."""
 
@@ -40,9 +57,17 @@ def _setting_default(name: str) -> Any:
     return Settings.model_fields[name].default
 
 
+def _type_name(declared: object) -> str:
+    if get_origin(declared) is dict:
+        return "an object"
+    return declared.__name__ if isinstance(declared, type) else "a str"
+
+
 def _has_type(value: object, declared: object) -> bool:
     if value is None:
         return "None" in str(declared)  # an optional option left unset
+    if get_origin(declared) is dict:
+        return isinstance(value, dict)  # its entries are checked by `route_problems`
     if declared is bool:
         return isinstance(value, bool)
     if declared is int:
@@ -56,9 +81,19 @@ class Context:
 
     model: str = _setting_default("model")
     """Chat model: 'local' or a provider string such as 'openai:gpt-4o-mini'."""
+    models: dict[str, str] = field(default_factory=dict, hash=False)
+    """Chat model per node role (planner, reasoning, rag, critic, synthesis), over `model`."""
+    fallbacks: dict[str, list[str]] = field(default_factory=dict, hash=False)
+    """Chat models to try in order, per node role or "*" for every role, when the role's
+    model errors, times out or is rate-limited (`app.model_routes`)."""
     # RUF009 cannot tell that these settings' defaults are plain strings, as immutable as any.
     approval: ApprovalPolicy = _setting_default("approval")  # noqa: RUF009
     """When to stop for a person: never, always, or when a step requires approval."""
+    approval_timeout: str | None = _setting_default("approval_timeout")
+    """How long an approval gate waits (30m, 2d, or whole seconds); None: forever."""
+    approval_timeout_action: TimeoutAction = _setting_default("approval_timeout_action")  # noqa: RUF009
+    """What the gate's deadline does when it passes: reject, approve (low-risk gates only;
+    others escalate) or escalate (keep waiting, flagged)."""
     approve_final: bool = False
     """Also ask a person to approve the final answer."""
     planner: PlannerKind = _setting_default("planner")  # noqa: RUF009
@@ -93,7 +128,7 @@ class Context:
 
     def __post_init__(self) -> None:
         wrong = [
-            f"{f.name} must be {f.type.__name__ if isinstance(f.type, type) else 'a str'}"
+            f"{f.name} must be {_type_name(f.type)}"
             for f in fields(self)
             if not _has_type(getattr(self, f.name), f.type)
         ]
@@ -107,6 +142,9 @@ class Context:
         for name in ("max_replans",):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
+        for name, most in (("max_replans", MAX_REPLANS), ("max_steps", MAX_STEPS)):
+            if getattr(self, name) > most:
+                problems.append(f"{name} must be <= {most}")
         for name in ("token_budget", "max_steps", "max_tool_calls", "max_output_tokens"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
@@ -116,8 +154,39 @@ class Context:
             problems.append("collection must be 1-40 lowercase letters, digits or underscores")
         if not self.model.strip():
             problems.append("model must not be empty")
+        problems.extend(route_problems(self.models, self.fallbacks))
+        if self.approval_timeout is not None:
+            try:
+                parse_timeout(self.approval_timeout, what="approval_timeout")
+            except ConfigError as exc:
+                problems.append(str(exc))
         if problems:
             raise ConfigError("bad run option: " + "; ".join(problems))
+
+    @property
+    def approval_wait(self) -> timedelta | None:
+        """How long an approval gate waits for a person (`approval_timeout`); None: forever."""
+        if self.approval_timeout is None:
+            return None
+        return parse_timeout(self.approval_timeout, what="approval_timeout")
+
+    def route(
+        self,
+        role: ModelRole,
+        *,
+        agent_model: str | None = None,
+        agent_fallbacks: list[str] | None = None,
+    ) -> Route:
+        """The models a call for `role` tries, in order (see `app.model_routes`); a manifest
+        agent's own model and fallbacks come first."""
+        return resolve_route(
+            role,
+            model=self.model,
+            models=self.models,
+            fallbacks=self.fallbacks,
+            agent_model=agent_model,
+            agent_fallbacks=agent_fallbacks or (),
+        )
 
     @classmethod
     def from_record(cls, options: Mapping[str, object]) -> "Context":
@@ -135,7 +204,9 @@ class Context:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> "Context":
-        """Build a context from the process defaults, then apply the non-None overrides.
+        """Build a context from the process defaults, then apply the non-None overrides; the
+        routing tables (`models`, `fallbacks`) of the overrides are laid over the settings'
+        per role.
 
         Raises:
             ConfigError: an override names no option or has a bad value.
@@ -145,4 +216,8 @@ class Context:
         if unknown:
             raise ConfigError(f"unknown run option(s): {', '.join(unknown)}")
         base = cls(**{name: getattr(settings, name) for name in _FROM_SETTINGS})
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        for name in _MERGED:
+            if isinstance(given.get(name), Mapping):
+                given[name] = {**getattr(base, name), **given[name]}
+        return replace(base, **given)

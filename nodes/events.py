@@ -24,6 +24,7 @@ EventName = Literal[
     "error",
     "retrieval",
     "citations",
+    "fallback",
 ]
 EVENT_NAMES: tuple[EventName, ...] = get_args(EventName)
 

@@ -7,6 +7,7 @@ from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
 from app.accounting import UsageRecord, active_ms, per_node
+from app.model_routes import FallbackTaken
 from nodes.context import Context
 from nodes.events import emit
 from nodes.llm import usage_record
@@ -50,6 +51,8 @@ def build_report(state: State, context: Context, status: RunStatus) -> RunReport
                 "tokens": r["usage"]["input_tokens"] + r["usage"]["output_tokens"],
                 "error": r["error"],
                 **({"grounding": r.get("grounding")} if r["kind"] == "rag" else {}),
+                **({"model": r["model"]} if r.get("model") else {}),
+                **({"fallbacks": r["fallbacks"]} if r.get("fallbacks") else {}),
                 **(
                     {
                         "committee": [v["agent"] for v in r["votes"]],
@@ -69,7 +72,22 @@ def build_report(state: State, context: Context, status: RunStatus) -> RunReport
         verdict=critique["verdict"] if critique else None,
         verdict_reason=critique["reason"] if critique else None,
         grounding=critique["grounding"] if critique else None,
+        model_fallbacks=fallbacks_taken(usage),
     )
+
+
+def fallbacks_taken(usage: list[UsageRecord]) -> list[FallbackTaken]:
+    """Every model fallback of the run's calls, in the order the calls ended."""
+    return [
+        FallbackTaken(
+            **fallback,
+            node=record["node"],
+            step_id=record["step_id"],
+            answered_by=record["model"],
+        )
+        for record in sorted(usage, key=lambda r: r["ended_at"])
+        for fallback in record.get("fallbacks", [])
+    ]
 
 
 async def finalize(state: State, runtime: Runtime[Context]) -> FinalizeUpdate:

@@ -1,7 +1,25 @@
-"""Model calls from nodes: streamed token deltas, token counts and cost, in one place."""
+"""Model calls from nodes: streamed token deltas, token counts and cost, and model fallbacks,
+in one place; each model call is a span (`app.telemetry.tracing.model_span`) carrying what it
+spent.
 
+Fallbacks are this module's own loop rather than LangChain's `with_fallbacks`: a call tries
+its route's models in order (`app.model_routes.Route`) and moves on when one raises, gives no
+token within `AGENTGRAPH_MODEL_TIMEOUT_S` (`ModelTimeoutError`) or is rate-limited.
+`with_fallbacks` knows nothing of that timeout, cannot tell which model answered or why the
+others did not (the step result and the report say both), and would hide a half-streamed
+answer: here each failed model is recorded (`ModelFallback`) and announced.
+
+A primary may fail after it streamed part of its answer. Its deltas have reached the clients
+by then; they are not withdrawn, but a `fallback` event follows them (`discard: true`) that
+tells a client to drop the deltas of that node and step it has so far, and the generation's
+text, hence the step's output, holds only the answering model's text.
+"""
+
+import asyncio
 import logging
 import time
+from collections.abc import Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,22 +30,54 @@ from langchain_core.runnables.config import ensure_config, merge_configs
 from langgraph.types import StreamWriter
 
 from app.accounting import Tokens, UsageRecord, cost_of
+from app.errors import AllModelsFailedError, ModelTimeoutError
+from app.model_routes import FallbackReason, ModelFallback
 from app.models import get_chat_model
+from app.settings import get_settings
+from app.telemetry.tracing import model_span, set_usage
 from nodes.events import emit
 
 logger = logging.getLogger(__name__)
+MAX_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True)
 class Generation:
-    """What one streamed model call produced and spent."""
+    """What one model call produced and spent."""
 
     text: str
     model: str
+    """The model that answered."""
     tokens: Tokens = field(default_factory=Tokens)
     cost: float = 0.0
     estimated: bool = False
     """True when the server reported no usage and the tokens were estimated."""
+    fallbacks: tuple[ModelFallback, ...] = ()
+    """The models of the route that failed before `model` answered, in order."""
+
+
+def fallback_of(model: str, error: BaseException) -> ModelFallback:
+    """Describe why `model` failed a call: a timeout, a rate limit (HTTP 429), or another
+    error."""
+    name = type(error).__name__
+    reason: FallbackReason = "error"
+    if isinstance(error, TimeoutError) or "Timeout" in name:
+        reason = "timeout"
+    elif getattr(error, "status_code", None) == 429 or "RateLimit" in name:
+        reason = "rate_limited"
+    text = " ".join(f"{name}: {error}".split())
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 1] + "…"
+    return ModelFallback(model=model, reason=reason, error=text)
+
+
+def _all_failed(failed: list[ModelFallback]) -> AllModelsFailedError:
+    listed = "; ".join(f"{f['model']}: {f['error']}" for f in failed)
+    return AllModelsFailedError(f"every model of the route failed ({listed})")
+
+
+def _timeout_s() -> float:
+    return get_settings().model_timeout_s
 
 
 async def generate_structured(
@@ -35,25 +85,71 @@ async def generate_structured(
     schema: dict[str, Any] | type,
     *,
     model: str,
+    fallbacks: Sequence[str] = (),
     config: RunnableConfig | None = None,
 ) -> tuple[object, Generation]:
     """Ask for JSON of `schema` (structured output); return it, not yet validated, with what
-    the call spent.
+    the call spent. `model` is asked first, then each of `fallbacks` in turn while the one
+    asked fails; output that does not parse is no reason to ask another.
 
     Raises:
-        OutputParserException: the model's output did not parse.
+        OutputParserException: the answering model's output did not parse.
+        AllModelsFailedError: `model` and every fallback failed.
     """
-    structured = get_chat_model(model).with_structured_output(schema, include_raw=True)
-    raw = await structured.ainvoke(messages, config)
-    parsed: object = raw
-    message = None
-    if isinstance(raw, dict) and "parsed" in raw:
-        parsed, message = raw["parsed"], raw.get("raw")
-        if raw.get("parsing_error"):
-            raise OutputParserException(str(raw["parsing_error"]))
-    usage = getattr(message, "usage_metadata", None) or {}
-    tokens = Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
-    return parsed, Generation(text="", model=model, tokens=tokens, cost=cost_of(model, tokens))
+    chain = (model, *fallbacks)
+    failed: list[ModelFallback] = []
+    for index, spec in enumerate(chain):
+        try:
+            parsed, generation, parsing_error = await _structured_once(
+                messages, schema, model=spec, config=config
+            )
+        except Exception as exc:  # any failure of this model: the next one may answer
+            if len(chain) == 1:
+                raise
+            failed.append(fallback_of(spec, exc))
+            logger.warning("model %s failed (%s)", spec, failed[-1]["error"])
+            if index == len(chain) - 1:
+                raise _all_failed(failed) from exc
+            continue
+        generation = Generation(
+            text=generation.text,
+            model=generation.model,
+            tokens=generation.tokens,
+            cost=generation.cost,
+            fallbacks=tuple(failed),
+        )
+        if parsing_error:
+            raise OutputParserException(str(parsing_error))
+        return parsed, generation
+    raise AssertionError("unreachable: a route has at least one model")
+
+
+async def _structured_once(
+    messages: list[BaseMessage],
+    schema: dict[str, Any] | type,
+    *,
+    model: str,
+    config: RunnableConfig | None,
+) -> tuple[object, Generation, object]:
+    metadata = ensure_config(config).get("metadata") or {}
+    node = metadata.get("agentgraph_node") or metadata.get("langgraph_node")
+    with model_span(model, node=node, step_id=metadata.get("step_id")) as current:
+        structured = get_chat_model(model).with_structured_output(schema, include_raw=True)
+        try:
+            async with asyncio.timeout(_timeout_s()):
+                raw = await structured.ainvoke(messages, config)
+        except TimeoutError:
+            raise ModelTimeoutError(f"no answer from {model!r} within {_timeout_s():g} s") from None
+        parsed: object = raw
+        message = None
+        if isinstance(raw, dict) and "parsed" in raw:
+            parsed, message = raw["parsed"], raw.get("raw")
+        usage = getattr(message, "usage_metadata", None) or {}
+        tokens = Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+        generation = Generation(text="", model=model, tokens=tokens, cost=cost_of(model, tokens))
+        set_usage(current, generation.tokens, generation.cost)
+    parsing_error = raw.get("parsing_error") if isinstance(raw, dict) else None
+    return parsed, generation, parsing_error
 
 
 async def generate(
@@ -64,34 +160,116 @@ async def generate(
     node: str,
     step_id: str | None = None,
     max_tokens: int | None = None,
+    fallbacks: Sequence[str] = (),
 ) -> Generation:
-    """Stream a chat completion, emitting each token delta, and count what it spent."""
-    chat = get_chat_model(model)
-    parts: list[str] = []
-    tokens = Tokens()
-    kwargs: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
-    async for chunk in chat.astream(messages, model_config(node, step_id), **kwargs):
-        text = chunk.text
-        if text:
-            parts.append(text)
-            emit(writer, "delta", node=node, step_id=step_id, text=text)
-        usage = getattr(chunk, "usage_metadata", None)
-        if usage:
-            tokens = tokens + Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
-    estimated = tokens.total == 0 and bool(parts)
-    if estimated:
-        # Some OpenAI-compatible servers stream no usage at all. Never report a call as free:
-        # estimate (a streamed chunk is about one token; about four characters per token).
-        logger.warning("model %s reported no token usage; estimating it", model)
-        prompt_chars = sum(len(m.text) for m in messages)
-        tokens = Tokens(input=max(1, prompt_chars // 4), output=len(parts))
-    return Generation(
-        text="".join(parts).strip(),
-        model=model,
-        tokens=tokens,
-        cost=cost_of(model, tokens),
-        estimated=estimated,
-    )
+    """Stream a chat completion, emitting each token delta, and count what it spent.
+
+    `model` is asked first, then each of `fallbacks` in turn while the one asked fails;
+    each failure is announced by a `fallback` event and kept in the generation.
+
+    Raises:
+        AllModelsFailedError: `model` and every fallback failed (with no fallbacks, the
+            model's own error is raised as it is).
+    """
+    chain = (model, *fallbacks)
+    failed: list[ModelFallback] = []
+    for index, spec in enumerate(chain):
+        parts: list[str] = []
+        try:
+            generation = await _stream_once(
+                messages,
+                model=spec,
+                writer=writer,
+                node=node,
+                step_id=step_id,
+                max_tokens=max_tokens,
+                parts=parts,
+            )
+        except Exception as exc:  # any failure of this model: the next one may answer
+            if len(chain) == 1:
+                raise
+            failed.append(fallback_of(spec, exc))
+            logger.warning("model %s failed (%s)", spec, failed[-1]["error"])
+            last = index == len(chain) - 1
+            emit(
+                writer,
+                "fallback",
+                node=node,
+                step_id=step_id,
+                **failed[-1],
+                next=None if last else chain[index + 1],
+                discard=bool(parts),
+            )
+            if last:
+                raise _all_failed(failed) from exc
+            continue
+        return Generation(
+            text=generation.text,
+            model=generation.model,
+            tokens=generation.tokens,
+            cost=generation.cost,
+            estimated=generation.estimated,
+            fallbacks=tuple(failed),
+        )
+    raise AssertionError("unreachable: a route has at least one model")
+
+
+async def _stream_once(
+    messages: list[BaseMessage],
+    *,
+    model: str,
+    writer: StreamWriter,
+    node: str,
+    step_id: str | None,
+    max_tokens: int | None,
+    parts: list[str],
+) -> Generation:
+    """Stream one model's answer into `parts` (so that a caller sees what it streamed
+    before it failed), each token a delta."""
+    timeout = _timeout_s()
+    with model_span(model, node=node, step_id=step_id) as current:
+        chat = get_chat_model(model)
+        tokens = Tokens()
+        kwargs: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
+        stream = chat.astream(messages, model_config(node, step_id), **kwargs)
+        async with aclosing(stream):  # type: ignore[type-var]
+            while True:
+                try:
+                    async with asyncio.timeout(timeout):
+                        chunk = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    what = "next token" if parts else "answer"
+                    raise ModelTimeoutError(
+                        f"no {what} from {model!r} within {timeout:g} s"
+                    ) from None
+                text = chunk.text
+                if text:
+                    parts.append(text)
+                    emit(writer, "delta", node=node, step_id=step_id, text=text)
+                usage = getattr(chunk, "usage_metadata", None)
+                if usage:
+                    tokens = tokens + Tokens(
+                        usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+                    )
+        estimated = tokens.total == 0 and bool(parts)
+        if estimated:
+            # Some OpenAI-compatible servers stream no usage at all. Never report a call as
+            # free: estimate (a streamed chunk is about one token; about four characters per
+            # token).
+            logger.warning("model %s reported no token usage; estimating it", model)
+            prompt_chars = sum(len(m.text) for m in messages)
+            tokens = Tokens(input=max(1, prompt_chars // 4), output=len(parts))
+        generation = Generation(
+            text="".join(parts).strip(),
+            model=model,
+            tokens=tokens,
+            cost=cost_of(model, tokens),
+            estimated=estimated,
+        )
+        set_usage(current, generation.tokens, generation.cost)
+    return generation
 
 
 def model_config(node: str, step_id: str | None) -> RunnableConfig:
@@ -112,10 +290,11 @@ def usage_record(
     step_id: str | None = None,
     attempts: int = 1,
 ) -> UsageRecord:
-    """Record a node execution that began at `started` (a `time.time()` value) and ends now."""
+    """Record a node execution that began at `started` (a `time.time()` value) and ends now;
+    `generation.model` is the model that answered, and its fallbacks are kept."""
     ended = time.time()
     tokens = generation.tokens if generation else Tokens()
-    return UsageRecord(
+    record = UsageRecord(
         node=node,
         step_id=step_id,
         model=generation.model if generation else None,
@@ -128,3 +307,6 @@ def usage_record(
         attempts=attempts,
         estimated=generation.estimated if generation else False,
     )
+    if generation is not None and generation.fallbacks:
+        record["fallbacks"] = list(generation.fallbacks)
+    return record

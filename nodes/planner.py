@@ -58,10 +58,12 @@ async def llm_plan(
         critique=critique_text,
         request=request,
     )
+    route = context.route("planner")
     return await generate_structured(
         [SystemMessage("You write plans as JSON."), HumanMessage(prompt)],
         Plan,
-        model=context.model,
+        model=route.primary,
+        fallbacks=route.fallbacks,
     )
 
 

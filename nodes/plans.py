@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import TypeAdapter, ValidationError
 
-from app.errors import PlanValidationError
+from app.errors import Location, PlanValidationError
 from app.tools.registry import CALCULATOR
 from nodes.schemas import Critique, Plan, Step, StepResult
 
@@ -74,39 +74,57 @@ def validate_plan(
     try:
         plan = _PLAN_ADAPTER.validate_python(raw)
     except ValidationError as exc:
+        errors = exc.errors()
         raise PlanValidationError(
-            [f"{'.'.join(str(p) for p in e['loc']) or 'plan'}: {e['msg']}" for e in exc.errors()]
+            [f"{'.'.join(str(p) for p in e['loc']) or 'plan'}: {e['msg']}" for e in errors],
+            where=[tuple(e["loc"]) for e in errors],
         ) from None
     kinds = set(known_kinds)
     steps = plan["steps"]
-    problems: list[str] = []
+    found: list[tuple[Location, str]] = []
     if not steps:
-        problems.append("the plan has no steps")
+        found.append((("steps",), "the plan has no steps"))
     if len(steps) > max_steps:
-        problems.append(f"the plan has {len(steps)} steps; at most {max_steps} are allowed")
+        found.append(
+            (("steps",), f"the plan has {len(steps)} steps; at most {max_steps} are allowed")
+        )
     ids = [s["id"] for s in steps]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
-        problems.append(f"duplicate step ids: {', '.join(dupes)}")
+        where = ("steps", ids.index(dupes[0], ids.index(dupes[0]) + 1), "id")
+        found.append((where, f"duplicate step ids: {', '.join(dupes)}"))
     known_ids = set(ids)
-    for s in steps:
+    for index, s in enumerate(steps):
         if s["kind"] not in kinds:
-            problems.append(
-                f"step {s['id']}: unknown kind {s['kind']!r} (known: {', '.join(sorted(kinds))})"
+            found.append(
+                (
+                    ("steps", index, "kind"),
+                    f"step {s['id']}: unknown kind {s['kind']!r} "
+                    f"(known: {', '.join(sorted(kinds))})",
+                )
             )
         for dep in s["depends_on"]:
             if dep == s["id"]:
-                problems.append(f"step {s['id']} depends on itself")
+                found.append((("steps", index, "depends_on"), f"step {s['id']} depends on itself"))
             elif dep not in known_ids:
-                problems.append(f"step {s['id']} depends on unknown step {dep!r}")
+                found.append(
+                    (
+                        ("steps", index, "depends_on"),
+                        f"step {s['id']} depends on unknown step {dep!r}",
+                    )
+                )
     if steps and not any(not s["depends_on"] for s in steps):
-        problems.append("no entry step: every step depends on another")
-    if not problems and _has_cycle(steps):
-        problems.append("the dependencies form a cycle")
+        found.append((("steps",), "no entry step: every step depends on another"))
+    if not found and _has_cycle(steps):
+        found.append((("steps",), "the dependencies form a cycle"))
     if roster is not None:
-        problems.extend(p for s in steps for p in _roster_problems(s, roster))
-    if problems:
-        raise PlanValidationError(problems)
+        found.extend(
+            (("steps", index), p)
+            for index, s in enumerate(steps)
+            for p in _roster_problems(s, roster)
+        )
+    if found:
+        raise PlanValidationError([p for _, p in found], where=[w for w, _ in found])
     return plan if roster is None else assign(plan, roster)
 
 

@@ -11,6 +11,9 @@ import time
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
+from app.artifacts import ArtifactStore
+from app.telemetry.tracing import CHUNKS, COLLECTION, NODE, STEP_ID, span
+from nodes.artifacts import keep_sources
 from nodes.context import Context
 from nodes.documents import collection_for
 from nodes.events import emit
@@ -39,10 +42,15 @@ async def retrieve(
     """Run a hybrid search and label the hits [1], [2], … for the prompt.
 
     The search runs as a LangChain retriever on the node's config, so LangChain's retriever
-    events (`on_retriever_end`, with the documents) report it, tagged with the step.
+    events (`on_retriever_end`, with the documents) report it, tagged with the step; it is
+    a span of its own too.
     """
     retriever = CollectionRetriever(collection=collection, library=library, k=RAG_K)
-    docs = await retriever.ainvoke(query, model_config("rag", step_id))
+    with span(
+        f"retrieve {collection}", {COLLECTION: collection, NODE: "rag", STEP_ID: step_id}
+    ) as current:
+        docs = await retriever.ainvoke(query, model_config("rag", step_id))
+        current.set_attribute(CHUNKS, len(docs))
     return [
         Passage(
             label=str(i),
@@ -55,20 +63,26 @@ async def retrieve(
     ]
 
 
-def rag_worker(library: Library | None = None) -> Node[WorkerInput, WorkerUpdate]:
-    """Return the rag worker; it searches `library` (default: the settings' database)."""
+def rag_worker(
+    library: Library | None = None, *, artifacts: ArtifactStore | None = None
+) -> Node[WorkerInput, WorkerUpdate]:
+    """Return the rag worker; it searches `library` (default: the settings' database) and
+    keeps each step's retrieved passages in `artifacts` (`sources.json`) when given one."""
     documents = library or Library()
 
     async def answer_from_documents(state: WorkerInput, runtime: Runtime[Context]) -> WorkerUpdate:
         """Run one rag step: retrieve, generate with citations, check them, fall back if
         needed."""
-        return await _answer(state, runtime, documents)
+        return await _answer(state, runtime, documents, artifacts)
 
     return answer_from_documents
 
 
 async def _answer(
-    payload: WorkerInput, runtime: Runtime[Context], library: Library
+    payload: WorkerInput,
+    runtime: Runtime[Context],
+    library: Library,
+    artifacts: ArtifactStore | None,
 ) -> WorkerUpdate:
     started = time.time()
     step = payload["step"]
@@ -76,6 +90,10 @@ async def _answer(
     collection = await collection_for(step["instruction"], context, library)
     writer = runtime.stream_writer
     passages = await retrieve(library, step["instruction"], collection, step_id=step["id"])
+    found = [
+        {"chunk_id": p.chunk_id, "source": p.source, "score": p.score, "text": p.text}
+        for p in passages
+    ]
     emit(
         writer,
         "retrieval",
@@ -85,10 +103,7 @@ async def _answer(
         chunks=len(passages),
         chunk_ids=[p.chunk_id for p in passages],
         sources=sorted({p.source for p in passages}),
-        passages=[
-            {"chunk_id": p.chunk_id, "source": p.source, "score": p.score, "text": p.text}
-            for p in passages
-        ],
+        passages=found,
     )
     deps = payload["dependencies"]
     prompt = RAG_PROMPT.format(
@@ -101,10 +116,12 @@ async def _answer(
         question=step["instruction"],
     )
     generation = None
+    route = context.route("rag")
     if passages:
         generation = await generate(
             [SystemMessage(SYSTEM_PROMPT), HumanMessage(prompt)],
-            model=context.model,
+            model=route.primary,
+            fallbacks=route.fallbacks,
             writer=writer,
             node="rag",
             step_id=step["id"],
@@ -170,6 +187,10 @@ async def _answer(
         dropped_citations=dropped,
         extractive=extractive,
         flagged_claims=flagged,
+        model=generation.model if generation else None,
+        fallbacks=list(generation.fallbacks) if generation else [],
     )
+    if artifacts is not None and found:
+        result["artifacts"] = [await keep_sources(artifacts, step["id"], found)]
     emit(writer, "step_result", result=result)
     return WorkerUpdate(results={step["id"]: result}, usage=[record])

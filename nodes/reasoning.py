@@ -71,10 +71,11 @@ async def _reason(payload: WorkerInput, runtime: Runtime[Context], box: Toolbox)
     agent = step.get("agent", box.default_agent)
     messages = step_messages(payload)
     messages[0] = SystemMessage(box.prompt_of(agent, SYSTEM_PROMPT))
-    model = box.model_of(agent, context.model)
+    route = box.route_of(agent, context, "reasoning")
     generation = await generate(
         messages,
-        model=model,
+        model=route.primary,
+        fallbacks=route.fallbacks,
         writer=runtime.stream_writer,
         node="reasoning",
         step_id=step["id"],
@@ -97,6 +98,8 @@ async def _reason(payload: WorkerInput, runtime: Runtime[Context], box: Toolbox)
         attempts=record["attempts"],
         latency_ms=record["latency_ms"],
         error=None if generation.text else "the model returned an empty answer",
+        model=generation.model,
+        fallbacks=list(generation.fallbacks),
     )
     emit(runtime.stream_writer, "step_result", result=result)
     return WorkerUpdate(results={step["id"]: result}, usage=[record])

@@ -10,6 +10,9 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import Field
 from typing_extensions import TypedDict
 
+from app.model_routes import ModelFallback
+from app.settings import TimeoutAction
+
 StepStatus = Literal["done", "failed", "skipped"]
 Verdict = Literal["accept", "replan", "give_up"]
 PlanSource = Literal["direct", "rules", "llm", "edit", "replan"]
@@ -131,6 +134,16 @@ class Judgement(TypedDict):
     reason: str
 
 
+class ArtifactRef(TypedDict):
+    """An artefact a step produced, by reference: its content is in the artefact store
+    (`app.artifacts`), never in the state."""
+
+    id: str
+    name: str
+    media_type: str
+    size: int
+
+
 class StepResult(TypedDict):
     """What a worker returns for a step, success or not."""
 
@@ -160,6 +173,13 @@ class StepResult(TypedDict):
     flagged_claims: NotRequired[list[FlaggedClaim]]
     """rag steps: the sentences of the model's answer that cite nothing retrieved, or whose
     key terms the chunks they cite lack; with any, the answer is not grounded."""
+    model: NotRequired[str | None]
+    """The chat model that answered the step (None when no model was asked)."""
+    fallbacks: NotRequired[list[ModelFallback]]
+    """The models that failed the step's calls before `model` answered, and why, in order."""
+    artifacts: NotRequired[list[ArtifactRef]]
+    """What the step produced beside its answer (a tool's structured or large output, a rag
+    step's sources), stored apart and referenced by id."""
 
 
 class Critique(TypedDict):
@@ -208,3 +228,10 @@ class ApprovalRequest(TypedDict):
     answer: str | None
     error: str | None
     resume: dict[str, str]
+    deadline: NotRequired[str | None]
+    """When the gate stops waiting (ISO time, UTC), set by `approval_timeout`; None: never."""
+    on_timeout: NotRequired[TimeoutAction | None]
+    """What the deadline does when it passes, for this gate: the run's
+    `approval_timeout_action`, except that `approve` escalates a gate that is not low-risk."""
+    low_risk: NotRequired[bool]
+    """No step of the plan requires approval or may call a gated tool (`nodes.approval`)."""

@@ -8,6 +8,7 @@ from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
 from app.accounting import NodeTotals, UsageRecord
+from app.model_routes import FallbackTaken
 from nodes.context import Context
 from nodes.schemas import (
     ApprovalRecord,
@@ -59,6 +60,9 @@ class RunReport(TypedDict):
     verdict_reason: str | None
     grounding: NotRequired[float | None]
     """Mean grounding of the rag steps (None when no step retrieved)."""
+    model_fallbacks: NotRequired[list[FallbackTaken]]
+    """Every model that failed a call and was replaced by the next of its route: where,
+    why, and which model answered instead."""
 
 
 class State(InputState, total=False):

@@ -24,6 +24,7 @@ from langgraph_supervisor import create_supervisor
 
 from app.accounting import Tokens, cost_of
 from app.models import get_chat_model
+from app.telemetry.tracing import model_span, set_usage
 from nodes.context import Context
 from nodes.llm import Generation, model_config
 from nodes.prompts import SUPERVISOR_PROMPT, SYSTEM_PROMPT
@@ -61,10 +62,14 @@ def _worker_graph(box: Toolbox, agent: str, context: Context) -> CompiledStateGr
         prompt = task.text + (
             "\nWhat the others answered:\n" + "\n".join(earlier) if earlier else ""
         )
-        reply = await get_chat_model(model).ainvoke(
-            [SystemMessage(system), HumanMessage(prompt)],
-            max_tokens=context.max_output_tokens,
-        )
+        with model_span(model, node="supervisor") as current:
+            reply = await get_chat_model(model).ainvoke(
+                [SystemMessage(system), HumanMessage(prompt)],
+                max_tokens=context.max_output_tokens,
+            )
+            usage = reply.usage_metadata
+            spent = Tokens(usage["input_tokens"], usage["output_tokens"]) if usage else Tokens()
+            set_usage(current, spent, cost_of(model, spent))
         return {
             "messages": [
                 AIMessage(

@@ -44,7 +44,7 @@ def synthesis_mode(context: Context) -> str:
     so its parallel answers are composed side by side; other models write a synthesis."""
     if context.synthesis != "auto":
         return context.synthesis
-    return "compose" if context.model == "local" else "model"
+    return "compose" if context.route("synthesis").primary == "local" else "model"
 
 
 async def synthesize(state: State, runtime: Runtime[Context]) -> SynthesizeUpdate:
@@ -78,12 +78,14 @@ async def synthesize(state: State, runtime: Runtime[Context]) -> SynthesizeUpdat
             for r in done
             if r["step_id"] == s["id"]
         )
+        route = context.route("synthesis")
         generation = await generate(
             [
                 SystemMessage(SYSTEM_PROMPT),
                 HumanMessage(SYNTHESIZE_PROMPT.format(request=state["request"], findings=findings)),
             ],
-            model=context.model,
+            model=route.primary,
+            fallbacks=route.fallbacks,
             writer=runtime.stream_writer,
             node="synthesize",
             max_tokens=context.max_output_tokens,

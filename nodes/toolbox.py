@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from app.errors import ManifestError, RetrievalError, ToolArgumentError
+from app.model_routes import ModelRole, Route
 from app.settings import get_settings
 from app.tools.files import read_file_tool, write_file_tool
 from app.tools.http import http_get_tool
@@ -24,6 +25,7 @@ from app.tools.manifest import (
 from app.tools.mcp import load_mcp_tools
 from app.tools.policy import ToolPolicy
 from app.tools.registry import CALCULATOR, ToolSpec, with_limits
+from nodes.context import Context
 from nodes.plans import Roster
 from retrievers.service import Library, search
 
@@ -49,6 +51,16 @@ class Toolbox:
         """The chat model `agent` answers with: its manifest's, or the run's."""
         entry = self.manifest.agent(agent)
         return (entry.model if entry else None) or run_model
+
+    def route_of(self, agent: str, context: Context, role: ModelRole = "reasoning") -> Route:
+        """The models `agent` answers a `role` call with, in order: its manifest's model and
+        fallbacks, else the run's route for the role."""
+        entry = self.manifest.agent(agent)
+        return context.route(
+            role,
+            agent_model=entry.model if entry else None,
+            agent_fallbacks=entry.fallbacks if entry else None,
+        )
 
     def prompt_of(self, agent: str, base: str) -> str:
         """The system prompt of `agent`: `base`, then its manifest prompt if it has one."""

@@ -22,14 +22,18 @@ from langchain_core.messages import (
 )
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
+from opentelemetry.trace import StatusCode
 
 from app.accounting import Tokens, cost_of
+from app.artifacts import ArtifactStore
 from app.errors import AgentGraphError, ToolArgumentError, ToolRefusedError
 from app.models import get_chat_model
+from app.telemetry.tracing import NODE, STATUS, STEP_ID, TOOL, model_span, set_usage, span
 from app.tools.audit import AuditLog, CallStatus
 from app.tools.audit import ToolCall as AuditedCall
 from app.tools.policy import run_tool
 from app.tools.registry import ToolSpec
+from nodes.artifacts import keep_tool_outputs
 from nodes.context import Context
 from nodes.events import emit
 from nodes.llm import Generation, model_config, usage_record
@@ -57,10 +61,14 @@ class Outcome:
 
 
 def tool_worker(
-    toolbox: Toolbox | None = None, *, audit: AuditLog | None = None
+    toolbox: Toolbox | None = None,
+    *,
+    audit: AuditLog | None = None,
+    artifacts: ArtifactStore | None = None,
 ) -> Node[WorkerInput, WorkerUpdate]:
     """Return the tool worker over `toolbox` (the settings' manifest's by default); every
-    call is written to `audit` when one is given."""
+    call is written to `audit` when one is given, and the calls' structured or large outputs
+    are kept in `artifacts` (`nodes.artifacts`)."""
 
     async def call_tool(
         box: Toolbox, payload: WorkerInput, call: ToolCall, thread_id: str
@@ -69,23 +77,30 @@ def tool_worker(
         spec = box.tools.get(call["name"])
         agent = payload["step"].get("agent", box.default_agent)
         approval = payload.get("approval")
-        try:
-            checked = box.policy.check(
-                spec, call["name"], agent=agent, approved=approval is not None
-            )
-            listed = payload["step"].get("tools")
-            if listed is not None and checked.name not in listed:  # what the gate showed
-                raise ToolRefusedError(
-                    f"{checked.name!r} is not among the tools the plan gives step "
-                    f"{payload['step']['id']} ({', '.join(listed) or 'none'})"
+        with span(
+            f"execute_tool {call['name']}",
+            {TOOL: call["name"], NODE: "tool", STEP_ID: payload["step"]["id"]},
+        ) as current:
+            try:
+                checked = box.policy.check(
+                    spec, call["name"], agent=agent, approved=approval is not None
                 )
-            outcome = Outcome(await run_tool(checked, call["args"]), "ok")
-        except ToolRefusedError as exc:
-            outcome = Outcome(f"refused: {exc}", "refused", str(exc))
-        except ToolArgumentError as exc:
-            outcome = Outcome(f"invalid arguments: {exc}", "invalid", str(exc))
-        except AgentGraphError as exc:
-            outcome = Outcome(f"failed: {exc}", "failed", str(exc))
+                listed = payload["step"].get("tools")
+                if listed is not None and checked.name not in listed:  # what the gate showed
+                    raise ToolRefusedError(
+                        f"{checked.name!r} is not among the tools the plan gives step "
+                        f"{payload['step']['id']} ({', '.join(listed) or 'none'})"
+                    )
+                outcome = Outcome(await run_tool(checked, call["args"]), "ok")
+            except ToolRefusedError as exc:
+                outcome = Outcome(f"refused: {exc}", "refused", str(exc))
+            except ToolArgumentError as exc:
+                outcome = Outcome(f"invalid arguments: {exc}", "invalid", str(exc))
+            except AgentGraphError as exc:
+                outcome = Outcome(f"failed: {exc}", "failed", str(exc))
+            current.set_attribute(STATUS, outcome.status)
+            if outcome.error is not None:
+                current.set_status(StatusCode.ERROR, outcome.error)
         if audit is not None:
             needed = spec is not None and box.policy.needs_approval(spec)
             await audit.record(
@@ -135,12 +150,15 @@ def tool_worker(
                 if spent
                 else chat.bind_tools(schemas, tool_choice="any" if turn == 0 else None)
             )
-            reply = await caller.ainvoke(
-                messages,
-                model_config("tool", step["id"]),
-                max_tokens=context.max_output_tokens,
-            )
-            tokens = tokens + _tokens_of(reply)
+            with model_span(model, node="tool", step_id=step["id"]) as current:
+                reply = await caller.ainvoke(
+                    messages,
+                    model_config("tool", step["id"]),
+                    max_tokens=context.max_output_tokens,
+                )
+                spent_now = _tokens_of(reply)
+                set_usage(current, spent_now, cost_of(model, spent_now))
+            tokens = tokens + spent_now
             calls = reply.tool_calls if isinstance(reply, AIMessage) else []
             fresh = [c for c in calls if not _repeats(c, results)]
             if spent or not fresh:
@@ -179,6 +197,12 @@ def tool_worker(
                 for c, o in results
             ],
         )
+        if artifacts is not None:
+            kept = await keep_tool_outputs(
+                artifacts, step["id"], [(c["name"], o.text) for c, o in results if o.status == "ok"]
+            )
+            if kept:
+                result["artifacts"] = kept
         emit(runtime.stream_writer, "step_result", result=result)
         return WorkerUpdate(results={step["id"]: result}, usage=[record])
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from app.auth import Keys
@@ -17,10 +18,15 @@ from app.pg import open_pool
 from app.rates import RedisRates
 from app.responses import Responses
 from app.settings import Settings, get_settings
+from app.telemetry.tracing import install_tracing
+from graphs.deadlines import DeadlineWatch, watch_deadlines
 from graphs.inbox import setup_inbox
 from graphs.multitask import listen_for_stops
+from graphs.queue import open_queue
 from graphs.retention import prune_periodically
+from graphs.run_log import RunFeed
 from graphs.service import Agent, open_agent
+from graphs.worker import run_worker
 from server.deps import Services
 from server.errors import BodyLimit, install_error_handlers
 from server.runner import RunManager, stopping_runs_on_exit_signals
@@ -60,6 +66,23 @@ async def _warm_documents(agent: Agent, settings: Settings) -> None:
         logger.warning("embedding model not loaded ahead: %s", exc)
 
 
+async def _stop_worker(working: asyncio.Task[None]) -> None:
+    """Stop the in-process worker: its runs are cut off and taken again by another worker."""
+    working.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await working
+    if not working.cancelled() and working.exception() is not None:
+        logger.error("the in-process worker had failed: %s", working.exception())
+
+
+async def _stop_watch(watching: asyncio.Task[None]) -> None:
+    """Stop enforcing approval deadlines; a run a deadline resumed is cut off (its thread
+    keeps every finished step)."""
+    watching.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watching
+
+
 def create_app(
     settings: Settings | None = None, *, url: str | None = None, keepalive_s: float = KEEPALIVE_S
 ) -> FastAPI:
@@ -72,12 +95,17 @@ def create_app(
     """
     from server import (
         a2a,
+        agent_api,
         openai_chat,
         openai_responses,
         routes_approvals,
+        routes_background,
         routes_health,
+        routes_metrics,
+        routes_replay,
         routes_runs,
         routes_threads,
+        ui,
     )
     from server.langserve_routes import add_agent_routes
 
@@ -85,7 +113,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_agent(cfg, url=url) as agent:
+        install_tracing(cfg)  # once per process: each of `serve --workers` runs this
+        async with (
+            open_agent(cfg, url=url) as agent,
+            open_queue(agent.db.url, agent.db.pool) as queue,
+        ):
             await setup_inbox(agent.db.pool)
             warming = asyncio.create_task(_warm_documents(agent, cfg))
             lock_pool = await open_pool(
@@ -99,6 +131,7 @@ def create_app(
             responses = Responses(agent.db.pool)
             await responses.setup()
             runs = RunManager(agent, cfg, lock_pool, keys)
+            feed = RunFeed()
             # "auto" is decided by `agentgraph serve` from the address it listens on; an app
             # served any other way, whose address this cannot know, asks for keys.
             app.state.services = Services(
@@ -109,6 +142,8 @@ def create_app(
                 keys=keys,
                 responses=responses,
                 auth_required=cfg.auth != "off",
+                queue=queue,
+                feed=feed,
             )
             tasks_engine = a2a.task_engine(agent.db.url)
             app.state.a2a = await a2a.open_dispatcher(app.state.services, tasks_engine)
@@ -120,6 +155,20 @@ def create_app(
                         await guards.enter_async_context(loop_watchdog(cfg.worker_timeout_s))
                     listening = asyncio.create_task(listen_for_stops(agent.db.url, runs.on_stop))
                     guards.callback(listening.cancel)
+                    following = asyncio.create_task(feed.listen(agent.db.url))
+                    guards.callback(following.cancel)
+                    if cfg.serve_worker:
+                        working = asyncio.create_task(
+                            run_worker(
+                                agent, cfg, install_signal_handlers=False, watch_deadlines=False
+                            )
+                        )
+                        guards.push_async_callback(_stop_worker, working)
+                    watch = DeadlineWatch(
+                        agent.graph, agent.db.pool, runs.locks, cfg, agent.toolbox.roster()
+                    )
+                    watching = asyncio.create_task(watch_deadlines(watch))
+                    guards.push_async_callback(_stop_watch, watching)
                     if cfg.checkpoint_ttl:
                         pruning = asyncio.create_task(
                             prune_periodically(agent.db.pool, cfg.checkpoint_ttl)
@@ -143,12 +192,25 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
+    if cfg.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cfg.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Location", "Content-Location"],
+        )
     app.include_router(routes_health.router)
+    app.include_router(routes_metrics.router)
     app.include_router(routes_runs.router)
     app.include_router(routes_threads.router)
+    app.include_router(routes_replay.router)
     app.include_router(routes_approvals.router)
+    app.include_router(routes_background.router)
+    app.include_router(agent_api.router)
     app.include_router(openai_chat.router)
     app.include_router(a2a.router)
     app.include_router(openai_responses.router)
+    app.include_router(ui.router)
     add_agent_routes(app)
     return app

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 
 from app.auth import LOCAL, Principal, Scope, sleep_on_failure
 from app.errors import AuthError, ForbiddenError, RateLimitedError, ThreadNotFoundError
+from app.telemetry.metrics import count_rejection
 from graphs.runs import thread_config
 from server.deps import Services
 
@@ -47,6 +48,7 @@ async def caller(request: Request) -> Principal:
             raise
     wait_s = await svc.keys.take_request(principal)
     if wait_s is not None:
+        count_rejection("rate")
         raise RateLimitedError(
             f"this API key may make {principal.limits.rate_per_minute} requests a minute: "
             f"retry in {max(1, math.ceil(wait_s))} s",

@@ -2,12 +2,14 @@
 
 from dataclasses import dataclass
 
+import procrastinate
 from fastapi import Request
 
 from app.auth import Keys
 from app.responses import Responses
 from app.settings import Settings
 from graphs.agent import AgentGraph
+from graphs.run_log import RunFeed
 from graphs.service import Agent
 from graphs.threads import view_thread
 from server.runner import RunHandle, RunManager
@@ -27,6 +29,10 @@ class Services:
     """The stored responses of `/v1/responses`."""
     auth_required: bool
     """Whether requests need an API key (`AGENTGRAPH_AUTH`)."""
+    queue: procrastinate.App
+    """The background runs' queue (`graphs.queue`), to enqueue and cancel on."""
+    feed: RunFeed
+    """Wakes the streams of background runs when their logs grow."""
 
     @property
     def graph(self) -> AgentGraph:

@@ -16,8 +16,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import (
     AgentGraphError,
+    ArtifactNotFoundError,
+    AssistantNotFoundError,
     AuthError,
     ConfigError,
+    CronNotFoundError,
     DatabaseError,
     ForbiddenError,
     InvalidDecisionError,
@@ -28,8 +31,11 @@ from app.errors import (
     PlanValidationError,
     RateLimitedError,
     ResponseNotFoundError,
+    RunEndedError,
+    RunNotFoundError,
     ServerStoppingError,
     ThreadBusyError,
+    ThreadExistsError,
     ThreadNotFoundError,
 )
 
@@ -47,7 +53,13 @@ STATUS: tuple[tuple[type[AgentGraphError], int], ...] = (
     (ThreadNotFoundError, 404),
     (ModelNotFoundError, 404),
     (ResponseNotFoundError, 404),
+    (RunNotFoundError, 404),
+    (ArtifactNotFoundError, 404),
+    (CronNotFoundError, 404),
+    (AssistantNotFoundError, 404),
     (ThreadBusyError, 409),
+    (RunEndedError, 409),
+    (ThreadExistsError, 409),
     (NothingToResumeError, 409),
     (NothingToContinueError, 409),
     (InvalidDecisionError, 422),
@@ -121,7 +133,8 @@ async def _domain(request: Request, exc: Exception) -> Response:
         headers = {"WWW-Authenticate": 'Bearer realm="agentgraph"'}
     elif isinstance(exc, RateLimitedError):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
-    return _respond(request, _body(type(exc).__name__, str(exc)), status_of(exc), headers)
+    body = _body(type(exc).__name__, str(exc), exc.detail)
+    return _respond(request, body, status_of(exc), headers)
 
 
 async def _validation(request: Request, exc: Exception) -> Response:

@@ -24,7 +24,8 @@ async def list_approvals(
     """List the threads waiting for a decision, longest waiting first.
 
     Every waiting thread is listed, whichever process stopped it (this server, another
-    replica, the CLI): the list is read from the checkpoints.
+    replica, the CLI): the list is read from the checkpoints. Each shows its deadline
+    (`approval_timeout`), the time left, and whether the deadline escalated it.
     """
     needs(who, "runs")
     rows = await list_pending(
@@ -39,6 +40,10 @@ async def list_approvals(
             payload=r["payload"],
             waiting_since=r["waiting_since"].isoformat(),
             waiting_s=r["waiting_s"],
+            deadline=r["deadline"].isoformat() if r["deadline"] else None,
+            time_left_s=r["time_left_s"],
+            escalated=r["escalated"],
+            escalation=r["escalation"],
         )
         for r in rows
     ]

@@ -1,7 +1,7 @@
 """Inspect threads, list their checkpoints, and fork them."""
 
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from langgraph.errors import InvalidUpdateError
@@ -9,12 +9,51 @@ from langgraph.errors import InvalidUpdateError
 from app.errors import InvalidDecisionError, ThreadNotFoundError
 from graphs.retention import delete_thread as remove_thread
 from graphs.runs import thread_config
+from graphs.thread_list import recent_threads
 from graphs.threads import CheckpointInfo, fork, get_snapshot, history, run_state, view_thread
-from server.auth import Caller, guard
+from server.auth import Caller, guard, needs
 from server.routes_runs import ERRORS, Svc, ThreadId
-from server.schemas import AuditDocument, ForkRequest, ThreadDeleted, ThreadDocument
+from server.schemas import (
+    AuditDocument,
+    ForkRequest,
+    ThreadDeleted,
+    ThreadDocument,
+    ThreadSummary,
+)
 
 router = APIRouter(prefix="/api/v1/threads", tags=["threads"])
+
+
+@router.get("", responses=ERRORS)
+async def list_threads(
+    svc: Svc,
+    who: Caller,
+    status: Annotated[
+        Literal["running", "interrupted", "done", "failed", "rejected"] | None,
+        Query(description="Only threads in this status."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[ThreadSummary]:
+    """The most recently active threads (the caller's tenant's), newest first: status,
+    question, tokens, cost, age and who started each."""
+    needs(who, "runs")
+    found = await recent_threads(
+        svc.graph,
+        svc.agent.db.pool,
+        status=status,
+        tenant=who.tenant_filter,
+        limit=limit,
+    )
+    return [
+        ThreadSummary.model_validate(
+            {
+                **t,
+                "created_at": t["created_at"].isoformat(),
+                "updated_at": t["updated_at"].isoformat(),
+            }
+        )
+        for t in found
+    ]
 
 
 @router.get("/{thread_id}", responses=ERRORS)

@@ -25,12 +25,13 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from app.auth import LOCAL, Keys, Principal
 from app.errors import DatabaseError, RateLimitedError, ServerStoppingError
 from app.settings import Settings
+from app.telemetry.metrics import count_rejection
+from graphs.budgets import budgeted, charge
 from graphs.driver import ClaimedRun, RunOrder, claim_run
 from graphs.locks import PooledLocks, locked_threads, try_key_slot, unlock_threads
 from graphs.multitask import StopMode, StopRequest
 from graphs.runs import RunEvent
 from graphs.service import Agent
-from server.budgets import budgeted, charge
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,12 @@ class RunManager:
         self.waiting = 0
         """Runs that hold their thread and wait for a slot."""
 
-    def _check_running(self) -> None:
+    def check_running(self) -> None:
+        """Refuse new runs while the server stops.
+
+        Raises:
+            ServerStoppingError: it stops.
+        """
         if self.stopping:
             raise ServerStoppingError("the server is stopping; retry on another replica")
 
@@ -133,7 +139,7 @@ class RunManager:
             return thread_id in await locked_threads(conn, [thread_id])
 
     @asynccontextmanager
-    async def _key_slot(self, who: Principal) -> AsyncIterator[None]:
+    async def key_slot(self, who: Principal) -> AsyncIterator[None]:
         """Hold one of the key's run slots for the run, when the key has a limit.
 
         Raises:
@@ -151,6 +157,7 @@ class RunManager:
             ) from None
         try:
             if not await try_key_slot(conn, who.key_id, who.limits.concurrent_runs):
+                count_rejection("concurrency")
                 raise RateLimitedError(
                     f"this API key may have {who.limits.concurrent_runs} runs in flight at once: "
                     "retry when one ends",
@@ -171,14 +178,14 @@ class RunManager:
             ServerStoppingError: the server is shutting down.
             AgentGraphError: the thread cannot take the run (see `claim_run`).
         """
-        self._check_running()
+        self.check_running()
         budget_from: float | None = None
         if self.keys is not None and who.has_budget:
             budget_from = time.time()
             order = await budgeted(self.keys, self.agent.graph, self.settings, order, who)
         claim = contextlib.AsyncExitStack()
         try:
-            await claim.enter_async_context(self._key_slot(who))
+            await claim.enter_async_context(self.key_slot(who))
             run = await claim.enter_async_context(
                 claim_run(
                     self.agent.graph,
@@ -226,6 +233,7 @@ class RunManager:
                         await run.run(
                             lambda event: self._record(handle, event),
                             stop=lambda: handle.stop_mode,
+                            run_id=handle.run_id,
                         )
                     finally:
                         self.slots.release()
@@ -249,10 +257,8 @@ class RunManager:
         """Charge the run's key what the run spent (under the thread's lock still, so that
         nothing else moved the thread meanwhile)."""
         assert self.keys is not None
-        try:
-            await charge(self.keys, self.agent.graph, handle.thread_id, who, since)
-        except Exception:
-            logger.exception("could not charge run %s to key %s", handle.run_id, who.key_id)
+        assert who.key_id is not None
+        await charge(self.keys, self.agent.graph, handle.thread_id, who.key_id, since)
 
     def on_stop(self, request: StopRequest) -> None:
         """Another run asked the run of a thread to stop: if this process runs it, it stops
@@ -301,6 +307,6 @@ class RunManager:
             ThreadBusyError: a run holds the thread.
             ServerStoppingError: the server is shutting down.
         """
-        self._check_running()
+        self.check_running()
         async with self.locks.holding(thread_id):
             yield

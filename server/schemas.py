@@ -1,11 +1,13 @@
 """Request and response bodies of the HTTP API; option names match the CLI's."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.settings import ApprovalPolicy, PlannerKind
+from app.errors import ConfigError
+from app.settings import MAX_REPLANS, MAX_STEPS, ApprovalPolicy, PlannerKind, TimeoutAction
+from app.spans import parse_timeout
 from graphs.multitask import Strategy
 from nodes.context import Mode, Pattern, Synthesis
 from retrievers.names import COLLECTION_NAME_PATTERN
@@ -17,13 +19,52 @@ no NUL, and an id is shown in logs and terminals)."""
 MAX_THREAD_ID_CHARS = 200
 
 
+def refuse_nul(value: Any) -> Any:
+    """Return JSON data unchanged, or raise ValueError when a string in it (a key or a value)
+    holds a NUL character, which Postgres's jsonb cannot store."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text may not contain NUL characters (\\u0000)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_nul(key)
+            refuse_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            refuse_nul(item)
+    return value
+
+
+StorableText = Annotated[str, AfterValidator(refuse_nul)]
+"""Text that Postgres stores in a text or jsonb column: no NUL character."""
+
+
 class RunOptions(BaseModel):
     """Per-run options, under the same names as the CLI options; unset means the default."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(default=None, description="'local' or a provider string.")
+    models: dict[str, str] | None = Field(
+        default=None,
+        description="The model per node role (planner, reasoning, rag, critic, synthesis), "
+        "laid over the server's AGENTGRAPH_MODELS.",
+    )
+    fallbacks: dict[str, list[str]] | None = Field(
+        default=None,
+        description='Models to try in order, per node role or "*" for every role, when the '
+        "role's model errors, times out or is rate-limited; laid over AGENTGRAPH_FALLBACKS.",
+    )
     approval: ApprovalPolicy | None = Field(default=None, description="When to stop for a person.")
+    approval_timeout: str | None = Field(
+        default=None,
+        description="How long an approval gate waits: a span (90s, 30m, 2d) or seconds.",
+    )
+    approval_timeout_action: TimeoutAction | None = Field(
+        default=None,
+        description="What a passed deadline does: reject, approve (low-risk gates only) or "
+        "escalate.",
+    )
     approve_final: bool | None = Field(default=None, description="Also approve the answer.")
     planner: PlannerKind | None = Field(default=None, description="rules or llm.")
     mode: Mode | None = Field(default=None, description="auto, direct or plan.")
@@ -32,9 +73,11 @@ class RunOptions(BaseModel):
         default=None,
         description="single; committee (agents answer, a judge picks); supervisor (hands off).",
     )
-    max_replans: int | None = Field(default=None, ge=0, description="Replan limit.")
+    max_replans: int | None = Field(default=None, ge=0, le=MAX_REPLANS, description="Replan limit.")
     token_budget: int | None = Field(default=None, ge=1, description="Tokens the run may spend.")
-    max_steps: int | None = Field(default=None, ge=1, description="Largest plan accepted.")
+    max_steps: int | None = Field(
+        default=None, ge=1, le=MAX_STEPS, description="Largest plan accepted."
+    )
     max_tool_calls: int | None = Field(
         default=None, ge=1, le=20, description="Tool calls one tool step may make."
     )
@@ -51,6 +94,19 @@ class RunOptions(BaseModel):
         description="Without a collection, answer the steps that match an ingested "
         "collection from it (default true).",
     )
+
+    @field_validator("approval_timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # seconds
+        if isinstance(value, str):
+            try:
+                parse_timeout(value, what="approval_timeout")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            return value.strip()
+        return value
 
     def overrides(self) -> dict[str, Any]:
         """Return the run options that were set (only those, also on a subclass)."""
@@ -86,6 +142,94 @@ class Decision(BaseModel):
     decision: Literal["approve", "reject", "edit"]
     reason: str | None = Field(default=None, max_length=2_000)
     plan: dict[str, Any] | None = Field(default=None, description="The edited plan (edit only).")
+
+
+class BackgroundRunRequest(RunOptions):
+    """Start a run in the background: a question, the answer to the thread's pending
+    approval (`resume`), or `proceed` to continue a run that was cut off."""
+
+    question: StorableText | None = Field(
+        default=None, min_length=1, max_length=MAX_QUESTION_CHARS, description="The question."
+    )
+    resume: Decision | None = Field(default=None, description="Answer the pending approval.")
+    proceed: bool = Field(default=False, description="Continue a run that was cut off.")
+    multitask_strategy: Strategy = Field(
+        default="reject",
+        description="When a run of another surface holds the thread as this one starts "
+        "(background runs of one thread already run one after another): as for "
+        "/agent/run.stream.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "BackgroundRunRequest":
+        given = (self.question is not None, self.resume is not None, self.proceed)
+        if sum(given) != 1:
+            raise ValueError("give exactly one of question, resume and proceed: true")
+        if self.question is None and self.overrides():
+            raise ValueError("run options go with a question (a resume or continue keeps them)")
+        if self.question is None and self.multitask_strategy != "reject":
+            raise ValueError("only a question takes a multitask_strategy")
+        refuse_nul(self.model_dump())  # the run's row keeps it as jsonb
+        return self
+
+
+class BackgroundRun(BaseModel):
+    """A background run, as `GET /api/v1/threads/{id}/runs/{run_id}` shows it."""
+
+    run_id: str
+    thread_id: str
+    status: Literal[
+        "queued", "running", "interrupted", "done", "failed", "rejected", "cancelled"
+    ] = Field(description="queued, running, or how it ended; interrupted: waits for a person.")
+    question: str | None
+    kind: Literal["request", "resume", "continue"]
+    started_by: str
+    cron_id: str | None = Field(description="The cron whose firing this run is.")
+    attempts: int = Field(description="Times a worker took the run (more than 1: retried).")
+    worker: str | None = Field(description="The worker (host:pid) that took it last.")
+    error: str | None
+    created_at: str
+    started_at: str | None
+    ended_at: str | None
+    stream_url: str
+
+
+class CronRequest(RunOptions):
+    """Schedule a question: each firing is a background run."""
+
+    schedule: str = Field(
+        min_length=1,
+        max_length=200,
+        description="A cron expression (minute hour day month weekday), optionally with a "
+        "sixth field for seconds; times are UTC.",
+    )
+    question: StorableText = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    thread_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_THREAD_ID_CHARS,
+        pattern=THREAD_ID_PATTERN,
+        description="Run every firing on this thread; a new thread each time when unset.",
+    )
+
+    @model_validator(mode="after")
+    def _storable(self) -> "CronRequest":
+        refuse_nul(self.model_dump())  # the cron's row keeps it
+        return self
+
+
+class Cron(BaseModel):
+    """A stored cron."""
+
+    cron_id: str
+    schedule: str
+    question: str
+    thread_id: str | None
+    options: dict[str, Any]
+    started_by: str
+    next_run_at: str
+    last_run_id: str | None
+    created_at: str
 
 
 class RejectBody(BaseModel):
@@ -128,6 +272,25 @@ class AuditDocument(BaseModel):
     calls: list[AuditedCall]
 
 
+class ArtifactInfo(BaseModel):
+    """One artefact a step of the thread produced (its content at its own URL)."""
+
+    artifact_id: str
+    step_id: str
+    name: str
+    media_type: str
+    size: int
+    created_at: datetime | None
+    url: str
+
+
+class ArtifactList(BaseModel):
+    """A thread's artefacts, oldest first."""
+
+    thread_id: str
+    artifacts: list[ArtifactInfo]
+
+
 class ThreadDeleted(BaseModel):
     """A thread deleted wholly."""
 
@@ -161,12 +324,34 @@ class ThreadDocument(BaseModel):
     plan_history: list[dict[str, Any]]
     pending_approval: dict[str, Any] | None
     report: dict[str, Any] | None
+    results: list[dict[str, Any]] = Field(
+        description="Step results of every plan revision: status, output, citations (each "
+        "with the quoted chunk), usage, timing, error."
+    )
+    critique: dict[str, Any] | None = Field(description="The critic's latest verdict.")
     checkpoint_id: str | None
     next: list[str]
     can_continue: bool = Field(
         description="The run was cut off (a server stop, a crash): steps are left, nothing "
         "awaits a decision and no run holds the thread. POST .../continue runs the rest; "
         "until then the status reads 'running'."
+    )
+
+
+class ThreadSummary(BaseModel):
+    """A thread as `GET /api/v1/threads` lists it."""
+
+    thread_id: str
+    status: Literal["running", "interrupted", "done", "failed", "rejected"]
+    question: str | None
+    total_tokens: int
+    total_cost: float
+    created_at: str
+    updated_at: str
+    age_s: float = Field(description="Seconds since the thread last changed.")
+    started_by: str | None = Field(
+        description="The key (tenant/key id) that queued its first background run, else the "
+        "tenant that owns it; null for a thread run with keys off."
     )
 
 
@@ -177,6 +362,16 @@ class PendingApproval(BaseModel):
     payload: dict[str, Any]
     waiting_since: str
     waiting_s: float
+    deadline: str | None = Field(
+        default=None, description="When the gate stops waiting (ISO time); null: never."
+    )
+    time_left_s: float | None = Field(
+        default=None, description="Seconds to the deadline (0 once passed); null: none."
+    )
+    escalated: bool = Field(
+        default=False, description="The deadline passed and escalated it: it waits, flagged."
+    )
+    escalation: str | None = Field(default=None, description="Why it was escalated.")
 
 
 class ErrorBody(BaseModel):

@@ -15,12 +15,13 @@ import socket
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.config import STARTUP_FAILURE
+from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
 from uvicorn.importer import import_from_string
 from uvicorn.supervisors import Multiprocess
 
 from app.errors import ConfigError, WorkerStartError
 from app.settings import get_settings
+from app.telemetry.logs import logging_config
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +31,18 @@ APP_FACTORY = "server.app:create_app"
 WORKER_TIMEOUT_S = 60.0
 """How long a worker may not answer (its health check, or its event loop) before it is
 replaced."""
-HEALTHCHECK_S = 5
-"""uvicorn's health-check timeout, for workers whose event loop nobody watches."""
+HEALTHCHECK_S = 30
+"""The shortest health-check timeout uvicorn is given. Its first health check of a new worker
+also times the worker's start: a spawned worker imports the whole app (about 5 s on an idle
+machine, more on a busy one) before it can answer, and one that does not answer in time is
+killed and started again, over and over. A stuck event loop is the watchdog's to catch, within
+`worker_timeout_s` however short."""
 
 
 def _config(app: FastAPI | str, *, host: str, port: int, log_level: str) -> uvicorn.Config:
+    # JSON log lines: uvicorn's own loggers write through the root logger's JSON handler, in
+    # this process and in each worker process (uvicorn applies the configuration in each).
+    json_logs = get_settings().log_format == "json"
     return uvicorn.Config(
         app,
         host=host,
@@ -42,6 +50,7 @@ def _config(app: FastAPI | str, *, host: str, port: int, log_level: str) -> uvic
         log_level=log_level,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         lifespan="on",
+        log_config=logging_config("json", level=log_level.upper()) if json_logs else LOGGING_CONFIG,
     )
 
 
@@ -123,8 +132,8 @@ def serve(
 
     Each process calls `app_factory` with no arguments, so it reads its settings from the
     environment. With several, uvicorn's process manager runs them, and a worker whose event
-    loop is stuck for `worker_timeout_s`, or that does not answer uvicorn's health check for
-    as long, is replaced (0: no event-loop watch, and uvicorn's default health check).
+    loop is stuck for `worker_timeout_s` (0: not watched), or that does not answer uvicorn's
+    health check for as long (and at least `HEALTHCHECK_S`), is replaced.
 
     Raises:
         ConfigError: with several workers, the address cannot be listened on.
@@ -141,9 +150,7 @@ def serve(
     config = _config(app_factory, host=host, port=port, log_level=log_level)
     config.factory = True
     config.workers = workers
-    config.timeout_worker_healthcheck = (
-        math.ceil(worker_timeout_s) if worker_timeout_s else HEALTHCHECK_S
-    )
+    config.timeout_worker_healthcheck = max(math.ceil(worker_timeout_s), HEALTHCHECK_S)
     with _listen(host, port) as sock:
         manager = Multiprocess(config, sockets=[sock])
         manager.run()

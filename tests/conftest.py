@@ -1,3 +1,3 @@
 """Fixtures shared by the unit and integration suites."""
 
-pytest_plugins = ["tests.fakes"]
+pytest_plugins = ["tests.fakes", "tests.spans"]

@@ -8,19 +8,32 @@ import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from app.errors import ManifestError
+from app.model_routes import MAX_FALLBACKS, MAX_SPEC_CHARS
 from app.tools.registry import Effect
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
 MCP_GRANT = re.compile(r"^mcp:([a-z][a-z0-9_-]{0,39})$")
 """An agent's grant of every tool of one MCP server: `mcp:<server>`."""
 DEFAULT_MANIFEST = "default_manifest.yaml"
+ModelSpec = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_SPEC_CHARS)
+]
+"""A chat model spec: 'local', a provider string, or a model an OpenAI-compatible server
+serves."""
 
 
 class _Strict(BaseModel):
@@ -113,7 +126,18 @@ class AgentEntry(_Strict):
 
     name: str = Field(pattern=NAME_PATTERN, description="How plans and grants name it.")
     description: str = Field(min_length=1, description="What it is for, as the planner sees.")
-    model: str | None = Field(default=None, description="Its chat model; the run's if unset.")
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SPEC_CHARS,
+        description="Its chat model; the run's route for the step's role if unset.",
+    )
+    fallbacks: list[ModelSpec] = Field(
+        default_factory=list,
+        max_length=MAX_FALLBACKS,
+        description="Chat models to try in order when its model errors, times out or is "
+        "rate-limited; the run's fallbacks for the step's role if empty.",
+    )
     prompt: str | None = Field(default=None, description="Instructions its steps are given.")
     tools: list[str] = Field(
         default_factory=list,

@@ -538,3 +538,66 @@ async def test_the_a2a_surface_declares_and_takes_keys_and_hides_other_tenants(
         view = await as_alice.get(f"{secured.base_url}/api/v1/threads/{done.context_id}")
         assert view.json()["report"]["approvals"] == []
         assert len(view.json()["plan_history"]) == 1  # Bob's message ran nothing on it
+
+
+async def test_a_keys_daily_budget_holds_its_background_and_agent_api_runs(
+    secured: RunningServer, keys: Keys, make_model: MakeModel
+) -> None:
+    """A background run of a budgeted key is capped to what the key has left when it is
+    queued and charged by the worker that runs it; a LangGraph Agent API run is charged as a
+    streamed one is; once the day's budget is spent, queueing gets 429."""
+    spec, _ = make_model(reply="A queued answer.")
+    body = {"question": QUESTION, "model": spec, "approval": "never", "mode": "plan"}
+    key, secret = await keys.create(
+        f"queued-{uuid.uuid4().hex[:6]}", ["runs"], limits=KeyLimits(daily_tokens=1_000_000)
+    )
+    async with httpx.AsyncClient(base_url=secured.base_url, timeout=60) as client:
+
+        async def finished(run: dict[str, Any], secret: str) -> dict[str, Any]:
+            url = f"/api/v1/threads/{run['thread_id']}/runs/{run['run_id']}"
+
+            async def ended() -> bool:
+                found = await client.get(url, headers=_auth(secret))
+                return found.json()["status"] not in ("queued", "running")
+
+            await wait_for(ended)
+            thread = await client.get(f"/api/v1/threads/{run['thread_id']}", headers=_auth(secret))
+            document: dict[str, Any] = thread.json()
+            return document
+
+        queued = await client.post("/api/v1/runs", json=body, headers=_auth(secret))
+        assert queued.status_code == 202, queued.text
+        thread = await finished(queued.json(), secret)
+        assert thread["status"] == "done"
+        run_tokens = thread["report"]["total_tokens"]
+        assert (await keys.spent_today(key.id)).tokens == run_tokens
+
+        waited = await client.post(
+            "/runs/wait",
+            json={
+                "assistant_id": "agent",
+                "input": {"request": QUESTION},
+                "context": {"model": spec, "approval": "never", "mode": "plan"},
+            },
+            headers=_auth(secret),
+        )
+        assert waited.status_code == 200, waited.text
+        assert waited.json()["status"] == "done"
+        spent = (await keys.spent_today(key.id)).tokens
+        assert spent == run_tokens + waited.json()["report"]["total_tokens"]
+
+        made = await keys.create(
+            f"tight-{uuid.uuid4().hex[:6]}", ["runs"], limits=KeyLimits(daily_tokens=5)
+        )
+        tight = made[1]
+        capped = await client.post("/api/v1/runs", json=body, headers=_auth(tight))
+        assert capped.status_code == 202, capped.text
+        report = (await finished(capped.json(), tight))["report"]
+        assert report["token_budget"] == 5
+        assert report["budget_exhausted"]
+        assert report["verdict_reason"].startswith("API key's daily budget exhausted")
+        assert (await keys.spent_today(made[0].id)).tokens == report["total_tokens"]
+
+        refused = await client.post("/api/v1/runs", json=body, headers=_auth(tight))
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"] == "BudgetExceededError"

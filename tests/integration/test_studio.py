@@ -1,5 +1,6 @@
-"""The graph under `langgraph dev` (what LangGraph Studio talks to), driven with
-`langgraph_sdk` and `RemoteGraph`: offline, no LangSmith key, the real local model."""
+"""The graph under `langgraph dev` (what LangGraph Studio talks to), and under `agentgraph
+serve` (its LangGraph Agent API on the durable Postgres threads), driven by the same
+`langgraph_sdk` and `RemoteGraph` code: offline, no LangSmith key, the real local model."""
 
 import os
 import sys
@@ -14,13 +15,12 @@ from langgraph.types import Command
 from langgraph_sdk import get_client
 
 from bench.common import free_port
-from tests.integration.conftest import REPO, serving
+from tests.integration.conftest import REPO, Cli, serving
 
 CONTEXT = {"approval": "always", "max_output_tokens": 24}
 
 
-@pytest.fixture(scope="module")
-def dev_server(data_dir: Path, embedded_url: str) -> Iterator[str]:
+def _langgraph_dev(data_dir: Path, embedded_url: str) -> Iterator[str]:
     """`langgraph dev` on a free port; its log and state live outside the repository, and
     its rag steps look for documents in this session's database."""
     workdir = Path(tempfile.mkdtemp(prefix="agentgraph-studio-"))
@@ -57,6 +57,34 @@ def dev_server(data_dir: Path, embedded_url: str) -> Iterator[str]:
         timeout=120,
     ):
         yield url
+
+
+def _agentgraph_serve(cli: Cli) -> Iterator[str]:
+    """`agentgraph serve` on a free port, on this session's database."""
+    workdir = Path(tempfile.mkdtemp(prefix="agentgraph-studio-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with serving(
+        command,
+        ready_url=f"{url}/readyz",
+        log_path=workdir / "agentgraph-serve.log",
+        cwd=REPO,
+        env=cli.env,
+        timeout=120,
+    ):
+        yield url
+
+
+@pytest.fixture(scope="module", params=["langgraph-dev", "agentgraph-serve"])
+def dev_server(
+    request: pytest.FixtureRequest, data_dir: Path, embedded_url: str, cli: Cli
+) -> Iterator[str]:
+    """The same client code runs against both servers."""
+    if request.param == "langgraph-dev":
+        yield from _langgraph_dev(data_dir, embedded_url)
+    else:
+        yield from _agentgraph_serve(cli)
 
 
 async def test_sdk_stream_interrupt_resume_and_history(dev_server: str) -> None:

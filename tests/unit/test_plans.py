@@ -301,3 +301,27 @@ class TestPatchPlan:
         assert patched["steps"][0]["id"] == "s1-r4"
         assert patched["steps"][0]["requires_approval"] is True
         assert patched["steps"][0]["kind"] == "reasoning"
+
+
+def test_each_problem_of_a_plan_says_where_it_is() -> None:
+    plan = {
+        "goal": "g",
+        "steps": [step("s1"), step("s2", ["s9"], kind="magic"), step("s2"), step("s3", ["s3"])],
+    }
+    with pytest.raises(PlanValidationError) as caught:
+        validate_plan(plan, known_kinds=KNOWN_KINDS, max_steps=10)
+    assert caught.value.located() == [
+        (("steps", 2, "id"), "duplicate step ids: s2"),
+        (("steps", 1, "kind"), "step s2: unknown kind 'magic' (known: rag, reasoning, tool)"),
+        (("steps", 1, "depends_on"), "step s2 depends on unknown step 's9'"),
+        (("steps", 3, "depends_on"), "step s3 depends on itself"),
+    ]
+    assert caught.value.detail == [
+        {"loc": list(where), "msg": msg} for where, msg in caught.value.located()
+    ]
+
+    empty = {"goal": "g", "steps": [{**step("s1"), "instruction": ""}]}
+    with pytest.raises(PlanValidationError) as caught:
+        validate_plan(empty, known_kinds=KNOWN_KINDS, max_steps=10)
+    [(where, _)] = caught.value.located()
+    assert where == ("steps", 0, "instruction")

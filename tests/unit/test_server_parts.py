@@ -71,6 +71,10 @@ def test_run_request_uses_the_cli_option_names() -> None:
     }
     with pytest.raises(ValidationError):
         RunRequest.model_validate({"question": "q", "approval": "sometimes"})
+    # A run may not ask for more rounds or a larger plan than a process may be set to.
+    for bound in ({"max_replans": 11}, {"max_steps": 51}):
+        with pytest.raises(ValidationError):
+            RunRequest.model_validate({"question": "q", **bound})
 
 
 def test_every_run_option_can_be_set_over_http() -> None:

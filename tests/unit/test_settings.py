@@ -112,6 +112,8 @@ class TestContext:
             ({"planner": "magic"}, "planner must be one of"),
             ({"mode": "fast"}, "mode must be one of"),
             ({"max_replans": -1}, "max_replans must be >= 0"),
+            ({"max_replans": 11}, "max_replans must be <= 10"),
+            ({"max_steps": 51}, "max_steps must be <= 50"),
             ({"token_budget": 0}, "token_budget must be >= 1"),
             ({"max_steps": 0}, "max_steps must be >= 1"),
             ({"max_output_tokens": 0}, "max_output_tokens must be >= 1"),

@@ -4,25 +4,34 @@ Before a run starts, a key that spent its budget today (UTC) gets 429 with `Retr
 midnight UTC. Otherwise the run's token budget is capped to what is left, in tokens, and to
 what the money left buys at the run's model's dearer price (input or output), so the run's
 own budget check stops it between steps, with the key's budget named as the reason. When the
-run ends, what it spent is added to the key's day.
+run ends, what it spent is added to the key's day. A background run is checked and capped
+when it is queued (so what is left is read then, not when a worker takes it), and charged by
+the worker that runs it, after each attempt.
 
 Runs of one key that start together each see what is left at their start: together they may
 spend past the budget by what they run at once; cap the key's concurrent runs to bound that.
 """
 
 import dataclasses
+import logging
 import math
 from datetime import UTC, datetime, timedelta
 
+import psycopg
+from psycopg_pool import PoolTimeout
+
 from app.accounting import price_of, tokens_used
 from app.auth import Keys, Principal, Spent
-from app.errors import BudgetExceededError
+from app.errors import BudgetExceededError, DatabaseError
 from app.settings import Settings, get_settings
+from app.telemetry.metrics import count_rejection
 from graphs.agent import AgentGraph
 from graphs.driver import RunOrder
 from graphs.runs import thread_config
 from graphs.threads import thread_context
 from nodes.context import Context
+
+logger = logging.getLogger(__name__)
 
 KEY_BUDGET = "API key's daily budget"
 """How a run's report names a token budget that the key's daily budget set."""
@@ -57,12 +66,14 @@ async def budgeted(
     spent = await keys.spent_today(who.key_id)
     retry = _until_midnight_s()
     if who.limits.daily_tokens is not None and spent.tokens >= who.limits.daily_tokens:
+        count_rejection("budget")
         raise BudgetExceededError(
             f"this API key spent its {who.limits.daily_tokens} tokens of today (UTC): "
             f"retry in {math.ceil(retry)} s, after midnight UTC",
             retry_after_s=retry,
         )
     if who.limits.daily_cost is not None and spent.cost >= who.limits.daily_cost:
+        count_rejection("budget")
         raise BudgetExceededError(
             f"this API key spent its budget of {who.limits.daily_cost:g} of today (UTC): "
             f"retry in {math.ceil(retry)} s, after midnight UTC",
@@ -94,12 +105,14 @@ async def budgeted(
     return dataclasses.replace(order, options=capped)
 
 
-async def charge(
-    keys: Keys, graph: AgentGraph, thread_id: str, who: Principal, since: float
-) -> None:
+async def charge(keys: Keys, graph: AgentGraph, thread_id: str, key_id: str, since: float) -> None:
     """Add what a run that started at `since` spent (its thread's usage records from then
     on) to the key's day. A run rolled back (`multitask_strategy=rollback`) left no records:
-    what it spent is not charged."""
-    assert who.key_id is not None
-    spent = await thread_spent(graph, thread_id, since=since)
-    await keys.charge(who.key_id, spent.tokens, spent.cost)
+    what it spent is not charged. Call it while the run still holds the thread's lock, so
+    that no later run's records are counted. A database that fails here is logged: the run
+    has ended, and its answer stands."""
+    try:
+        spent = await thread_spent(graph, thread_id, since=since)
+        await keys.charge(key_id, spent.tokens, spent.cost)
+    except (psycopg.Error, PoolTimeout, DatabaseError):
+        logger.exception("could not charge the run of thread %s to key %s", thread_id, key_id)
