@@ -4,9 +4,10 @@ A run's events come from its record (`graphs.run_records`): plan updates, handof
 deltas, step results, interrupts, the final event, each at its offset from the run's start.
 The runs of a thread play one after another; the time between them (a person deciding, a
 day passing) is not played, and no pause within a run lasts more than `MAX_PAUSE_S` (a slow
-model's silence shows as a short wait, not a long one). A thread whose runs were never recorded (stored before records
-were kept, or cut off by a crash) is told from its checkpoints: its plan versions, its step
-results, its pending approval and its answer, without deltas or timing.
+model's silence shows as a short wait, not a long one). A thread whose runs were never
+recorded (stored before records were kept, or cut off by a crash) is told from its
+checkpoints: its plan versions, its step results, its pending approval and its answer,
+without deltas or timing.
 """
 
 import asyncio

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -165,6 +166,14 @@ async def _http(request: Request, exc: Exception) -> Response:
     return _respond(request, _body(name, str(exc.detail)), exc.status_code, exc.headers)
 
 
+async def _unstorable(request: Request, exc: Exception) -> Response:
+    # Every field a client sends is checked before it reaches Postgres; a value that slips
+    # past those checks (a NUL character, a number out of range) is still the request's fault.
+    logger.warning("%s %s: Postgres refused a value: %s", request.method, request.url.path, exc)
+    message = "the request holds a value the database cannot store (a NUL character, say)"
+    return _respond(request, _body("ValidationError", message), 422)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unexpected error on %s %s", request.method, request.url.path)
     return _respond(request, _body(type(exc).__name__, "internal error; see the server log"), 500)
@@ -176,6 +185,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(PydanticValidationError, _pydantic)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(psycopg.DataError, _unstorable)
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -47,12 +47,12 @@ from server.openai_shared import (
     model_spec,
 )
 from server.runner import RunHandle
-from server.schemas import RunOptions, RunResult
+from server.schemas import ID_PATTERN, RunOptions, RunResult
 from server.turns import answer_deltas, content_of, rest_of, start_turn, tokens_of
 
 router = APIRouter(prefix="/v1/responses", tags=["openai"], responses=ERRORS)
 Svc = Annotated[Services, Depends(services)]
-ResponseId = Annotated[str, Field(min_length=1, max_length=200)]
+ResponseId = Annotated[str, Field(min_length=1, max_length=200, pattern=ID_PATTERN)]
 
 
 class InputPart(BaseModel):

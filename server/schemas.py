@@ -17,6 +17,8 @@ THREAD_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 """A thread id: 1 to 200 characters, none of them a control character (Postgres text holds
 no NUL, and an id is shown in logs and terminals)."""
 MAX_THREAD_ID_CHARS = 200
+ID_PATTERN = THREAD_ID_PATTERN
+"""Any other id a client sends (checkpoint, assistant, response): no control character."""
 
 
 def refuse_nul(value: Any) -> Any:
@@ -245,7 +247,7 @@ class ForkRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    checkpoint_id: str = Field(min_length=1, max_length=200)
+    checkpoint_id: str = Field(min_length=1, max_length=200, pattern=ID_PATTERN)
     values: dict[str, Any] = Field(default_factory=dict, description="State keys to set.")
     as_node: str | None = Field(default=None, description="Apply the update as this node.")
 

@@ -36,7 +36,7 @@ from server.auth import Caller, claim, guard
 from server.deps import Services
 from server.routes_background import background_run, queue_run
 from server.routes_runs import ERRORS, Svc, ThreadId
-from server.schemas import MAX_QUESTION_CHARS, RunOptions, StorableText
+from server.schemas import ID_PATTERN, MAX_QUESTION_CHARS, RunOptions, StorableText
 from server.sse import format_event
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class RunCreate(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    assistant_id: str = Field(min_length=1, max_length=200)
+    assistant_id: str = Field(min_length=1, max_length=200, pattern=ID_PATTERN)
     input: GraphInput | None = Field(
         default=None, description='The graph\'s input: {"request": "the question"}.'
     )

@@ -29,7 +29,7 @@ from graphs.thread_records import (
 from server.auth import Caller, claim, guard, needs
 from server.deps import Services
 from server.routes_runs import ERRORS, Svc, ThreadId
-from server.schemas import MAX_THREAD_ID_CHARS, THREAD_ID_PATTERN, refuse_nul
+from server.schemas import ID_PATTERN, MAX_THREAD_ID_CHARS, THREAD_ID_PATTERN, refuse_nul
 
 router = APIRouter(prefix="/threads", tags=["LangGraph Agent API"])
 Metadata = Annotated[dict[str, Any], AfterValidator(refuse_nul)]
@@ -60,7 +60,7 @@ class ThreadSearch(BaseModel):
     offset: int = Field(default=0, ge=0)
 
 
-CheckpointId = Annotated[str, Field(min_length=1, max_length=200)]
+CheckpointId = Annotated[str, Field(min_length=1, max_length=200, pattern=ID_PATTERN)]
 ThreadIdText = Annotated[
     str, Field(min_length=1, max_length=MAX_THREAD_ID_CHARS, pattern=THREAD_ID_PATTERN)
 ]
@@ -80,7 +80,7 @@ class StateUpdate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     values: Metadata | None = None
-    as_node: str | None = Field(default=None, max_length=200)
+    as_node: str | None = Field(default=None, max_length=200, pattern=ID_PATTERN)
     checkpoint_id: CheckpointId | None = None
     checkpoint: CheckpointRef | None = None
 
@@ -298,7 +298,10 @@ async def state(
 
 @router.get("/{thread_id}/state/{checkpoint_id}", responses=ERRORS)
 async def state_at(
-    thread_id: ThreadId, checkpoint_id: Annotated[str, Path(max_length=200)], svc: Svc, who: Caller
+    thread_id: ThreadId,
+    checkpoint_id: Annotated[str, Path(max_length=200, pattern=ID_PATTERN)],
+    svc: Svc,
+    who: Caller,
 ) -> dict[str, Any]:
     """The thread's state at one checkpoint."""
     return await _state_at(svc, who, thread_id, checkpoint_id)
@@ -361,7 +364,7 @@ async def history_get(
     svc: Svc,
     who: Caller,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-    before: Annotated[str | None, Query(max_length=200)] = None,
+    before: Annotated[str | None, Query(max_length=200, pattern=ID_PATTERN)] = None,
 ) -> list[dict[str, Any]]:
     """The thread's states, newest first."""
     return await _history(svc, who, thread_id, HistoryQuery(limit=limit, before=before))

@@ -255,8 +255,13 @@ async def test_what_is_not_served_is_refused_clearly(
             f"/threads/{thread['thread_id']}/runs/stream",
             json={"assistant_id": "agent", "input": {"request": "x"}, "stream_mode": "nope"},
         )
+        nul_checkpoint = await http.get(
+            f"/threads/{thread['thread_id']}/history", params={"before": "ab\x00cd"}
+        )
     assert bad_mode.status_code == 422
     assert "not served" in bad_mode.json()["message"]
+    assert nul_checkpoint.status_code == 422
+    assert nul_checkpoint.json()["detail"][0]["loc"] == ["query", "before"]
 
 
 async def test_a_browser_origin_in_the_settings_may_call_the_api(

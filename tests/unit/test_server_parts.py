@@ -3,7 +3,10 @@
 import json
 from dataclasses import fields
 
+import httpx
+import psycopg
 import pytest
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app.errors import (
@@ -17,7 +20,7 @@ from app.errors import (
     ThreadNotFoundError,
 )
 from nodes.context import SERVER_SET, Context
-from server.errors import status_of
+from server.errors import install_error_handlers, status_of
 from server.langserve_routes import AgentInput
 from server.schemas import RunOptions, RunRequest
 from server.sse import format_event
@@ -79,3 +82,19 @@ def test_run_request_uses_the_cli_option_names() -> None:
 
 def test_every_run_option_can_be_set_over_http() -> None:
     assert set(RunOptions.model_fields) == {f.name for f in fields(Context)} - set(SERVER_SET)
+
+
+async def test_a_value_postgres_refuses_is_the_requests_fault_not_a_500() -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/store")
+    async def store() -> None:
+        raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        response = await client.get("/store")
+
+    assert response.status_code == 422
+    assert "cannot store" in response.json()["message"]
