@@ -14,8 +14,8 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-# Any fixed 64-bit number: serialises the table's set-up across processes.
-_SETUP_LOCK_KEY = 7_310_586_331_045_412_131
+from app.pg import create_schema
+
 _SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS agentgraph_artifacts (
@@ -59,10 +59,7 @@ class ArtifactStore:
 
     async def setup(self) -> None:
         """Create the table if it is missing, one process at a time."""
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK_KEY,))
-            for statement in _SCHEMA:
-                await conn.execute(statement)
+        await create_schema(self.pool, *_SCHEMA)
 
     async def put(
         self, thread_id: str, step_id: str, *, name: str, media_type: str, content: bytes

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from psycopg_pool import AsyncConnectionPool
 
 from app.errors import AuthError, ConfigError
+from app.pg import create_schema
 
 if TYPE_CHECKING:
     from app.rates import RedisRates
@@ -31,7 +32,6 @@ Scope = Literal["runs", "approvals", "admin"]
 SCOPES: tuple[Scope, ...] = ("runs", "approvals", "admin")
 _KEY = re.compile(r"^agk_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})$")
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SETUP_LOCK_KEY = 7_310_586_331_045_411_901
 MAX_KEY_RUNS = 1000
 """The most concurrent runs a key may be given (each is an advisory lock slot)."""
 CACHE_S = 5.0
@@ -218,12 +218,7 @@ class Keys:
 
     async def setup(self) -> None:
         """Create the tables if they are missing, one process at a time."""
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK_KEY,))
-            # One statement at a time: the pool prepares statements, and a prepared statement
-            # holds one.
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                await conn.execute(statement)
+        await create_schema(self.pool, _SCHEMA)
 
     async def create(
         self,

@@ -1,7 +1,9 @@
 """Postgres: the embedded cluster or an external URL, and pools of connections to it."""
 
+import contextlib
 import logging
 import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,28 @@ logger = logging.getLogger(__name__)
 EMBEDDED_DATABASE = "agentgraph"
 SETUP_LOCK_KEY = 7_310_586_331_045_411_601
 """Any fixed 64-bit number: serialises schema set-up across processes sharing one database."""
+SCHEMA_LOCK_KEY = 7_310_586_331_045_411_777
+"""Another fixed number: the application's own tables are set up under this one (the
+checkpointer's set-up holds `SETUP_LOCK_KEY` while it creates indexes concurrently, which
+must not wait for a transaction queued behind it)."""
+
+
+@contextlib.asynccontextmanager
+async def schema_transaction(
+    pool: AsyncConnectionPool[Any],
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A transaction that holds the schema lock: one process at a time sets tables up (two
+    `CREATE TABLE IF NOT EXISTS` of one table at once can still collide in the catalogue)."""
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+        yield conn
+
+
+async def create_schema(pool: AsyncConnectionPool[Any], *statements: str) -> None:
+    """Run schema statements (each may hold several, `;`-separated) under the schema lock."""
+    async with schema_transaction(pool) as conn:
+        for statement in statements:
+            await conn.execute(statement, prepare=False)  # never prepared: several at once
 
 
 def _embedded_server(pgdata: Path) -> Any:

@@ -12,8 +12,8 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-# Any fixed 64-bit number: serialises the table's set-up across processes.
-_SETUP_LOCK_KEY = 7_310_586_331_045_412_003
+from app.pg import create_schema
+
 _SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS agentgraph_responses (
@@ -45,10 +45,7 @@ class Responses:
 
     async def setup(self) -> None:
         """Create the table if it is missing, one process at a time."""
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK_KEY,))
-            for statement in _SCHEMA:
-                await conn.execute(statement)
+        await create_schema(self.pool, *_SCHEMA)
 
     async def save(
         self, response_id: str, *, thread_id: str, tenant: str, body: dict[str, Any]

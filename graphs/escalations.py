@@ -14,8 +14,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 from typing_extensions import TypedDict
 
-# Any fixed 64-bit number: serialises the table's set-up across processes.
-_SETUP_LOCK_KEY = 7_310_586_331_045_411_781
+from app.pg import create_schema
 
 
 class Escalation(TypedDict):
@@ -27,19 +26,18 @@ class Escalation(TypedDict):
 
 async def setup_escalations(pool: AsyncConnectionPool[Any]) -> None:
     """Create the escalations table, one process at a time."""
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK_KEY,))
-        await conn.execute(
-            """
-            CREATE TABLE IF NOT EXISTS agentgraph_escalations (
-                thread_id text NOT NULL,
-                checkpoint_id text NOT NULL,
-                escalated_at timestamptz NOT NULL DEFAULT now(),
-                reason text NOT NULL,
-                PRIMARY KEY (thread_id, checkpoint_id)
-            )
-            """
+    await create_schema(
+        pool,
+        """
+        CREATE TABLE IF NOT EXISTS agentgraph_escalations (
+            thread_id text NOT NULL,
+            checkpoint_id text NOT NULL,
+            escalated_at timestamptz NOT NULL DEFAULT now(),
+            reason text NOT NULL,
+            PRIMARY KEY (thread_id, checkpoint_id)
         )
+        """,
+    )
 
 
 async def escalate(

@@ -23,14 +23,13 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 from typing_extensions import TypedDict
 
+from app.pg import create_schema
 from graphs.agent import AgentGraph
 from graphs.escalations import escalations_of, setup_escalations
 from graphs.runs import thread_config
 
 # The channel LangGraph writes a task's interrupt to (`langgraph._internal._constants`).
 INTERRUPT_CHANNEL = "__interrupt__"
-# Any fixed 64-bit number: serialises the inbox's set-up across processes.
-_SETUP_LOCK_KEY = 7_310_586_331_045_411_777
 
 
 class PendingApproval(TypedDict):
@@ -53,17 +52,16 @@ class PendingApproval(TypedDict):
 
 async def setup_inbox(pool: AsyncConnectionPool[Any]) -> None:
     """Index the interrupt writes, one process at a time (after the checkpointer's set-up)."""
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK_KEY,))
-        await conn.execute(
-            f"""
-            CREATE INDEX IF NOT EXISTS agentgraph_interrupt_writes_idx
-            ON checkpoint_writes (thread_id, checkpoint_id)
-            WHERE channel = '{INTERRUPT_CHANNEL}' AND checkpoint_ns = ''
-            """
-        )
+    await create_schema(
+        pool,
+        f"""
+        CREATE INDEX IF NOT EXISTS agentgraph_interrupt_writes_idx
+        ON checkpoint_writes (thread_id, checkpoint_id)
+        WHERE channel = '{INTERRUPT_CHANNEL}' AND checkpoint_ns = ''
+        """,
         # The table an earlier version kept by hand; the checkpoints now say it all.
-        await conn.execute("DROP TABLE IF EXISTS agentgraph_pending_approvals")
+        "DROP TABLE IF EXISTS agentgraph_pending_approvals",
+    )
     await setup_escalations(pool)
 
 

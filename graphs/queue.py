@@ -35,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from app.auth import Keys
 from app.errors import AgentGraphError, DatabaseError
+from app.pg import schema_transaction
 from app.settings import Settings
 from graphs.budgets import charge
 from graphs.driver import RunOrder, claim_run
@@ -63,8 +64,6 @@ LOCK_WAIT_S = 10.0
 """How long a run waits for a lock connection when every one is taken."""
 RUN_ATTEMPTS = 5
 """Times a run is started at most: the first, and retries after crashes or lost databases."""
-# Any fixed 64-bit number: serialises the queue's schema set-up across processes.
-_SETUP_LOCK_KEY = 7_310_586_331_045_411_779
 CANCELLED = "cancelled by request; the thread keeps every finished step (continue it to go on)"
 WORKER_STOPPING = "the worker stopped; the run goes on from its last checkpoint on another worker"
 
@@ -113,8 +112,7 @@ def queue_app(url: str, *, pool_size: int = 4) -> procrastinate.App:
 
 async def setup_queue(app: procrastinate.App, pool: AsyncConnectionPool[Any]) -> None:
     """Create the queue's tables once, one process at a time."""
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK_KEY,))
+    async with schema_transaction(pool) as conn:
         cursor = await conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS ok")
         row = await cursor.fetchone()
         if not (row and row["ok"]):

@@ -23,7 +23,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from app.pg import redact
+from app.pg import create_schema, redact
 from graphs.runs import RunEvent
 
 logger = logging.getLogger(__name__)
@@ -40,8 +40,6 @@ notification) carries every token of it."""
 POLL_S = 5.0
 """How often a follower reads the log though no notification came (one may be lost while its
 listener reconnects)."""
-# Any fixed 64-bit number: serialises the tables' set-up across processes.
-_SETUP_LOCK_KEY = 7_310_586_331_045_411_778
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agentgraph_runs (
@@ -145,9 +143,7 @@ def kind_of(run_order: dict[str, Any]) -> Literal["request", "resume", "continue
 async def setup_run_log(pool: AsyncConnectionPool[Any]) -> None:
     """Create the tables of runs, their events and crons (`graphs.crons`), one process
     at a time."""
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK_KEY,))
-        await conn.execute(SCHEMA, prepare=False)  # several statements: never prepared
+    await create_schema(pool, SCHEMA)
 
 
 _COLUMNS = (

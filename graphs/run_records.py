@@ -25,6 +25,8 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Json
 from psycopg_pool import AsyncConnectionPool
 
+from app.pg import create_schema
+
 RunEvent = dict[str, Any]
 Timeline = list[tuple[float, RunEvent]]
 """Events with their offsets from the run's start, in milliseconds, in order."""
@@ -34,8 +36,6 @@ logger = logging.getLogger(__name__)
 FORMAT = 1
 TICK_MS = 0.1
 _DELTA_KEYS = frozenset({"event", "node", "step_id", "text"})
-# Any fixed 64-bit number: serialises the table's set-up across processes.
-_SETUP_LOCK_KEY = 7_310_586_331_045_412_177
 SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS agentgraph_run_records (
@@ -136,10 +136,7 @@ def decode(record: dict[str, Any]) -> Timeline:
 
 async def setup_run_records(pool: AsyncConnectionPool[Any]) -> None:
     """Create the records' table if it is missing, one process at a time."""
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK_KEY,))
-        for statement in SCHEMA:
-            await conn.execute(statement)
+    await create_schema(pool, *SCHEMA)
 
 
 async def store_record(

@@ -13,8 +13,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-# Any fixed 64-bit number: serialises the table's set-up across processes.
-_SETUP_LOCK_KEY = 7_310_586_331_045_411_781
+from app.pg import create_schema
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agentgraph_threads (
@@ -38,9 +37,7 @@ class ThreadRecord:
 
 async def setup_thread_records(pool: AsyncConnectionPool[Any]) -> None:
     """Create the table, one process at a time."""
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK_KEY,))
-        await conn.execute(SCHEMA)
+    await create_schema(pool, SCHEMA)
 
 
 async def create_record(

@@ -10,6 +10,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from app.pg import create_schema
+
 CallStatus = Literal["ok", "refused", "invalid", "failed"]
 REDACTED = "[redacted]"
 _SECRET_KEY = re.compile(
@@ -19,8 +21,6 @@ _SECRET_KEY = re.compile(
 _SECRET_VALUE = re.compile(
     r"\b(?:sk|ag|ghp|xox[abp])[-_][A-Za-z0-9_-]{12,}\b|\bBearer\s+[A-Za-z0-9._~+/=-]{12,}"
 )
-# Any fixed 64-bit number: serialises the table's set-up across processes.
-_SETUP_LOCK_KEY = 7_310_586_331_045_412_011
 _SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS agentgraph_tool_audit (
@@ -82,10 +82,7 @@ class AuditLog:
 
     async def setup(self) -> None:
         """Create the table if it is missing, one process at a time."""
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK_KEY,))
-            for statement in _SCHEMA:
-                await conn.execute(statement)
+        await create_schema(self.pool, *_SCHEMA)
 
     async def record(self, call: ToolCall) -> None:
         """Append a call, its arguments redacted."""
