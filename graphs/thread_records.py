@@ -145,3 +145,19 @@ async def search_records(
             prepare=False,
         )
         return [ThreadRecord(**row) for row in await cursor.fetchall()]
+
+
+async def count_records(
+    pool: AsyncConnectionPool[Any], *, metadata: dict[str, Any], tenant: str | None
+) -> int:
+    """How many threads `search_records` finds, counted in Postgres."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            _KNOWN + "SELECT count(*) AS n FROM threads WHERE metadata @> %(metadata)s"
+            " AND (%(tenant)s::text IS NULL OR thread_id IN"
+            " (SELECT thread_id FROM agentgraph_thread_owners WHERE tenant = %(tenant)s))",
+            {"metadata": Jsonb(metadata), "tenant": tenant},
+            prepare=False,
+        )
+        row = await cursor.fetchone()
+        return int(row["n"]) if row else 0

@@ -21,6 +21,7 @@ from graphs.retention import copy_thread, delete_thread, prune
 from graphs.runs import new_thread_id, thread_config
 from graphs.thread_records import (
     ThreadRecord,
+    count_records,
     create_record,
     get_record,
     search_records,
@@ -230,8 +231,14 @@ async def prune_threads(body: ThreadPrune, svc: Svc, who: Caller) -> dict[str, i
 
 @router.post("/count", responses=ERRORS)
 async def count(svc: Svc, who: Caller, body: ThreadSearch | None = None) -> int:
-    """How many threads `search` finds (at most 1,000)."""
+    """How many threads `search` finds (with a `status`, at most 1,000: each thread's status
+    is read from its checkpoint)."""
     query = (body or ThreadSearch()).model_copy(update={"limit": 1000, "offset": 0})
+    if query.status is None:
+        needs(who, "runs")
+        return await count_records(
+            svc.agent.db.pool, metadata=query.metadata, tenant=who.tenant_filter
+        )
     return len(await search(svc, who, query))
 
 

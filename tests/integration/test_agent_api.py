@@ -57,10 +57,18 @@ async def test_threads_are_made_searched_updated_and_deleted(api: RunningServer)
 
     found = await client.threads.search(metadata={"case": "t1"})
     assert [t["thread_id"] for t in found] == [thread_id]
+    marker = {"team": "research", "batch": thread_id}  # this test's threads alone
+    await client.threads.update(thread_id, metadata=marker)
+    await client.threads.create(metadata={**marker, "case": "t2"})
+    assert await client.threads.count(metadata=marker) == 2
+    assert await client.threads.count(metadata={"case": "t1"}) == 1
+    assert await client.threads.count(metadata={"case": "t1"}, status="idle") == 1
+    assert await client.threads.count(metadata={"case": "t1"}, status="busy") == 0
     await client.threads.update(thread_id, metadata={"stage": "two"})
     assert (await client.threads.get(thread_id))["metadata"] == {
         "team": "research",
         "case": "t1",
+        "batch": thread_id,
         "stage": "two",
     }
     await client.threads.delete(thread_id)
