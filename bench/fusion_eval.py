@@ -13,6 +13,9 @@ as `bench.retrieval_eval` scores them. The fusions:
 - `doc-A`: `retrievers.fusion.document_fusion` with weight A on dense (`doc-0.5` is what
   hybrid search ships), `doc-0.5@N` the same over each list's first N chunks;
 - `doc-agree`: the same with the agreement weights;
+- `doc-z-A@N`: the same over N chunks of each list with z-scores instead of min-max: as a
+  z-score is affine, this is min-max with each list weighted, query by query, by its spread
+  (max − min) in its own standard deviations, so a list with a clear head counts more;
 - `doc-rrf-K`: RRF over the lists' documents.
 
 Run after `bench.retrieval_eval` has ingested the datasets (one collection each):
@@ -26,6 +29,7 @@ import argparse
 import asyncio
 import json
 import logging
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -65,6 +69,13 @@ def agreement_weights(rankings: Sequence[Sequence[str]], *, top: int = 10) -> li
     return [s / sum(scores) for s in scores]
 
 
+def _spread(items: Sequence[Candidate]) -> float:
+    """A list's range of scores in its standard deviations (1 when they do not vary)."""
+    scores = [s for *_, s in items]
+    deviation = statistics.pstdev(scores) if len(scores) > 1 else 0.0
+    return (max(scores) - min(scores)) / deviation if deviation else 1.0
+
+
 def _minmax(items: Sequence[Candidate]) -> dict[str, float]:
     low, high = min(s for *_, s in items), max(s for *_, s in items)
     return {c: (s - low) / ((high - low) or 1.0) for c, _, s in items}
@@ -84,6 +95,15 @@ def fusions() -> dict[str, Fusion]:
         def fuse(lists: Lists) -> list[str]:
             heads = [ls[:depth] for ls in lists]
             return docs_of(document_fusion(heads, weights=[alpha, 1 - alpha]), lists)
+
+        return fuse
+
+    def doc_z(alpha: float, depth: int = 200) -> Fusion:
+        def fuse(lists: Lists) -> list[str]:
+            heads = [ls[:depth] for ls in lists]
+            spread = [_spread(ls) if ls else 1.0 for ls in heads]
+            weights = [alpha * spread[0], (1 - alpha) * spread[1]]
+            return docs_of(document_fusion(heads, weights=weights), lists)
 
         return fuse
 
@@ -122,6 +142,9 @@ def fusions() -> dict[str, Fusion]:
         table[f"doc-{alpha}"] = doc_convex(alpha)
     table["doc-0.5@50"] = doc_convex(0.5, 50)
     table["doc-0.5@200"] = doc_convex(0.5, 200)
+    table["doc-z-0.5@100"] = doc_z(0.5, 100)
+    table["doc-z-0.5@200"] = doc_z(0.5)
+    table["doc-z-0.6@200"] = doc_z(0.6)
     table["doc-agree"] = doc_agree
     table["doc-rrf-60"] = doc_rrf(60)
     return table
