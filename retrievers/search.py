@@ -16,9 +16,10 @@ from retrievers.schema import chunk_table, postings_table, terms_table, vector_l
 SearchMode = Literal["dense", "fulltext", "hybrid"]
 
 BM25_K1 = 1.2
-"""BM25's term-frequency saturation: the usual default (Lucene's, Elasticsearch's), not tuned."""
+"""BM25's term-frequency saturation: the usual default (Lucene's, Elasticsearch's). A sweep of
+k1 from 0.6 to 2.0 on three collections found nothing better across them (`bench/README.md`)."""
 BM25_B = 0.75
-"""BM25's length normalisation: the usual default, not tuned."""
+"""BM25's length normalisation: the usual default; b from 0.3 to 0.9 was swept with k1."""
 
 
 @dataclass(frozen=True)
@@ -133,14 +134,19 @@ async def fulltext(
     *,
     limit: int,
     source: str | None = None,
+    k1: float = BM25_K1,
+    b: float = BM25_B,
 ) -> list[Hit]:
-    """Return chunks matching any query term, ranked by BM25 (Okapi, k1 = 1.2, b = 0.75).
+    """Return chunks matching any query term, ranked by BM25 (Okapi; `k1` and `b` are for
+    benchmarks to sweep, searches keep the defaults).
 
     Postgres' own `ts_rank` has no inverse document frequency. BM25 weighs each matched
     lexeme by its IDF and by how often the query and the chunk hold it, against the chunk's
     length: a long query or a long chunk no longer wins by matching many words once.
     """
-    rows = await _fulltext_rows(conn, collection, text, limit=limit, source=source, text_too=True)
+    rows = await _fulltext_rows(
+        conn, collection, text, limit=limit, source=source, text_too=True, k1=k1, b=b
+    )
     return [_hit(r) for r in rows]
 
 
@@ -152,6 +158,8 @@ async def _fulltext_rows(
     limit: int,
     source: str | None,
     text_too: bool,
+    k1: float = BM25_K1,
+    b: float = BM25_B,
 ) -> list[dict[str, Any]]:
     # Each query term's document frequency, the number of chunks (under the empty term) and
     # of their lexemes (under a space) come from the collection's term statistics, each
@@ -181,9 +189,9 @@ async def _fulltext_rows(
         p=postings_table(collection),
         only=only.format(t=chunk_table(collection), w=where),
         cols=_text_columns(text_too),
-        k1=sql.Literal(BM25_K1),
-        k1p1=sql.Literal(BM25_K1 + 1),
-        b=sql.Literal(BM25_B),
+        k1=sql.Literal(float(k1)),
+        k1p1=sql.Literal(float(k1) + 1),
+        b=sql.Literal(float(b)),
     )
     cursor = await conn.execute(query, [text, *params, limit])
     return await cursor.fetchall()

@@ -7,6 +7,7 @@ import pytest
 
 from app.errors import RetrievalError
 from app.settings import Settings
+from retrievers import search as search_sql
 from retrievers.connect import open_store
 from retrievers.ingest import ingest
 from retrievers.service import open_collection, search
@@ -267,7 +268,15 @@ async def test_full_text_ranks_by_bm25(
         # The rarer word wins, unless the query repeats the other.
         said_once = await store.fulltext("bare mosses", limit=10)
         repeated = await store.fulltext("bare bare bare mosses", limit=10)
+        unnormalised = await search_sql.fulltext(store.conn, collection, "lichens", limit=10, b=0.0)
     # More occurrences rank higher; the same words in a longer chunk rank lower.
     assert [Path(h.source).name for h in hits] == ["often.txt", "once.txt", "long.txt"]
     assert Path(said_once[0].source).name == "other.txt"
     assert Path(repeated[0].source).name == "once.txt"
+    # Without length normalisation (b = 0) the short and the long chunk holding the word once
+    # score alike.
+    score = {Path(h.source).name: h.score for h in hits}
+    flat = {Path(h.source).name: h.score for h in unnormalised}
+    assert score["once.txt"] > score["long.txt"]
+    assert flat["once.txt"] == pytest.approx(flat["long.txt"])
+    assert flat["often.txt"] > flat["once.txt"]
