@@ -4,14 +4,21 @@ when asked to stop.
 Several processes are uvicorn's own process manager (`uvicorn --workers`): the parent binds
 the port, each worker accepts on it, a worker that dies or stops answering its health check
 is started again, SIGHUP replaces the workers one by one, SIGTTIN adds one and SIGTTOU
-retires one. Each worker also watches its own event loop (`server.watchdog`).
+retires one. Each worker also watches its own event loop (`server.watchdog`). The workers
+share their counters and histograms through files in one directory, so that a scrape of
+`/metrics`, whichever worker answers it, counts them all (`app.telemetry.metrics`).
 """
 
+import contextlib
 import ipaddress
 import logging
 import math
 import os
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -22,6 +29,7 @@ from uvicorn.supervisors import Multiprocess
 from app.errors import ConfigError, WorkerStartError
 from app.settings import get_settings
 from app.telemetry.logs import logging_config
+from app.telemetry.metrics import SHARED_DIR_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -151,10 +159,33 @@ def serve(
     config.factory = True
     config.workers = workers
     config.timeout_worker_healthcheck = max(math.ceil(worker_timeout_s), HEALTHCHECK_S)
-    with _listen(host, port) as sock:
+    with _listen(host, port) as sock, _shared_metrics():
         manager = Multiprocess(config, sockets=[sock])
         manager.run()
     if any(p.exitcode == STARTUP_FAILURE for p in manager.processes):
         raise WorkerStartError(
             "a server worker process could not start its app; its log above says why"
         )
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[None]:
+    """A directory where the workers about to be spawned keep their metrics' values
+    (`SHARED_DIR_ENV`): the one that variable names, emptied of an earlier server's files,
+    else a temporary one, removed when the server stops. A worker that is replaced leaves
+    its files, so counters never go back."""
+    named = os.environ.get(SHARED_DIR_ENV)
+    if named:
+        shared = Path(named)
+        shared.mkdir(parents=True, exist_ok=True)
+        for stale in shared.glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    made = tempfile.mkdtemp(prefix="agentgraph-metrics-")
+    os.environ[SHARED_DIR_ENV] = made
+    try:
+        yield
+    finally:
+        os.environ.pop(SHARED_DIR_ENV, None)
+        shutil.rmtree(made, ignore_errors=True)

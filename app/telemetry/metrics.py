@@ -4,14 +4,26 @@ Counters and histograms live in one process-wide `Metrics` (`metrics()`), on a r
 their own rather than prometheus_client's global one, and are updated where runs end and
 nodes finish. Gauges that describe the database (approvals waiting, queued jobs, pool use)
 are read when `/metrics` is scraped and handed to `render` as `DatabaseFigures`.
+
+Several server processes on one port (`serve --workers N`) share their counters and
+histograms through prometheus_client's multiprocess mode: `server.serve` points
+`PROMETHEUS_MULTIPROC_DIR` at a directory before it starts them, each process writes its
+values to files there, and a scrape of any of them adds up every process's.
 """
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -25,6 +37,9 @@ RUN_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 NODE_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 600)
 """Seconds: a node takes from a few milliseconds (dispatch) to minutes (a long generation)."""
 RejectionReason = Literal["rate", "concurrency", "budget"]
+SHARED_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Where the processes of one server keep their values (prometheus_client's variable, read
+when it is first imported): set, a scrape adds up every process's counters and histograms."""
 
 
 class Metrics:
@@ -197,6 +212,16 @@ class _Scrape(Collector):
         yield from database_families(self.figures)
 
 
+def _counted() -> CollectorRegistry:
+    """This process's counters and histograms, or, when processes share a directory
+    (`SHARED_DIR_ENV`), every process's, added up from their files."""
+    if not os.environ.get(SHARED_DIR_ENV):
+        return metrics().registry
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped upstream
+    return merged
+
+
 def render(figures: DatabaseFigures = DatabaseFigures()) -> bytes:
-    """The process's metrics and `figures` in Prometheus's text format."""
-    return generate_latest(_Scrape(metrics().registry, figures))
+    """The counted metrics (`_counted`) and `figures` in Prometheus's text format."""
+    return generate_latest(_Scrape(_counted(), figures))

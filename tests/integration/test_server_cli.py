@@ -3,6 +3,7 @@ stopping cleanly on SIGTERM. Several workers run under uvicorn's process manager
 hold what the product promises of it, and the event-loop watchdog that is the project's own."""
 
 import contextlib
+import copy
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import free_port, wait_ready
 from tests.fakes import scripted_spec
@@ -351,3 +353,47 @@ def test_sigttin_adds_a_worker_and_sigttou_removes_one_but_never_the_last(cli: C
         output = _stop(proc)
     assert proc.returncode == 0, output
     assert "Already reached one process" in output, output
+
+
+def _runs_started(base: str) -> float:
+    """`agentgraph_runs_started_total{kind="request"}` in one scrape, on a new connection."""
+    text = httpx.get(f"{base}/metrics", headers={"Connection": "close"}, timeout=30).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "agentgraph_runs_started_total" and sample.labels == {
+                "kind": "request"
+            }:
+                return sample.value
+    return 0.0
+
+
+def test_metrics_of_several_workers_add_up_whichever_answers(
+    scripted_cli: Cli, tmp_path: Path
+) -> None:
+    """Runs served by either of two workers are all counted by a scrape of either."""
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    (shared / "counter_1.db").write_bytes(b"an earlier server's")
+    cli = copy.copy(scripted_cli)
+    cli.env = {**scripted_cli.env, "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    with _scripted_workers(cli, tmp_path / "log") as (proc, base):
+        assert not (shared / "counter_1.db").exists()
+        workers = _workers(proc.pid)
+        assert len(workers) == 2
+        runs = 0
+        deadline = time.monotonic() + DEADLINE_S
+        # Each run on a new connection, until both workers have counted some: the kernel
+        # hands each connection to whichever worker accepts it first, and the second may
+        # still be starting.
+        while {p for p in workers if (shared / f"counter_{p}.db").exists()} != workers:
+            assert time.monotonic() < deadline, f"one worker served all {runs} runs"
+            result = httpx.post(
+                f"{base}/api/v1/agent/run",
+                json={"question": "What is A? What is B?", "approval": "always"},
+                headers={"Connection": "close"},
+                timeout=60,
+            ).json()
+            assert result["status"] == "interrupted"
+            runs += 1
+            time.sleep(0.1)
+        assert [_runs_started(base) for _ in range(10)] == [runs] * 10
