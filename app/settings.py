@@ -156,6 +156,17 @@ class Settings(BaseSettings):
         description="Whether `agentgraph serve` also executes background runs in its own "
         "process(es). Off: only `agentgraph worker` processes execute them.",
     )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port on which `agentgraph worker` serves its Prometheus metrics "
+        "(`/metrics`; the runs it executed). Unset: none.",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address on which `agentgraph worker` serves its metrics.",
+    )
     worker_heartbeat_s: float = Field(
         default=5.0,
         gt=0,

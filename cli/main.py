@@ -457,24 +457,54 @@ def worker(
             show_default=False,
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve the worker's Prometheus metrics at http://HOST:PORT/metrics "
+            "(default: AGENTGRAPH_WORKER_METRICS_PORT, else none).",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address for --metrics-port (default: AGENTGRAPH_WORKER_METRICS_HOST, "
+            "else 127.0.0.1).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Execute background runs and crons from the queue until interrupted. A stopped
     worker's runs go on from their last checkpoint on another worker."""
     logging.getLogger().setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
 
     async def go(settings: Settings) -> int:
+        from app.telemetry.metrics import serve_metrics
         from graphs.service import open_agent
         from graphs.worker import run_worker
 
-        if concurrency is not None:
-            settings = settings.model_copy(update={"worker_concurrency": concurrency})
-        async with open_agent(settings) as agent:
-            err.print(
-                f"worker: executing up to {settings.worker_concurrency} background runs at once "
-                "(Ctrl-C to stop)",
-                markup=False,
-            )
-            await run_worker(agent, settings, install_signal_handlers=True)
+        given = {
+            "worker_concurrency": concurrency,
+            "worker_metrics_port": metrics_port,
+            "worker_metrics_host": metrics_host,
+        }
+        settings = settings.model_copy(update={k: v for k, v in given.items() if v is not None})
+        port, host = settings.worker_metrics_port, settings.worker_metrics_host
+        stop_metrics = serve_metrics(host, port) if port is not None else None
+        try:
+            async with open_agent(settings) as agent:
+                err.print(
+                    f"worker: executing up to {settings.worker_concurrency} background runs "
+                    "at once (Ctrl-C to stop)"
+                    + (f"; metrics at http://{host}:{port}/metrics" if port is not None else ""),
+                    markup=False,
+                )
+                await run_worker(agent, settings, install_signal_handlers=True)
+        finally:
+            if stop_metrics is not None:
+                stop_metrics()
         return 0
 
     _run(go)

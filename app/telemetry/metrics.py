@@ -12,7 +12,7 @@ values to files there, and a scrape of any of them adds up every process's.
 """
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
@@ -23,12 +23,14 @@ from prometheus_client import (
     Counter,
     Histogram,
     multiprocess,
+    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from app.accounting import UsageRecord
+from app.errors import ConfigError
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The media type of `render`'s text."""
@@ -220,6 +222,27 @@ def _counted() -> CollectorRegistry:
     merged = CollectorRegistry()
     multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped upstream
     return merged
+
+
+def serve_metrics(host: str, port: int) -> Callable[[], None]:
+    """Serve the counted metrics (`_counted`) at `http://host:port/metrics` from a thread, for
+    a process with no API of its own (a queue worker); return what stops it. The database's
+    gauges are any server's to serve.
+
+    Raises:
+        ConfigError: the address cannot be listened on.
+    """
+    try:
+        server, thread = start_http_server(port, addr=host, registry=_counted())
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop
 
 
 def render(figures: DatabaseFigures = DatabaseFigures()) -> bytes:

@@ -6,6 +6,7 @@ step that had finished runs again."""
 import asyncio
 import os
 import signal
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +15,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.pg import resolve_database_url
 from app.settings import Settings
 from bench.background import start_api, start_worker, stop, wait_for_workers
+from bench.common import free_port
 from tests.integration.conftest import Cli
 from tests.integration.server_harness import SseEvent, sse_events, wait_for
 
@@ -56,10 +59,13 @@ async def test_a_run_survives_its_worker_killed_and_streams_on_another_replica(
         replica_b, base_b = start_api(env, execute=False)
         procs.append(replica_b)
         workers = {}
+        metrics_port = {}
         for log in logs:
-            worker = start_worker(env, log=log)
+            port = free_port()
+            worker = start_worker({**env, "AGENTGRAPH_WORKER_METRICS_PORT": str(port)}, log=log)
             procs.append(worker)
             workers[worker.pid] = worker
+            metrics_port[worker.pid] = port
         await wait_for_workers(own_database, 2)
 
         async with (
@@ -111,6 +117,16 @@ async def test_a_run_survives_its_worker_killed_and_streams_on_another_replica(
             assert ended["status"] == "done"
             assert ended["attempts"] == 2
             assert ended["worker"] != taken["worker"]
+            # The worker that finished the run counted it, on its own metrics port.
+            survivor = int(ended["worker"].rsplit(":", 1)[1])
+            scraped = (await a.get(f"http://127.0.0.1:{metrics_port[survivor]}/metrics")).text
+            counted = {
+                s.labels["status"]: s.value
+                for f in text_string_to_metric_families(scraped)
+                for s in f.samples
+                if s.name == "agentgraph_runs_finished_total"
+            }
+            assert counted == {"done": 1.0}, scraped
 
             # No step that finished before the kill ran again: none of its tokens came after.
             assert finished_before
@@ -141,3 +157,14 @@ async def test_a_run_survives_its_worker_killed_and_streams_on_another_replica(
         stop(procs)
         for log in logs:
             log.close()
+
+
+def test_a_worker_says_when_its_metrics_port_is_taken(cli: Cli) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = cli.run("worker", "--metrics-port", str(port), timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert f"error: cannot serve metrics on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
