@@ -149,8 +149,9 @@ def serve(
     """
     resolve_auth(host)
     if workers == 1:
-        factory = import_from_string(app_factory)
-        AgentServer(factory(), host=host, port=port, log_level=log_level).run()
+        with _shared_metrics(make=False):
+            factory = import_from_string(app_factory)
+            AgentServer(factory(), host=host, port=port, log_level=log_level).run()
         return
     # The workers are spawned: they read their settings, this one included, from the
     # environment they inherit.
@@ -169,17 +170,20 @@ def serve(
 
 
 @contextlib.contextmanager
-def _shared_metrics() -> Iterator[None]:
-    """A directory where the workers about to be spawned keep their metrics' values
+def _shared_metrics(*, make: bool = True) -> Iterator[None]:
+    """A directory where the server's processes keep their metrics' values
     (`SHARED_DIR_ENV`): the one that variable names, emptied of an earlier server's files,
-    else a temporary one, removed when the server stops. A worker that is replaced leaves
-    its files, so counters never go back."""
+    else (when `make`) a temporary one, removed when the server stops. A worker that is
+    replaced leaves its files, so counters never go back."""
     named = os.environ.get(SHARED_DIR_ENV)
     if named:
         shared = Path(named)
         shared.mkdir(parents=True, exist_ok=True)
         for stale in shared.glob("*.db"):
             stale.unlink()
+        yield
+        return
+    if not make:
         yield
         return
     made = tempfile.mkdtemp(prefix="agentgraph-metrics-")

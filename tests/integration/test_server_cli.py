@@ -397,3 +397,35 @@ def test_metrics_of_several_workers_add_up_whichever_answers(
             runs += 1
             time.sleep(0.1)
         assert [_runs_started(base) for _ in range(10)] == [runs] * 10
+
+
+def test_one_process_in_a_named_metrics_directory_counts_from_zero(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """With `PROMETHEUS_MULTIPROC_DIR` set, a one-process server empties it of an earlier
+    server's files, then counts its own runs there."""
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    (shared / "counter_1.db").write_bytes(b"an earlier server's")
+    proc = cli.start(
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port := free_port()),
+        env={"PROMETHEUS_MULTIPROC_DIR": str(shared)},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, f"{base}/readyz", timeout_s=120, name="the server", output=lambda: "")
+        assert not (shared / "counter_1.db").exists()
+        result = httpx.post(
+            f"{base}/api/v1/agent/run",
+            json={"question": "What is A? What is B?", "approval": "always"},
+            timeout=60,
+        ).json()
+        assert result["status"] == "interrupted"
+        assert _runs_started(base) == 1
+        assert (shared / f"counter_{proc.pid}.db").exists()
+    finally:
+        _stop(proc)
