@@ -133,10 +133,13 @@ def fusions() -> dict[str, Fusion]:
 
         return fuse
 
-    def doc_bounded(alpha: float, dense_low: float | None) -> Fusion:
-        return lambda lists: bounded_fusion(
-            [ls[:100] for ls in pair(lists)], lows=[dense_low, 0.0], weights=[alpha, 1 - alpha]
-        )
+    def doc_bounded(alpha: float, dense_low: float) -> Fusion:
+        def fuse(lists: Lists) -> list[str]:
+            heads = [ls[:100] for ls in pair(lists)]
+            fused = document_fusion(heads, weights=[alpha, 1 - alpha], lows=[dense_low, 0.0])
+            return docs_of(fused, lists)
+
+        return fuse
 
     def doc_agree(lists: Lists) -> list[str]:
         heads = [ls[:100] for ls in pair(lists)]
@@ -190,27 +193,6 @@ def fusions() -> dict[str, Fusion]:
     table["doc-0.5+prf"] = doc_convex(0.5, names=("dense+prf", "fulltext"))
     table["doc-3+prf"] = three_with_prf
     return table
-
-
-def bounded_fusion(
-    lists: Sequence[Sequence[Candidate]], *, lows: Sequence[float | None], weights: Sequence[float]
-) -> list[str]:
-    """Documents by the weighted sum of their best chunk's score in each list, each list
-    scaled from its lower bound in `lows` (its last candidate's score where None) to its
-    best score; a document a list lacks scores that list's lower bound."""
-    scores: dict[str, float] = {}
-    for items, low, weight in zip(lists, lows, weights, strict=True):
-        if not items:
-            continue
-        high = max(s for *_, s in items)
-        floor = min(s for *_, s in items) if low is None else low
-        best: dict[str, float] = {}
-        for _, source, score in items:
-            doc = _doc(source)
-            best[doc] = max(best.get(doc, 0.0), (score - floor) / ((high - floor) or 1.0))
-        for doc, scaled in best.items():
-            scores[doc] = scores.get(doc, 0.0) + weight * scaled
-    return sorted(scores, key=lambda d: -scores[d])
 
 
 async def candidate_lists(

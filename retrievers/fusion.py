@@ -26,11 +26,16 @@ Candidate = tuple[str, str, float]
 
 
 def document_fusion(
-    lists: Sequence[Sequence[Candidate]], *, weights: Sequence[float] | None = None
+    lists: Sequence[Sequence[Candidate]],
+    *,
+    weights: Sequence[float] | None = None,
+    lows: Sequence[float | None] | None = None,
 ) -> list[tuple[str, float]]:
     """Fuse scored chunk lists at the document level.
 
-    Each list's scores are min-max scaled (all 1 when they are all equal); a document's score
+    Each list's scores are min-max scaled (all 1 when they are all equal), from the list's
+    lower bound in `lows` where one is given instead of its last candidate's score (for
+    benchmarks comparing scalings); a document's score
     in a list is its best chunk's there, and its fused score the weighted sum of those (equal
     weights by default). A document's best chunk (by the chunks' own fused scores) takes its
     document's score, and each further one `LATER_CHUNK` of the one before, so that one
@@ -41,13 +46,14 @@ def document_fusion(
         seen.
     """
     weights = weights or [1.0 / len(lists)] * len(lists)
+    lows = lows or [None] * len(lists)
     chunk_score: dict[str, float] = {}
     doc_score: dict[str, float] = {}
     document: dict[str, str] = {}
-    for items, weight in zip(lists, weights, strict=True):
+    for items, weight, bound in zip(lists, weights, lows, strict=True):
         if not items:
             continue
-        low = min(score for _, _, score in items)
+        low = min(score for _, _, score in items) if bound is None else bound
         span = max(score for _, _, score in items) - low
         best: dict[str, float] = {}
         for chunk, doc, score in items:

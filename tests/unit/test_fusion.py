@@ -43,3 +43,25 @@ def test_rrf_sums_reciprocal_ranks() -> None:
     fused = rrf([["a", "b"], ["b", "c"]], k=10)
     assert [i for i, _ in fused] == ["b", "a", "c"]
     assert fused[0][1] == pytest.approx(1 / 12 + 1 / 11)
+
+
+def _documents(fused: list[tuple[str, float]]) -> list[str]:
+    return list(dict.fromkeys(chunk.split("#")[0] for chunk, _ in fused))
+
+
+def test_document_fusion_scales_each_list_from_a_given_lower_bound() -> None:
+    dense = [("a#0", "a", 0.8), ("b#0", "b", 0.6), ("c#0", "c", 0.4)]
+    full = [("c#0", "c", 10.0), ("a#1", "a", 2.0)]
+    # From -1, dense barely separates a (1.0), b (1.6/1.8) and c (1.4/1.8); the full text's
+    # 10 against 2 decides.
+    fused = document_fusion([dense, full], weights=[0.5, 0.5], lows=[-1.0, 0.0])
+    assert _documents(fused) == ["c", "a", "b"]
+    # From its last candidate, dense spreads them from 1 to 0 and a's lead in it holds.
+    fused = document_fusion([dense, full], weights=[0.5, 0.5], lows=[None, 0.0])
+    assert _documents(fused) == ["a", "c", "b"]
+
+
+def test_document_fusion_from_a_lower_bound_takes_a_documents_best_chunk() -> None:
+    dense = [("a#0", "a", 0.2), ("a#1", "a", 0.9), ("b#0", "b", 0.5)]
+    fused = document_fusion([dense, []], weights=[1.0, 1.0], lows=[0.0, 0.0])
+    assert _documents(fused) == ["a", "b"]
