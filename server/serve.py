@@ -149,9 +149,9 @@ def serve(
     """
     resolve_auth(host)
     if workers == 1:
-        with _shared_metrics(make=False):
-            factory = import_from_string(app_factory)
-            AgentServer(factory(), host=host, port=port, log_level=log_level).run()
+        _empty_named_metrics_dir()
+        factory = import_from_string(app_factory)
+        AgentServer(factory(), host=host, port=port, log_level=log_level).run()
         return
     # The workers are spawned: they read their settings, this one included, from the
     # environment they inherit.
@@ -169,21 +169,26 @@ def serve(
         )
 
 
-@contextlib.contextmanager
-def _shared_metrics(*, make: bool = True) -> Iterator[None]:
-    """A directory where the server's processes keep their metrics' values
-    (`SHARED_DIR_ENV`): the one that variable names, emptied of an earlier server's files,
-    else (when `make`) a temporary one, removed when the server stops. A worker that is
-    replaced leaves its files, so counters never go back."""
+def _empty_named_metrics_dir() -> bool:
+    """Empty the directory `SHARED_DIR_ENV` names, if any, of an earlier server's metrics
+    files; return whether it names one."""
     named = os.environ.get(SHARED_DIR_ENV)
-    if named:
-        shared = Path(named)
-        shared.mkdir(parents=True, exist_ok=True)
-        for stale in shared.glob("*.db"):
-            stale.unlink()
-        yield
-        return
-    if not make:
+    if not named:
+        return False
+    shared = Path(named)
+    shared.mkdir(parents=True, exist_ok=True)
+    for stale in shared.glob("*.db"):
+        stale.unlink()
+    return True
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[None]:
+    """A directory where the workers about to be spawned keep their metrics' values
+    (`SHARED_DIR_ENV`): the one that variable names, emptied, else a temporary one, removed
+    when the server stops. A worker that is replaced leaves its files, so counters never go
+    back."""
+    if _empty_named_metrics_dir():
         yield
         return
     made = tempfile.mkdtemp(prefix="agentgraph-metrics-")
