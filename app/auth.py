@@ -290,29 +290,36 @@ class Keys:
         match = _KEY.match(presented)
         if match is None:
             raise AuthError("malformed API key: keys look like agk_<16 hex>_<secret>")
-        async with self.pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT *, expires_at IS NOT NULL AND expires_at <= now() AS expired"
-                " FROM agentgraph_api_keys WHERE id = %s",
-                (match.group(1),),
-            )
-            row = await cursor.fetchone()
+        row = await self._row(match.group(1))
         if row is None or not hmac.compare_digest(row["hash"], _digest(presented)):
             raise AuthError("unknown API key")
-        if row["revoked_at"] is not None:
-            raise AuthError("this API key was revoked")
-        if row["expired"]:
-            raise AuthError("this API key has expired")
-        principal = Principal(
-            tenant=row["tenant"],
-            scopes=frozenset(row["scopes"]),
-            key_id=row["id"],
-            limits=KeyLimits.of_row(row),
-        )
+        principal = _current(row)
         if len(self._verified) > 10_000:
             self._verified.clear()
         self._verified[presented] = (now, principal)
         return principal
+
+    async def principal(self, key_id: str) -> Principal:
+        """The principal of a key by its id, as it stands now: for work a key asked for
+        earlier (a queued run, a cron's firing), checked again when it starts.
+
+        Raises:
+            AuthError: the key was deleted, revoked or has expired.
+        """
+        row = await self._row(key_id)
+        if row is None:
+            raise AuthError(f"API key {key_id} no longer exists")
+        return _current(row)
+
+    async def _row(self, key_id: str) -> dict[str, Any] | None:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT *, expires_at IS NOT NULL AND expires_at <= now() AS expired"
+                " FROM agentgraph_api_keys WHERE id = %s",
+                (key_id,),
+            )
+            row: dict[str, Any] | None = await cursor.fetchone()
+        return row
 
     async def claim(self, thread_id: str, principal: Principal) -> bool:
         """Record a thread as the principal's tenant's if nobody owns it; return whether the
@@ -414,6 +421,24 @@ def _info(row: dict[str, Any]) -> KeyInfo:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
+        limits=KeyLimits.of_row(row),
+    )
+
+
+def _current(row: dict[str, Any]) -> Principal:
+    """The principal of a key's row (with its `expired` flag).
+
+    Raises:
+        AuthError: the key was revoked or has expired.
+    """
+    if row["revoked_at"] is not None:
+        raise AuthError("this API key was revoked")
+    if row["expired"]:
+        raise AuthError("this API key has expired")
+    return Principal(
+        tenant=row["tenant"],
+        scopes=frozenset(row["scopes"]),
+        key_id=row["id"],
         limits=KeyLimits.of_row(row),
     )
 

@@ -5,8 +5,9 @@ midnight UTC. Otherwise the run's token budget is capped to what is left, in tok
 what the money left buys at the run's model's dearer price (input or output), so the run's
 own budget check stops it between steps, with the key's budget named as the reason. When the
 run ends, what it spent is added to the key's day. A background run is checked and capped
-when it is queued (so what is left is read then, not when a worker takes it), and charged by
-the worker that runs it, after each attempt.
+when it is queued, checked and capped again by the worker that takes it (with what is left
+then: runs queued together do not each spend the same remainder), and charged by that worker
+after each attempt. A cron's firings are background runs of the key that made the cron.
 
 Runs of one key that start together each see what is left at their start: together they may
 spend past the budget by what they run at once; cap the key's concurrent runs to bound that.
@@ -64,19 +65,18 @@ async def budgeted(
     """
     assert who.key_id is not None
     spent = await keys.spent_today(who.key_id)
-    retry = _until_midnight_s()
-    if who.limits.daily_tokens is not None and spent.tokens >= who.limits.daily_tokens:
+    limits = who.limits
+    used_up = None
+    if limits.daily_tokens is not None and spent.tokens >= limits.daily_tokens:
+        used_up = f"its {limits.daily_tokens} tokens"
+    elif limits.daily_cost is not None and spent.cost >= limits.daily_cost:
+        used_up = f"its budget of {limits.daily_cost:g}"
+    if used_up is not None:
         count_rejection("budget")
+        retry = _until_midnight_s()
         raise BudgetExceededError(
-            f"this API key spent its {who.limits.daily_tokens} tokens of today (UTC): "
-            f"retry in {math.ceil(retry)} s, after midnight UTC",
-            retry_after_s=retry,
-        )
-    if who.limits.daily_cost is not None and spent.cost >= who.limits.daily_cost:
-        count_rejection("budget")
-        raise BudgetExceededError(
-            f"this API key spent its budget of {who.limits.daily_cost:g} of today (UTC): "
-            f"retry in {math.ceil(retry)} s, after midnight UTC",
+            f"this API key spent {used_up} of today (UTC): retry in {math.ceil(retry)} s, "
+            "after midnight UTC",
             retry_after_s=retry,
         )
     options = dict(order.options)
@@ -87,14 +87,14 @@ async def budgeted(
         context = await thread_context(graph, settings, order.thread_id, options)
         before = await thread_spent(graph, order.thread_id)
     left: list[int] = []
-    if who.limits.daily_tokens is not None:
-        left.append(who.limits.daily_tokens - spent.tokens)
-    if who.limits.daily_cost is not None:
+    if limits.daily_tokens is not None:
+        left.append(limits.daily_tokens - spent.tokens)
+    if limits.daily_cost is not None:
         # The process's prices, as every run's cost is reckoned (`app.accounting.cost_of`).
         price = price_of(context.model, get_settings().prices)
         per_token = max(price.input_per_mtok, price.output_per_mtok) / 1e6
         if per_token > 0:
-            left.append(math.floor((who.limits.daily_cost - spent.cost) / per_token))
+            left.append(math.floor((limits.daily_cost - spent.cost) / per_token))
     if not left:
         return order
     # The run's budget counts its request's tokens before it too (a resume's plan).

@@ -5,7 +5,9 @@ for due crons each `TICK_S` (`fire_periodically`); a due cron is locked (`FOR UP
 LOCKED`), queued as a run (`graphs.queue.enqueue`) and moved to its next time in one
 transaction, so each firing is exactly one run however many workers look. A firing runs on a
 new thread, or on the cron's own thread when it has one. Firings missed while no worker ran
-are not made up: the next one is the first time after now.
+are not made up: the next one is the first time after now. A firing of a cron that an API key
+made is a run of that key: the worker that takes it checks the key as it stands then (a
+revoked or expired key's firing fails, saying so) and holds it to the key's daily budget.
 """
 
 import asyncio
@@ -29,8 +31,8 @@ logger = logging.getLogger(__name__)
 TICK_S = 1.0
 """How often a worker looks for due crons."""
 _COLUMNS = (
-    "cron_id, schedule, question, thread_id, options, started_by, tenant, keyed, next_run_at, "
-    "last_run_id, created_at"
+    "cron_id, schedule, question, thread_id, options, started_by, tenant, keyed, key_id, "
+    "next_run_at, last_run_id, created_at"
 )
 
 
@@ -74,10 +76,11 @@ async def create_cron(
     options: dict[str, Any],
     started_by: str,
     tenant: str,
-    keyed: bool,
+    key_id: str | None,
 ) -> dict[str, Any]:
-    """Store a cron; return it as the API shows it. `keyed`: an API key made it, so the
-    threads of its firings are recorded as its tenant's.
+    """Store a cron; return it as the API shows it. `key_id`: the API key that made it, if
+    any: the threads of its firings are recorded as its tenant's, and each firing is a run of
+    that key (checked when a worker starts it, and held to the key's daily budget).
 
     Raises:
         ConfigError: a bad schedule.
@@ -86,7 +89,8 @@ async def create_cron(
     async with pool.connection() as conn:
         cursor = await conn.execute(
             "INSERT INTO agentgraph_crons (cron_id, schedule, question, thread_id, options,"
-            f" started_by, tenant, keyed, next_run_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " started_by, tenant, keyed, key_id, next_run_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             f" RETURNING {_COLUMNS}",
             (
                 uuid.uuid4().hex,
@@ -96,7 +100,8 @@ async def create_cron(
                 Jsonb(options),
                 started_by,
                 tenant,
-                keyed,
+                key_id is not None,
+                key_id,
                 first,
             ),
         )
@@ -153,6 +158,7 @@ async def fire_due(app: procrastinate.App, pool: AsyncConnectionPool[Any]) -> li
                 started_by=row["started_by"],
                 tenant=row["tenant"],
                 cron_id=row["cron_id"],
+                charge_key=row["key_id"],
             )
             await conn.execute(
                 "UPDATE agentgraph_crons SET next_run_at = %s, last_run_id = %s WHERE cron_id = %s",

@@ -34,10 +34,10 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from app.auth import Keys
-from app.errors import AgentGraphError, DatabaseError
+from app.errors import AgentGraphError, AuthError, DatabaseError
 from app.pg import schema_transaction
 from app.settings import Settings
-from graphs.budgets import charge
+from graphs.budgets import budgeted, charge
 from graphs.driver import RunOrder, claim_run
 from graphs.locks import PooledLocks
 from graphs.multitask import StopMode, StopRequest
@@ -265,7 +265,7 @@ class Executor:
         ended: RunStatus | None = None
         try:
             try:
-                await self._run(now, run_id, sink, charge_key=record.charge_key)
+                await self._run(now, run_id, sink, key_id=record.charge_key)
             except AgentGraphError as exc:
                 sink({"event": "error", "type": type(exc).__name__, "message": str(exc)})
             ended = outcome.status
@@ -281,9 +281,28 @@ class Executor:
             if ended is not None:
                 await mark_ended(self.pool, run_id, ended, outcome.error)
 
-    async def _run(
-        self, order: RunOrder, run_id: str, sink: Any, *, charge_key: str | None
-    ) -> None:
+    async def _acting_key(self, order: RunOrder, key_id: str) -> tuple[RunOrder, bool]:
+        """Check the API key a run acts for as it stands now, and cap the run to the key's
+        daily budget; return the order and whether the run is charged to the key.
+
+        Raises:
+            AuthError: the key was deleted, revoked or has expired since the run was queued.
+            BudgetExceededError: the key spent its daily budget since.
+        """
+        keys = Keys(self.pool)
+        try:
+            who = await keys.principal(key_id)
+        except AuthError as exc:
+            refusal = f"{exc}: the runs it queued and its crons' firings do not start"
+            raise AuthError(refusal) from None
+        if not who.has_budget:
+            return order, False
+        return await budgeted(keys, self.agent.graph, self.settings, order, who), True
+
+    async def _run(self, order: RunOrder, run_id: str, sink: Any, *, key_id: str | None) -> None:
+        charged = False
+        if key_id is not None:
+            order, charged = await self._acting_key(order, key_id)
         roster = self.agent.toolbox.roster()
         async with claim_run(
             self.agent.graph, self.locks, self.settings, order, roster=roster
@@ -295,9 +314,9 @@ class Executor:
                 await run.run(sink, stop=lambda: active.stop_mode, run_id=run_id)
             finally:
                 self.active.pop(run.claim_id, None)
-                if charge_key is not None:  # under the lock still: only this run's spending
-                    keys = Keys(self.pool)
-                    await charge(keys, self.agent.graph, run.thread_id, charge_key, since)
+                if charged:  # under the lock still: only this run's spending
+                    assert key_id is not None
+                    await charge(Keys(self.pool), self.agent.graph, run.thread_id, key_id, since)
 
 
 RUN_RETRY = RetryStrategy(

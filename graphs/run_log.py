@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS agentgraph_runs (
     started_at timestamptz,
     ended_at timestamptz
 );
--- The API key a run's spending is charged to (a key with a daily budget), if any.
+-- The API key a run acts for, if any: checked again when a worker starts the run (revoked,
+-- expired, its daily budget spent), and charged what the run spends when it has a budget.
 ALTER TABLE agentgraph_runs ADD COLUMN IF NOT EXISTS charge_key text;
 CREATE INDEX IF NOT EXISTS agentgraph_runs_thread_idx ON agentgraph_runs (thread_id, created_at);
 CREATE INDEX IF NOT EXISTS agentgraph_runs_status_idx ON agentgraph_runs (status, created_at);
@@ -81,6 +82,8 @@ CREATE TABLE IF NOT EXISTS agentgraph_crons (
     last_run_id text,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+-- The API key that made the cron, if any: its firings are that key's background runs.
+ALTER TABLE agentgraph_crons ADD COLUMN IF NOT EXISTS key_id text;
 CREATE INDEX IF NOT EXISTS agentgraph_crons_due_idx ON agentgraph_crons (next_run_at);
 """
 
@@ -107,7 +110,8 @@ class RunRecord:
     started_at: datetime | None
     ended_at: datetime | None
     charge_key: str | None = None
-    """The API key (id) whose daily budget the run's spending is charged to, if any."""
+    """The API key (id) the run acts for, if any: checked again when a worker starts the run,
+    and charged what it spends when the key has a daily budget (`graphs.budgets`)."""
 
     @property
     def ended(self) -> bool:

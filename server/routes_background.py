@@ -17,7 +17,6 @@ from app.auth import Principal
 from app.errors import (
     ConfigError,
     CronNotFoundError,
-    ForbiddenError,
     RunEndedError,
     RunNotFoundError,
 )
@@ -43,10 +42,6 @@ from server.sse import format_event
 
 router = APIRouter(prefix="/api/v1", tags=["background runs"])
 RunId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
-NO_BUDGETS = (
-    "crons cannot be charged to a key with a daily budget yet: use a key without one, or "
-    "start each run yourself"
-)
 STREAM_DOC: dict[int | str, dict[str, object]] = {
     200: {
         "content": {"text/event-stream": {}},
@@ -102,16 +97,14 @@ async def _order(
 async def queue_run(svc: Services, who: Principal, order: RunOrder) -> RunRecord:
     """Queue a checked run for the workers, as `who`; return its row. A key with a daily
     budget is checked now, the run capped to what it has left and charged what it spends
-    (`graphs.budgets`).
+    (`graphs.budgets`); the worker checks the key again when it starts the run.
 
     Raises:
         BudgetExceededError: the key spent its daily budget already.
     """
     run_id = new_run_id()
-    charge_key = None
     if who.has_budget:
         order = await budgeted(svc.keys, svc.graph, svc.settings, order, who)
-        charge_key = who.key_id
     async with svc.agent.db.pool.connection() as conn, conn.transaction():
         await enqueue(
             svc.queue,
@@ -120,7 +113,7 @@ async def queue_run(svc: Services, who: Principal, order: RunOrder) -> RunRecord
             run_id=run_id,
             started_by=who.label,
             tenant=who.tenant,
-            charge_key=charge_key,
+            charge_key=who.key_id,
         )
     record = await get_run(svc.agent.db.pool, run_id)
     assert record is not None
@@ -260,8 +253,6 @@ async def create_cron(body: CronRequest, svc: Svc, who: Caller) -> Cron:
     """Schedule a question: each firing is a background run, on a new thread or on
     `thread_id`. Fired by the queue workers, exactly once each, UTC."""
     needs(who, "runs")
-    if who.has_budget:
-        raise ForbiddenError(NO_BUDGETS)
     Context.from_settings(svc.settings, **body.overrides())
     if body.thread_id is not None:
         await claim(svc, who, body.thread_id)
@@ -273,7 +264,7 @@ async def create_cron(body: CronRequest, svc: Svc, who: Caller) -> Cron:
         options=body.overrides(),
         started_by=who.label,
         tenant=who.tenant,
-        keyed=who.key_id is not None,
+        key_id=who.key_id,
     )
     return Cron(**stored)
 

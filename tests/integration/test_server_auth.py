@@ -601,3 +601,85 @@ async def test_a_keys_daily_budget_holds_its_background_and_agent_api_runs(
         refused = await client.post("/api/v1/runs", json=body, headers=_auth(tight))
         assert refused.status_code == 429, refused.text
         assert refused.json()["error"] == "BudgetExceededError"
+
+
+async def test_a_keys_crons_fire_its_runs_held_to_its_budget_and_stop_when_it_is_revoked(
+    secured: RunningServer, keys: Keys, make_model: MakeModel
+) -> None:
+    """A cron made by a key with a daily budget fires runs capped to what the key has left
+    and charged to it; once the day is spent, each firing fails saying so. When a key is
+    revoked, its cron's firings fail saying that instead of running."""
+    spec, _ = make_model(reply="A scheduled answer.")
+    _, admin = await keys.create(f"ops-{uuid.uuid4().hex[:6]}", ["runs", "admin"])
+    budgeted, tight = await keys.create(
+        f"cron-{uuid.uuid4().hex[:6]}", ["runs"], limits=KeyLimits(daily_tokens=5)
+    )
+    unlimited, plain = await keys.create(f"plain-{uuid.uuid4().hex[:6]}", ["runs"])
+    body = {
+        "schedule": "* * * * * *",  # every second
+        "question": QUESTION,
+        "model": spec,
+        "approval": "never",
+        "mode": "plan",
+    }
+    async with httpx.AsyncClient(base_url=secured.base_url, timeout=60) as client:
+
+        async def firings(cron_id: str) -> list[dict[str, Any]]:
+            found = await client.get(
+                "/api/v1/runs", params={"cron_id": cron_id}, headers=_auth(admin)
+            )
+            runs: list[dict[str, Any]] = found.json()
+            return runs
+
+        async def failed_with(cron_id: str, message: str) -> list[dict[str, Any]]:
+            return [
+                r
+                for r in await firings(cron_id)
+                if r["status"] == "failed" and message in (r["error"] or "")
+            ]
+
+        made = await client.post("/api/v1/crons", json=body, headers=_auth(tight))
+        assert made.status_code == 201, made.text
+        capped = made.json()["cron_id"]
+
+        async def budget_spent() -> bool:
+            return bool(await failed_with(capped, "this API key spent its 5 tokens of today"))
+
+        await wait_for(budget_spent, within_s=60)
+        stopped = await client.delete(f"/api/v1/crons/{capped}", headers=_auth(tight))
+        assert stopped.status_code == 204
+
+        async def all_ended() -> bool:
+            return all(r["status"] not in ("queued", "running") for r in await firings(capped))
+
+        await wait_for(all_ended)
+        ran = [r for r in await firings(capped) if r["status"] == "done"]
+        assert ran, [(r["status"], r["error"]) for r in await firings(capped)]
+        spent = 0
+        for run in ran:
+            thread = await client.get(f"/api/v1/threads/{run['thread_id']}", headers=_auth(tight))
+            assert thread.status_code == 200, thread.text  # the key's tenant's thread
+            report = thread.json()["report"]
+            assert report["token_budget"] == 5
+            assert report["budget_exhausted"]
+            spent += report["total_tokens"]
+        assert (await keys.spent_today(budgeted.id)).tokens == spent
+
+        made = await client.post("/api/v1/crons", json=body, headers=_auth(plain))
+        assert made.status_code == 201, made.text
+        revoked = made.json()["cron_id"]
+
+        async def fired_once() -> bool:
+            return any(r["status"] == "done" for r in await firings(revoked))
+
+        await wait_for(fired_once, within_s=60)
+        assert await keys.revoke(unlimited.id)
+
+        async def refused() -> bool:
+            return bool(await failed_with(revoked, "this API key was revoked"))
+
+        await wait_for(refused, within_s=60)
+        stopped = await client.delete(f"/api/v1/crons/{revoked}", headers=_auth(admin))
+        assert stopped.status_code == 204
+        error = (await failed_with(revoked, "this API key was revoked"))[0]["error"]
+        assert "the runs it queued and its crons' firings do not start" in error
