@@ -9,7 +9,7 @@ how a fallback is taken, live in `nodes.llm`.
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, NotRequired, get_args
 
 from typing_extensions import TypedDict
 
@@ -26,8 +26,8 @@ MAX_SPEC_CHARS = 200
 FallbackReason = Literal["error", "timeout", "rate_limited"]
 
 
-class ModelFallback(TypedDict):
-    """A model that failed a call, so that the next model of its route was asked."""
+class _Failure(TypedDict):
+    """What failed: the model, why, and how."""
 
     model: str
     """The model that failed."""
@@ -38,7 +38,15 @@ class ModelFallback(TypedDict):
     """The failure, in one line."""
 
 
-class FallbackTaken(ModelFallback):
+class ModelFallback(_Failure):
+    """A model that failed a call, so that the next model of its route was asked."""
+
+    answered_by: NotRequired[str]
+    """The model that answered instead, when it is not the one the call's usage record names
+    (a supervisor's worker, whose step is recorded under the supervisor's model)."""
+
+
+class FallbackTaken(_Failure):
     """A fallback as the run report lists it: where it happened and who answered instead."""
 
     node: str

@@ -80,10 +80,12 @@ def fallbacks_taken(usage: list[UsageRecord]) -> list[FallbackTaken]:
     """Every model fallback of the run's calls, in the order the calls ended."""
     return [
         FallbackTaken(
-            **fallback,
+            model=fallback["model"],
+            reason=fallback["reason"],
+            error=fallback["error"],
             node=record["node"],
             step_id=record["step_id"],
-            answered_by=record["model"],
+            answered_by=fallback.get("answered_by", record["model"]),
         )
         for record in sorted(usage, key=lambda r: r["ended_at"])
         for fallback in record.get("fallbacks", [])

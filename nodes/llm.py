@@ -18,14 +18,15 @@ text, hence the step's output, holds only the answering model's text.
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.exceptions import OutputParserException
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
 from langgraph.types import StreamWriter
 
@@ -212,6 +213,78 @@ async def generate(
             fallbacks=tuple(failed),
         )
     raise AssertionError("unreachable: a route has at least one model")
+
+
+async def invoke(
+    messages: list[BaseMessage],
+    *,
+    chain: Sequence[str],
+    bind: Callable[[BaseChatModel], Runnable[Any, BaseMessage]],
+    writer: StreamWriter,
+    node: str,
+    step_id: str | None = None,
+    max_tokens: int | None = None,
+) -> tuple[BaseMessage, Generation]:
+    """Ask for one whole answer (not streamed: a tool-calling turn), from the models of
+    `chain` in order, each as `bind` makes it (tools bound); return the answer and what it
+    spent. A model that raises, or gives no answer within `AGENTGRAPH_MODEL_TIMEOUT_S`, is
+    announced by a `fallback` event and kept in the generation, and the next one is asked.
+
+    Raises:
+        AllModelsFailedError: every model of `chain` failed (with one model, its own error
+            is raised as it is).
+    """
+    failed: list[ModelFallback] = []
+    timeout = _timeout_s()
+    kwargs: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
+    for index, spec in enumerate(chain):
+        try:
+            with model_span(spec, node=node, step_id=step_id) as current:
+                caller = bind(get_chat_model(spec))
+                try:
+                    async with asyncio.timeout(timeout):
+                        reply = await caller.ainvoke(
+                            messages, model_config(node, step_id), **kwargs
+                        )
+                except TimeoutError:
+                    raise ModelTimeoutError(
+                        f"no answer from {spec!r} within {timeout:g} s"
+                    ) from None
+                tokens = tokens_of(reply)
+                set_usage(current, tokens, cost_of(spec, tokens))
+        except Exception as exc:  # any failure of this model: the next one may answer
+            if len(chain) == 1:
+                raise
+            failed.append(fallback_of(spec, exc))
+            logger.warning("model %s failed (%s)", spec, failed[-1]["error"])
+            last = index == len(chain) - 1
+            emit(
+                writer,
+                "fallback",
+                node=node,
+                step_id=step_id,
+                **failed[-1],
+                next=None if last else chain[index + 1],
+                discard=False,
+            )
+            if last:
+                raise _all_failed(failed) from exc
+            continue
+        generation = Generation(
+            text=reply.text.strip(),
+            model=spec,
+            tokens=tokens,
+            cost=cost_of(spec, tokens),
+            fallbacks=tuple(failed),
+        )
+        return reply, generation
+    raise AssertionError("unreachable: a route has at least one model")
+
+
+def tokens_of(message: BaseMessage) -> Tokens:
+    """The tokens a model's answer reports it spent (none when it reports nothing)."""
+    usage = getattr(message, "usage_metadata", None) or {}
+    return Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
 
 
 async def _stream_once(

@@ -12,6 +12,7 @@ last worker's answer when the supervisor ends without one.
 import logging
 import time
 import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -20,13 +21,14 @@ from langgraph.errors import GraphRecursionError
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import StreamWriter
 from langgraph_supervisor import create_supervisor
 
 from app.accounting import Tokens, cost_of
+from app.model_routes import ModelFallback
 from app.models import get_chat_model
-from app.telemetry.tracing import model_span, set_usage
 from nodes.context import Context
-from nodes.llm import Generation, model_config
+from nodes.llm import Generation, invoke, model_config
 from nodes.prompts import SUPERVISOR_PROMPT, SYSTEM_PROMPT
 from nodes.reasoning import WorkerUpdate, answered_step, step_messages
 from nodes.schemas import Round
@@ -35,6 +37,14 @@ from nodes.toolbox import Toolbox, toolbox_or_settings
 
 SUPERVISOR_NAME = "supervisor"
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Fallen:
+    """Where the workers of one step announce their model fallbacks, and keep them."""
+
+    writer: StreamWriter
+    fallbacks: list[ModelFallback] = field(default_factory=list)
 
 
 def supervisor_worker(toolbox: Toolbox | None = None) -> Node[WorkerInput, WorkerUpdate]:
@@ -48,8 +58,10 @@ def supervisor_worker(toolbox: Toolbox | None = None) -> Node[WorkerInput, Worke
     return answer_by_supervisor
 
 
-def _worker_graph(box: Toolbox, agent: str, context: Context) -> CompiledStateGraph[Any]:
-    model = box.model_of(agent, context.model)
+def _worker_graph(
+    box: Toolbox, agent: str, context: Context, step_id: str, fallen: _Fallen
+) -> CompiledStateGraph[Any]:
+    route = box.route_of(agent, context)
     system = box.prompt_of(agent, SYSTEM_PROMPT)
 
     async def work(state: MessagesState) -> dict[str, list[BaseMessage]]:
@@ -62,21 +74,23 @@ def _worker_graph(box: Toolbox, agent: str, context: Context) -> CompiledStateGr
         prompt = task.text + (
             "\nWhat the others answered:\n" + "\n".join(earlier) if earlier else ""
         )
-        with model_span(model, node="supervisor") as current:
-            reply = await get_chat_model(model).ainvoke(
-                [SystemMessage(system), HumanMessage(prompt)],
-                max_tokens=context.max_output_tokens,
-            )
-            usage = reply.usage_metadata
-            spent = Tokens(usage["input_tokens"], usage["output_tokens"]) if usage else Tokens()
-            set_usage(current, spent, cost_of(model, spent))
+        reply, generation = await invoke(
+            [SystemMessage(system), HumanMessage(prompt)],
+            chain=[route.primary, *route.fallbacks],
+            bind=lambda chat: chat,
+            writer=fallen.writer,
+            node="supervisor",
+            step_id=step_id,
+            max_tokens=context.max_output_tokens,
+        )
+        fallen.fallbacks += [{**f, "answered_by": generation.model} for f in generation.fallbacks]
         return {
             "messages": [
                 AIMessage(
                     content=reply.text,
                     name=agent,
-                    usage_metadata=reply.usage_metadata,
-                    response_metadata={"model": model},
+                    usage_metadata=getattr(reply, "usage_metadata", None),
+                    response_metadata={"model": generation.model},
                 )
             ]
         }
@@ -88,14 +102,19 @@ def _worker_graph(box: Toolbox, agent: str, context: Context) -> CompiledStateGr
 
 
 def _team(
-    box: Toolbox, boss_model: str, workers: list[str], context: Context
+    box: Toolbox,
+    boss_model: str,
+    workers: list[str],
+    context: Context,
+    step_id: str,
+    fallen: _Fallen,
 ) -> CompiledStateGraph[Any]:
     listed = []
     for worker in workers:
         entry = box.manifest.agent(worker)
         listed.append(f"- {worker}: {entry.description if entry else worker}")
     return create_supervisor(
-        [_worker_graph(box, w, context) for w in workers],
+        [_worker_graph(box, w, context, step_id, fallen) for w in workers],
         model=get_chat_model(boss_model),
         prompt=SUPERVISOR_PROMPT.format(agents="\n".join(listed)),
         supervisor_name=SUPERVISOR_NAME,
@@ -113,7 +132,8 @@ async def _supervise(payload: WorkerInput, runtime: Runtime[Context], box: Toolb
     boss_model = box.model_of(boss, context.model)
     with warnings.catch_warnings():  # its own use of create_react_agent, deprecated in 1.0
         warnings.filterwarnings("ignore", message="create_react_agent has been moved")
-        team = _team(box, boss_model, workers, context)
+        fallen = _Fallen(runtime.stream_writer)
+        team = _team(box, boss_model, workers, context, step["id"], fallen)
     task = step_messages(payload)[1]
     # A handoff is two steps of the supervisor graph (the supervisor, then the worker).
     config: RunnableConfig = {
@@ -161,7 +181,13 @@ async def _supervise(payload: WorkerInput, runtime: Runtime[Context], box: Toolb
         step,
         node="supervisor",
         started=started,
-        generation=Generation(text=output, model=boss_model, tokens=tokens, cost=cost),
+        generation=Generation(
+            text=output,
+            model=boss_model,
+            tokens=tokens,
+            cost=cost,
+            fallbacks=tuple(fallen.fallbacks),
+        ),
         error="the supervisor and its workers gave no answer",
         rounds=rounds,
     )

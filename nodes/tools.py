@@ -7,11 +7,19 @@ policy at call time (granted to the agent, approved by a person if its effect ne
 arguments that fit the schema), run within the tool's timeout and limits, audited, and its
 result handed back, until the model answers, repeats a call, or the step's `max_tool_calls`
 are spent. A step whose model does not answer in words answers with the tools' results.
+
+The step's models are its agent's route for the `reasoning` role (`Toolbox.route_of`): a turn
+whose model fails (an error, a rate limit, no answer within `AGENTGRAPH_MODEL_TIMEOUT_S`) is
+asked of the next, announced by a `fallback` event, and the model that answered goes on with
+the rest of the step (`nodes.llm.invoke`).
 """
 
 import time
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -20,15 +28,16 @@ from langchain_core.messages import (
     ToolCall,
     ToolMessage,
 )
+from langchain_core.runnables import Runnable
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
 from opentelemetry.trace import StatusCode
 
-from app.accounting import Tokens, cost_of
+from app.accounting import Tokens
 from app.artifacts import ArtifactStore
 from app.errors import AgentGraphError, ToolArgumentError, ToolRefusedError
-from app.models import get_chat_model
-from app.telemetry.tracing import NODE, STATUS, STEP_ID, TOOL, model_span, set_usage, span
+from app.model_routes import ModelFallback
+from app.telemetry.tracing import NODE, STATUS, STEP_ID, TOOL, span
 from app.tools.audit import AuditLog, CallStatus
 from app.tools.audit import ToolCall as AuditedCall
 from app.tools.policy import run_tool
@@ -36,7 +45,7 @@ from app.tools.registry import ToolSpec
 from nodes.artifacts import keep_tool_outputs
 from nodes.context import Context
 from nodes.events import emit
-from nodes.llm import Generation, model_config, usage_record
+from nodes.llm import Generation, invoke, usage_record
 from nodes.prompts import (
     DEPENDENCY_BLOCK,
     TOOL_EXAMPLE_ANSWER,
@@ -131,8 +140,8 @@ def tool_worker(
         bound = [box.tools[n] for n in names if n in box.tools]
         thread_id = _thread_id()
         schemas = [_openai_tool(spec) for spec in bound]
-        model = box.model_of(agent, context.model)
-        chat = get_chat_model(model)
+        route = box.route_of(agent, context)
+        chain = [route.primary, *route.fallbacks]
         system = box.prompt_of(agent, TOOL_SYSTEM_PROMPT)
         example = _worked_example() if any(s.name == "calculator" for s in bound) else []
         messages: list[BaseMessage] = [
@@ -140,25 +149,25 @@ def tool_worker(
             *example,
             HumanMessage(_task(payload)),
         ]
-        tokens = Tokens()
+        tokens, cost = Tokens(), 0.0
+        failed: list[ModelFallback] = []
         results: list[tuple[ToolCall, Outcome]] = []
         answer = ""
         for turn in range(context.max_tool_calls + 1):
             spent = turn == context.max_tool_calls or not schemas
-            caller = (
-                chat
-                if spent
-                else chat.bind_tools(schemas, tool_choice="any" if turn == 0 else None)
+            reply, generation = await invoke(
+                messages,
+                chain=chain,
+                bind=partial(_bound, schemas=schemas, turn=turn, spent=spent),
+                writer=runtime.stream_writer,
+                node="tool",
+                step_id=step["id"],
+                max_tokens=context.max_output_tokens,
             )
-            with model_span(model, node="tool", step_id=step["id"]) as current:
-                reply = await caller.ainvoke(
-                    messages,
-                    model_config("tool", step["id"]),
-                    max_tokens=context.max_output_tokens,
-                )
-                spent_now = _tokens_of(reply)
-                set_usage(current, spent_now, cost_of(model, spent_now))
-            tokens = tokens + spent_now
+            # The model that answered goes on with the step; those before it failed.
+            chain = chain[chain.index(generation.model) :]
+            failed += generation.fallbacks
+            tokens, cost = tokens + generation.tokens, cost + generation.cost
             calls = reply.tool_calls if isinstance(reply, AIMessage) else []
             fresh = [c for c in calls if not _repeats(c, results)]
             if spent or not fresh:
@@ -175,7 +184,7 @@ def tool_worker(
         if output:
             emit(runtime.stream_writer, "delta", node="tool", step_id=step["id"], text=output)
         generation = Generation(
-            text=output, model=model, tokens=tokens, cost=cost_of(model, tokens)
+            text=output, model=chain[0], tokens=tokens, cost=cost, fallbacks=tuple(failed)
         )
         record = usage_record("tool", started, generation=generation, step_id=step["id"])
         # Done when a call succeeded, or when a model that called nothing answered in words.
@@ -240,9 +249,14 @@ def _openai_tool(spec: ToolSpec) -> dict[str, object]:
     }
 
 
-def _tokens_of(message: BaseMessage) -> Tokens:
-    usage = getattr(message, "usage_metadata", None) or {}
-    return Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+def _bound(
+    chat: BaseChatModel, *, schemas: list[dict[str, object]], turn: int, spent: bool
+) -> Runnable[Any, BaseMessage]:
+    """The model as a turn asks it: with the step's tools bound (the first turn must call
+    one), or bare once the step's calls are spent."""
+    if spent:
+        return chat
+    return chat.bind_tools(schemas, tool_choice="any" if turn == 0 else None)
 
 
 def _repeats(call: ToolCall, results: list[tuple[ToolCall, Outcome]]) -> bool:

@@ -55,6 +55,8 @@ class ScriptedChatModel(BaseChatModel):
     """With tools bound, the tool calls (`{"name", "args"}`) the model makes, one per turn;
     once they are spent it answers with `reply`."""
     tool_turns: int = 0
+    tool_fail_first: int = 0
+    """The first so many turns with tools bound raise (a negative value: every one does)."""
     input_tokens: int = 11
     calls: int = 0
     structured_calls: int = 0
@@ -121,6 +123,8 @@ class ScriptedChatModel(BaseChatModel):
     ) -> Runnable[Any, Any]:
         async def turn(_: Any, **_options: Any) -> AIMessage:
             self.tool_turns += 1
+            if self.tool_fail_first < 0 or self.tool_turns <= self.tool_fail_first:
+                raise RuntimeError(f"scripted failure on tool turn {self.tool_turns}")
             usage = self._usage(3)
             if self.tool_turns <= len(self.tool_script):
                 call = self.tool_script[self.tool_turns - 1]

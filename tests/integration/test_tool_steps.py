@@ -71,3 +71,30 @@ async def test_refused_and_invalid_calls_fail_the_step_and_are_audited(
     assert calls[0]["arguments"] == {"command": "rm -rf /", "api_key": "[redacted]"}
     assert "expression" in calls[1]["error"]
     assert unknown.status_code == 404
+
+
+async def test_a_tool_step_falls_back_on_the_next_model_of_its_route(
+    agent: Agent, thread_id: str, make_model: MakeModel
+) -> None:
+    """The step's first model fails every turn; the next model of the route calls the
+    calculator and answers, the failure is announced and reported, and the usage is the
+    answering model's."""
+    broken, _ = make_model(tool_fail_first=-1)
+    spec, backup = make_model(
+        reply="It is 6.", tool_script=[{"name": "calculator", "args": {"expression": "2 * 3"}}]
+    )
+    context = Context(model=broken, fallbacks={"*": [spec]}, approval="never")
+    events = await _run(agent, thread_id, context, "What is 2 * 3?")
+
+    [result] = _results(events)
+    assert result["status"] == "done", result["error"]
+    assert result["tool_calls"][0]["result"] == "6"
+    assert backup.tool_turns == 2  # it called the calculator, then answered
+    [fallback] = [e for e in events if e["event"] == "fallback" and e["node"] == "tool"]
+    assert (fallback["model"], fallback["reason"], fallback["next"]) == (broken, "error", spec)
+    assert "scripted failure on tool turn 1" in fallback["error"]
+    report = events[-1]["report"]
+    [taken] = [f for f in report["model_fallbacks"] if f["node"] == "tool"]
+    assert (taken["model"], taken["answered_by"]) == (broken, spec)
+    # Two turns of the answering model, 11 tokens in and 3 out each; the failures spent none.
+    assert (result["usage"]["input_tokens"], result["usage"]["output_tokens"]) == (22, 6)

@@ -138,6 +138,37 @@ async def test_a_supervisor_hands_the_step_to_a_worker_and_answers(
     assert final(events)["answer"] == "Paris is the capital of France."
 
 
+async def test_a_supervisors_worker_falls_back_on_the_next_model_of_its_route(
+    thread_id: str, make_model: MakeModel, collect_events: CollectEvents
+) -> None:
+    boss, _ = make_model(
+        reply="Paris is the capital of France.",
+        tool_script=[{"name": "transfer_to_careful", "args": {}}],
+    )
+    broken, _ = make_model(fail_first=-1)
+    backup, backup_model = make_model(reply="The capital of France is Paris.")
+    manifest = parse_manifest(
+        "agents:\n"
+        f"  - {{name: boss, description: boss, model: '{boss}'}}\n"
+        f"  - {{name: careful, description: careful, model: '{broken}',"
+        f" fallbacks: ['{backup}']}}\n",
+        source="t.yaml",
+    )
+    graph = compile_graph(InMemorySaver(), toolbox=build_toolbox(manifest))
+    context = Context(model=boss, approval="never", mode="direct", pattern="supervisor")
+
+    events = await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
+
+    result = step_results(events)["answer"]
+    assert result["status"] == "done", result
+    assert result["rounds"] == [{"agent": "careful", "answer": "The capital of France is Paris."}]
+    assert backup_model.calls == 1
+    [fallback] = only(events, "fallback")
+    assert (fallback["node"], fallback["model"], fallback["next"]) == ("supervisor", broken, backup)
+    [taken] = final(events)["report"]["model_fallbacks"]
+    assert (taken["model"], taken["node"], taken["answered_by"]) == (broken, "supervisor", backup)
+
+
 async def test_a_supervisor_that_keeps_handing_off_stops_at_the_limit_with_the_last_answer(
     thread_id: str, make_model: MakeModel, collect_events: CollectEvents
 ) -> None:
