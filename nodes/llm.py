@@ -77,6 +77,43 @@ def _all_failed(failed: list[ModelFallback]) -> AllModelsFailedError:
     return AllModelsFailedError(f"every model of the route failed ({listed})")
 
 
+def _fall_back(
+    failed: list[ModelFallback],
+    chain: Sequence[str],
+    index: int,
+    error: Exception,
+    announce: tuple[StreamWriter, str, str | None] | None = None,
+    *,
+    discard: bool = False,
+) -> None:
+    """Keep the failure of `chain[index]` in `failed`, and announce it as a `fallback` event
+    when `announce` gives the writer, node and step, so that the next model is asked.
+
+    Raises:
+        AllModelsFailedError: it was the last model of the chain (a chain of one model raises
+            the model's own error).
+    """
+    if len(chain) == 1:
+        raise error
+    failed.append(fallback_of(chain[index], error))
+    logger.warning("model %s failed (%s)", chain[index], failed[-1]["error"])
+    last = index == len(chain) - 1
+    if announce is not None:
+        writer, node, step_id = announce
+        following = None if last else chain[index + 1]
+        emit(
+            writer,
+            "fallback",
+            node=node,
+            step_id=step_id,
+            **failed[-1],
+            next=following,
+            discard=discard,
+        )
+    if last:
+        raise _all_failed(failed) from error
+
+
 def _timeout_s() -> float:
     return get_settings().model_timeout_s
 
@@ -105,12 +142,7 @@ async def generate_structured(
                 messages, schema, model=spec, config=config
             )
         except Exception as exc:  # any failure of this model: the next one may answer
-            if len(chain) == 1:
-                raise
-            failed.append(fallback_of(spec, exc))
-            logger.warning("model %s failed (%s)", spec, failed[-1]["error"])
-            if index == len(chain) - 1:
-                raise _all_failed(failed) from exc
+            _fall_back(failed, chain, index, exc)
             continue
         generation = Generation(
             text=generation.text,
@@ -187,22 +219,7 @@ async def generate(
                 parts=parts,
             )
         except Exception as exc:  # any failure of this model: the next one may answer
-            if len(chain) == 1:
-                raise
-            failed.append(fallback_of(spec, exc))
-            logger.warning("model %s failed (%s)", spec, failed[-1]["error"])
-            last = index == len(chain) - 1
-            emit(
-                writer,
-                "fallback",
-                node=node,
-                step_id=step_id,
-                **failed[-1],
-                next=None if last else chain[index + 1],
-                discard=bool(parts),
-            )
-            if last:
-                raise _all_failed(failed) from exc
+            _fall_back(failed, chain, index, exc, (writer, node, step_id), discard=bool(parts))
             continue
         return Generation(
             text=generation.text,
@@ -253,22 +270,7 @@ async def invoke(
                 tokens = tokens_of(reply)
                 set_usage(current, tokens, cost_of(spec, tokens))
         except Exception as exc:  # any failure of this model: the next one may answer
-            if len(chain) == 1:
-                raise
-            failed.append(fallback_of(spec, exc))
-            logger.warning("model %s failed (%s)", spec, failed[-1]["error"])
-            last = index == len(chain) - 1
-            emit(
-                writer,
-                "fallback",
-                node=node,
-                step_id=step_id,
-                **failed[-1],
-                next=None if last else chain[index + 1],
-                discard=False,
-            )
-            if last:
-                raise _all_failed(failed) from exc
+            _fall_back(failed, chain, index, exc, (writer, node, step_id))
             continue
         generation = Generation(
             text=reply.text.strip(),
