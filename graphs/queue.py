@@ -149,8 +149,9 @@ async def enqueue(
     cron_id: str | None = None,
     charge_key: str | None = None,
 ) -> None:
-    """Record a run and queue its job, in the caller's transaction on `conn`; what the run
-    spends is charged to the API key `charge_key`, if given (`graphs.budgets`)."""
+    """Record a run and queue its job, in the caller's transaction on `conn`. The run acts
+    for the API key `charge_key`, if given: the worker checks the key when it starts the run,
+    and charges it what the run spends when it has a daily budget (`graphs.budgets`)."""
     await insert_run(
         conn,
         run_id=run_id,
