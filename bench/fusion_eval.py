@@ -25,7 +25,11 @@ as `bench.retrieval_eval` scores them. The fusions:
   that list fused with the full text, `doc-3+prf` the three lists fused with equal weights.
 
 With `--bm25-grid`, the full-text list is also fetched for every BM25 k1 and b of a grid,
-and each is scored alone and fused with dense (`doc-0.5`).
+and each is scored alone and fused with dense (`doc-0.5`). With `--pseudo-queries title` (or
+`first`), the queries are not the split's but 300 of the collection's own documents, each
+queried by its title (or its text's first sentence) and relevant to it alone: the
+per-collection calibration a fusion weight could be chosen by, at ingestion, without judged
+queries.
 
 Run after `bench.retrieval_eval` has ingested the datasets (one collection each):
 
@@ -38,6 +42,8 @@ import argparse
 import asyncio
 import json
 import logging
+import random
+import re
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -73,6 +79,9 @@ FEEDBACK_DOCUMENTS = 3
 """Documents of the fused list whose best chunks move the query embedding, for `dense+prf`."""
 FEEDBACK_BETA = 0.5
 """How far they move it: the query's unit vector plus beta times their mean."""
+PSEUDO_QUERIES = 300
+"""Documents sampled for `--pseudo-queries`."""
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 def _doc(source: str) -> str:
@@ -200,7 +209,10 @@ async def candidate_lists(
 ) -> tuple[dict[str, Lists], dict[str, dict[str, int]]]:
     """Every candidate list of every query of the split, and the split's qrels."""
     settings = settings_for(args)
-    queries, qrels = load_queries(dataset, args.split)
+    if args.pseudo_queries:
+        queries, qrels = pseudo_queries(dataset, args.pseudo_queries)
+    else:
+        queries, qrels = load_queries(dataset, args.split)
     lists: dict[str, Lists] = {}
     async with open_collection(settings, collection, url=args.database_url) as (store, embedder):
         for done, (qid, text) in enumerate(queries.items()):
@@ -224,6 +236,25 @@ async def candidate_lists(
                     )
                     found[f"bm25 {k1} {b}"] = [(h.chunk_id, h.source, h.score) for h in hits]
     return lists, qrels
+
+
+def pseudo_queries(
+    dataset: Path, kind: str, *, count: int = PSEUDO_QUERIES
+) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Queries made from the collection itself, for a per-collection calibration: a seeded
+    sample of `count` documents, each queried by its title (`kind` "title") or by the first
+    sentence of its text ("first"), its own document the one relevant answer."""
+    with (dataset / "corpus.jsonl").open(encoding="utf-8") as f:
+        documents = [json.loads(line) for line in f]
+    usable = [d for d in documents if d.get("title", "").strip() and d.get("text", "").strip()]
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for n, document in enumerate(random.Random(7).sample(usable, min(count, len(usable)))):
+        text = document["text"].strip()
+        query = document["title"].strip() if kind == "title" else _SENTENCE.split(text)[0]
+        queries[f"p{n}"] = query
+        qrels[f"p{n}"] = {document["_id"]: 1}
+    return queries, qrels
 
 
 async def _feedback_vector(
@@ -302,7 +333,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                         {q: list(dict.fromkeys(r))[:DEPTH] for q, r in fused.items()}, qrels
                     )[0],
                 ]
-    figures: dict[str, Any] = {"split": args.split, "shipped": "doc-0.5", "ndcg@10": results,
+    split = f"pseudo-{args.pseudo_queries}" if args.pseudo_queries else args.split
+    figures: dict[str, Any] = {"split": split, "shipped": "doc-0.5", "ndcg@10": results,
                                "recall@100": recalls}  # fmt: skip
     if args.bm25_grid:
         figures["bm25_grid"] = grid
@@ -348,6 +380,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train", help="qrels split (tune on train)")
     parser.add_argument(
         "--bm25-grid", action="store_true", help="also sweep BM25's k1 and b (slower)"
+    )
+    parser.add_argument(
+        "--pseudo-queries",
+        choices=["title", "first"],
+        help=f"instead of the split's queries, {PSEUDO_QUERIES} documents each queried by its "
+        "title or its first sentence (a calibration made from the collection itself)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_database_options(parser)
