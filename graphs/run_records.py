@@ -1,18 +1,25 @@
 """Every run's events, kept compactly for replay (`graphs.replay`).
 
 `graphs.runs.run_events` hands each event of a run (CLI, server, queue worker alike) to a
-`RunRecorder` as the run's client gets it, and stores the record once, at the run's end: one
-row of `agentgraph_run_records` per run. Token deltas, most of a run's events, are merged per
-stream (a node and step): the stream's whole text and, per delta, a `[gap, length]` pair,
-the gap in ticks of `TICK_MS` since the stream's previous delta. Every other event is kept
-as it was, with its tick since the run started. Ticks grow strictly over the whole run, so
-the events' order is exact however the streams interleave.
+`RunRecorder` as the run's client gets it: one row of `agentgraph_run_records` per run,
+stored after the run's first plan, step result or approval, brought up to date after each
+later one (at most every `KEEP_EVERY_S`, by a `RecordKeeper`) and at the run's end. A run
+whose process dies (`kill -9`, a segfault) keeps what it did until then, but for what came
+within `KEEP_EVERY_S` of the last store.
+
+Token deltas, most of a run's events, are merged per stream (a node and step): the stream's
+whole text and, per delta, a `[gap, length]` pair, the gap in ticks of `TICK_MS` since the
+stream's previous delta. Every other event is kept as it was, with its tick since the run
+started. Ticks grow strictly over the whole run, so the events' order is exact however the
+streams interleave.
 
 The records are deleted with their thread, and pruned with its old checkpoints
 (`graphs.retention`): a record of a run that started before the cutoff goes, but for the
 thread's latest.
 """
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -21,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.types.json import Json
 from psycopg_pool import AsyncConnectionPool
@@ -35,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT = 1
 TICK_MS = 0.1
+KEEP_EVERY_S = 1.0
+"""How often, at most, a running run's record is stored again."""
 _DELTA_KEYS = frozenset({"event", "node", "step_id", "text"})
 SCHEMA = (
     """
@@ -70,6 +80,8 @@ class RunRecorder:
         self.started = clock()
         self.started_at = datetime.now(UTC)
         self.count = 0
+        self.seq: int | None = None
+        """The record's row, once stored."""
         self._last = -1
         self._events: list[list[Any]] = []
         self._streams: dict[tuple[str, str | None], _Stream] = {}
@@ -142,21 +154,83 @@ async def setup_run_records(pool: AsyncConnectionPool[Any]) -> None:
 async def store_record(
     pool: AsyncConnectionPool[Any], thread_id: str, run_id: str, recorder: RunRecorder
 ) -> None:
-    """Store a run's record (one row)."""
+    """Store a run's record (one row), or bring the row it was stored in up to date."""
+    values = (recorder.duration_ms, recorder.count, Json(recorder.record(), dumps=_dumps))
     async with pool.connection() as conn:
-        await conn.execute(
+        if recorder.seq is not None:
+            await conn.execute(
+                "UPDATE agentgraph_run_records SET duration_ms = %s, events = %s, record = %s"
+                " WHERE seq = %s",
+                (*values, recorder.seq),
+            )
+            return
+        cursor = await conn.execute(
             "INSERT INTO agentgraph_run_records"
             " (thread_id, run_id, started_at, duration_ms, events, record)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            (
-                thread_id,
-                run_id,
-                recorder.started_at,
-                recorder.duration_ms,
-                recorder.count,
-                Json(recorder.record(), dumps=_dumps),
-            ),
+            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING seq",
+            (thread_id, run_id, recorder.started_at, *values),
         )
+        row = await cursor.fetchone()
+    assert row is not None
+    recorder.seq = row["seq"]
+
+
+class RecordKeeper:
+    """Stores a running run's record after its plans, step results and approvals (`nudge`),
+    at most every `KEEP_EVERY_S`, one store at a time; `close` stores it a last time (or
+    deletes it, for a run rolled back). A database that fails is logged, not raised: the run
+    itself is in its checkpoints, and only its replay lacks what was not stored."""
+
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], thread_id: str, run_id: str, recorder: RunRecorder
+    ) -> None:
+        self.pool = pool
+        self.thread_id = thread_id
+        self.run_id = run_id
+        self.recorder = recorder
+        self._wake = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._task = asyncio.create_task(self._keep())
+
+    def nudge(self) -> None:
+        """Something worth keeping happened: store the record soon."""
+        self._wake.set()
+
+    async def close(self, *, keep: bool = True) -> None:
+        """Wait for a store under way, then store the record a last time when it holds
+        events (with `keep`), or delete the row it was stored in (without)."""
+        self._closed.set()
+        self._wake.set()
+        await self._task
+        if keep:
+            if self.recorder.count:
+                await self._store()
+        elif self.recorder.seq is not None:
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute(
+                        "DELETE FROM agentgraph_run_records WHERE seq = %s", (self.recorder.seq,)
+                    )
+            except psycopg.Error as exc:
+                logger.warning("could not delete the record of run %s: %s", self.run_id, exc)
+
+    async def _keep(self) -> None:
+        while True:
+            await self._wake.wait()
+            if self._closed.is_set():
+                return
+            self._wake.clear()
+            await self._store()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), KEEP_EVERY_S)
+
+    async def _store(self) -> None:
+        try:
+            await store_record(self.pool, self.thread_id, self.run_id, self.recorder)
+        except psycopg.Error as exc:
+            logger.warning(
+                "could not keep the events of run %s of %s: %s", self.run_id, self.thread_id, exc
+            )
 
 
 @dataclass(frozen=True)

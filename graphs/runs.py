@@ -24,7 +24,7 @@ from graphs.agent import AgentGraph
 from graphs.multitask import StopMode
 from graphs.observe import RunObservation, run_kind
 from graphs.retention import discard_since
-from graphs.run_records import RunRecorder, store_record
+from graphs.run_records import RecordKeeper, RunRecorder, store_record
 from nodes.context import Context
 from nodes.events import EventSink, event_sink
 from nodes.schemas import ApprovalDecision
@@ -33,6 +33,8 @@ from nodes.state import InputState
 logger = logging.getLogger(__name__)
 
 RunEvent = dict[str, Any]
+KEPT_AT = frozenset({"plan_update", "handoff", "step_result", "interrupt", "fallback"})
+"""The events after which a running run's record is stored again (`graphs.run_records`)."""
 RUN_ID_KEY = "agentgraph_run_id"
 """The checkpoint metadata that names the background run that wrote the checkpoint."""
 StopCheck = Callable[[], StopMode | None]
@@ -155,8 +157,8 @@ async def run_events(
     `sink` is called in the event loop's thread, also for events of code that runs in a
     worker thread. The run is observed (`graphs.observe`): its span is the root of its
     trace, named by `run_id` (a fresh id without one), and its end is counted. With the
-    Postgres saver, the events `sink` got are stored at the run's end, for replay
-    (`graphs.run_records`), unless the run was rolled back.
+    Postgres saver, the events `sink` got are stored for replay (`graphs.run_records`) as the
+    run goes and at its end, unless the run was rolled back.
     """
     if sum((request is not None, resume is not None, proceed)) != 1:
         raise ValueError("give exactly one of a request, a resume value and proceed=True")
@@ -167,14 +169,20 @@ async def run_events(
     saver = graph.checkpointer if isinstance(graph.checkpointer, Saver) else None
     recorder = RunRecorder()
     rolled_back = False
+    observation = RunObservation(thread_id=thread_id, run_id=run_id, kind=run_kind(request, resume))
+    keeper = (
+        RecordKeeper(saver.conn, thread_id, observation.run_id, recorder)
+        if saver is not None
+        else None
+    )
 
     def deliver(event: RunEvent) -> None:
         recorder.see(event)
+        if keeper is not None and event["event"] in KEPT_AT:
+            keeper.nudge()
         sink(event)
 
     announcer = _AfterCommit(deliver, holding=saver is not None)
-
-    observation = RunObservation(thread_id=thread_id, run_id=run_id, kind=run_kind(request, resume))
 
     def put(event: RunEvent) -> None:
         nonlocal finished
@@ -239,8 +247,8 @@ async def run_events(
             put({"event": "error", "type": type(exc).__name__, "message": str(exc)})
         finally:
             event_sink.reset(token)
-            if saver is not None and not rolled_back and recorder.count:
-                await keep_record(saver, thread_id, observation.run_id, recorder)
+            if keeper is not None:
+                await keeper.close(keep=not rolled_back)
 
 
 async def keep_record(saver: Saver, thread_id: str, run_id: str, recorder: RunRecorder) -> None:
