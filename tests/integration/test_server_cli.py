@@ -28,10 +28,12 @@ from tests.integration.startable_app import FAIL_START
 DEADLINE_S = 90.0
 
 
-def _serve(cli: Cli, port: int, *options: str) -> tuple["subprocess.Popen[str]", str]:
-    """`agentgraph serve` on 127.0.0.1:`port` in a process of its own, once it is ready;
-    return the process and its base URL."""
-    proc = cli.start("serve", "--host", "127.0.0.1", "--port", str(port), *options)
+def _serve(
+    cli: Cli, port: int, *options: str, env: dict[str, str] | None = None
+) -> tuple["subprocess.Popen[str]", str]:
+    """`agentgraph serve` on 127.0.0.1:`port` in a process of its own (`env` laid over the
+    CLI's), once it is ready; return the process and its base URL."""
+    proc = cli.start("serve", "--host", "127.0.0.1", "--port", str(port), *options, env=env)
     base = f"http://127.0.0.1:{port}"
     wait_ready(
         proc,
@@ -41,6 +43,19 @@ def _serve(cli: Cli, port: int, *options: str) -> tuple["subprocess.Popen[str]",
         output=lambda: proc.communicate()[0],
     )
     return proc, base
+
+
+def _interrupted_run(base: str, headers: dict[str, str] | None = None) -> None:
+    """A quick real run: the rule planner and the approval gate need no model call, so it
+    stops at the plan's approval."""
+    result = httpx.post(
+        f"{base}/api/v1/agent/run",
+        json={"question": "What is A? What is B?", "approval": "always"},
+        headers=headers,
+        timeout=60,
+    ).json()
+    assert result["status"] == "interrupted", result
+    assert result["pending_approval"]["gate"] == "plan"
 
 
 def _workers(parent: int) -> set[int]:
@@ -76,14 +91,7 @@ def test_agentgraph_serve_runs_and_stops_on_sigterm(cli: Cli) -> None:
     proc, base = _serve(cli, port)
     try:
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
-        # The rule planner and the approval gate need no model call: a quick real run.
-        result = httpx.post(
-            f"{base}/api/v1/agent/run",
-            json={"question": "What is A? What is B?", "approval": "always"},
-            timeout=60,
-        ).json()
-        assert result["status"] == "interrupted"
-        assert result["pending_approval"]["gate"] == "plan"
+        _interrupted_run(base)
     finally:
         output = _stop(proc)
     # uvicorn shuts down cleanly, then re-raises the signal so the exit status reports it.
@@ -387,13 +395,7 @@ def test_metrics_of_several_workers_add_up_whichever_answers(
         # still be starting.
         while {p for p in workers if (shared / f"counter_{p}.db").exists()} != workers:
             assert time.monotonic() < deadline, f"one worker served all {runs} runs"
-            result = httpx.post(
-                f"{base}/api/v1/agent/run",
-                json={"question": "What is A? What is B?", "approval": "always"},
-                headers={"Connection": "close"},
-                timeout=60,
-            ).json()
-            assert result["status"] == "interrupted"
+            _interrupted_run(base, headers={"Connection": "close"})
             runs += 1
             time.sleep(0.1)
         assert [_runs_started(base) for _ in range(10)] == [runs] * 10
@@ -407,24 +409,10 @@ def test_one_process_in_a_named_metrics_directory_counts_from_zero(
     shared = tmp_path / "metrics"
     shared.mkdir()
     (shared / "counter_1.db").write_bytes(b"an earlier server's")
-    proc = cli.start(
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port := free_port()),
-        env={"PROMETHEUS_MULTIPROC_DIR": str(shared)},
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc, base = _serve(cli, free_port(), env={"PROMETHEUS_MULTIPROC_DIR": str(shared)})
     try:
-        wait_ready(proc, f"{base}/readyz", timeout_s=120, name="the server", output=lambda: "")
         assert not (shared / "counter_1.db").exists()
-        result = httpx.post(
-            f"{base}/api/v1/agent/run",
-            json={"question": "What is A? What is B?", "approval": "always"},
-            timeout=60,
-        ).json()
-        assert result["status"] == "interrupted"
+        _interrupted_run(base)
         assert _runs_started(base) == 1
         assert (shared / f"counter_{proc.pid}.db").exists()
     finally:
