@@ -216,6 +216,7 @@ class Executor:
         self.agent = agent
         self.settings = settings
         self.locks = PooledLocks(lock_pool, wait_s=LOCK_WAIT_S)
+        self.keys = Keys(agent.db.pool)
         self.active: dict[str, _Active] = {}
 
     @property
@@ -282,28 +283,27 @@ class Executor:
             if ended is not None:
                 await mark_ended(self.pool, run_id, ended, outcome.error)
 
-    async def _acting_key(self, order: RunOrder, key_id: str) -> tuple[RunOrder, bool]:
+    async def _acting_key(self, order: RunOrder, key_id: str) -> tuple[RunOrder, str | None]:
         """Check the API key a run acts for as it stands now, and cap the run to the key's
-        daily budget; return the order and whether the run is charged to the key.
+        daily budget; return the order and the key to charge the run to (None: no budget).
 
         Raises:
             AuthError: the key was deleted, revoked or has expired since the run was queued.
             BudgetExceededError: the key spent its daily budget since.
         """
-        keys = Keys(self.pool)
         try:
-            who = await keys.principal(key_id)
+            who = await self.keys.principal(key_id)
         except AuthError as exc:
             refusal = f"{exc}: the runs it queued and its crons' firings do not start"
             raise AuthError(refusal) from None
         if not who.has_budget:
-            return order, False
-        return await budgeted(keys, self.agent.graph, self.settings, order, who), True
+            return order, None
+        return await budgeted(self.keys, self.agent.graph, self.settings, order, who), key_id
 
     async def _run(self, order: RunOrder, run_id: str, sink: Any, *, key_id: str | None) -> None:
-        charged = False
+        charged_to = None
         if key_id is not None:
-            order, charged = await self._acting_key(order, key_id)
+            order, charged_to = await self._acting_key(order, key_id)
         roster = self.agent.toolbox.roster()
         async with claim_run(
             self.agent.graph, self.locks, self.settings, order, roster=roster
@@ -315,9 +315,8 @@ class Executor:
                 await run.run(sink, stop=lambda: active.stop_mode, run_id=run_id)
             finally:
                 self.active.pop(run.claim_id, None)
-                if charged:  # under the lock still: only this run's spending
-                    assert key_id is not None
-                    await charge(Keys(self.pool), self.agent.graph, run.thread_id, key_id, since)
+                if charged_to is not None:  # under the lock still: only this run's spending
+                    await charge(self.keys, self.agent.graph, run.thread_id, charged_to, since)
 
 
 RUN_RETRY = RetryStrategy(
