@@ -23,8 +23,8 @@ from pydantic import BaseModel
 from app.checkpoint.saver import Saver
 from graphs.agent import AgentGraph
 from graphs.observe import RunObservation, run_kind
-from graphs.run_records import RunRecorder
-from graphs.runs import RUN_ID_KEY, graph_input, interrupt_event, keep_record, thread_config
+from graphs.run_records import RunRecorder, keep_record
+from graphs.runs import RUN_ID_KEY, graph_input, interrupt_event, thread_config
 from nodes.context import Context
 from nodes.schemas import ApprovalDecision
 
@@ -230,7 +230,7 @@ async def _keep(graph: AgentGraph, thread_id: str, run_id: str, recorder: RunRec
         event = interrupt_event(await graph.aget_state(thread_config(thread_id)), thread_id)
         if event is not None:
             recorder.see(event)
-    await keep_record(saver, thread_id, run_id, recorder)
+    await keep_record(saver.conn, thread_id, run_id, recorder)
 
 
 def _interrupt_as_values(

@@ -178,8 +178,8 @@ async def store_record(
 class RecordKeeper:
     """Stores a running run's record after its plans, step results and approvals (`nudge`),
     at most every `KEEP_EVERY_S`, one store at a time; `close` stores it a last time (or
-    deletes it, for a run rolled back). A database that fails is logged, not raised: the run
-    itself is in its checkpoints, and only its replay lacks what was not stored."""
+    deletes it, for a run rolled back). A database that fails is logged, not raised
+    (`keep_record`)."""
 
     def __init__(
         self, pool: AsyncConnectionPool[Any], thread_id: str, run_id: str, recorder: RunRecorder
@@ -225,12 +225,18 @@ class RecordKeeper:
                 await asyncio.wait_for(self._closed.wait(), KEEP_EVERY_S)
 
     async def _store(self) -> None:
-        try:
-            await store_record(self.pool, self.thread_id, self.run_id, self.recorder)
-        except psycopg.Error as exc:
-            logger.warning(
-                "could not keep the events of run %s of %s: %s", self.run_id, self.thread_id, exc
-            )
+        await keep_record(self.pool, self.thread_id, self.run_id, self.recorder)
+
+
+async def keep_record(
+    pool: AsyncConnectionPool[Any], thread_id: str, run_id: str, recorder: RunRecorder
+) -> None:
+    """`store_record`, with a database that fails logged, not raised: the run itself is in
+    its checkpoints, and only its replay lacks what was not stored."""
+    try:
+        await store_record(pool, thread_id, run_id, recorder)
+    except psycopg.Error as exc:
+        logger.warning("could not keep the events of run %s of %s: %s", run_id, thread_id, exc)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, StateSnapshot
 
@@ -24,7 +23,7 @@ from graphs.agent import AgentGraph
 from graphs.multitask import StopMode
 from graphs.observe import RunObservation, run_kind
 from graphs.retention import discard_since
-from graphs.run_records import RecordKeeper, RunRecorder, store_record
+from graphs.run_records import RecordKeeper, RunRecorder
 from nodes.context import Context
 from nodes.events import EventSink, event_sink
 from nodes.schemas import ApprovalDecision
@@ -170,11 +169,7 @@ async def run_events(
     recorder = RunRecorder()
     rolled_back = False
     observation = RunObservation(thread_id=thread_id, run_id=run_id, kind=run_kind(request, resume))
-    keeper = (
-        RecordKeeper(saver.conn, thread_id, observation.run_id, recorder)
-        if saver is not None
-        else None
-    )
+    keeper: RecordKeeper | None = None  # started with the run, closed at its end
 
     def deliver(event: RunEvent) -> None:
         recorder.see(event)
@@ -196,6 +191,8 @@ async def run_events(
     with observation.running():
         token = event_sink.set(put)
         try:
+            if saver is not None:
+                keeper = RecordKeeper(saver.conn, thread_id, observation.run_id, recorder)
             # The nodes' events reach `put` directly (`nodes.events`), and LangGraph streams only
             # the state's values, its cheapest mode. Streaming `custom` made a server run take
             # about a fifth more CPU, `updates` more still. A run that stopped without its final
@@ -249,15 +246,6 @@ async def run_events(
             event_sink.reset(token)
             if keeper is not None:
                 await keeper.close(keep=not rolled_back)
-
-
-async def keep_record(saver: Saver, thread_id: str, run_id: str, recorder: RunRecorder) -> None:
-    """Store a run's record for replay; a database that fails here is logged, not raised."""
-    try:
-        await store_record(saver.conn, thread_id, run_id, recorder)
-    except psycopg.Error as exc:
-        # The run itself is stored in its checkpoints; only its replay lacks the deltas.
-        logger.warning("could not keep the events of run %s of %s: %s", run_id, thread_id, exc)
 
 
 async def stream_events(
