@@ -23,8 +23,8 @@ from pydantic import BaseModel
 from app.checkpoint.saver import Saver
 from graphs.agent import AgentGraph
 from graphs.observe import RunObservation, run_kind
-from graphs.run_records import RunRecorder, keep_record
-from graphs.runs import RUN_ID_KEY, graph_input, interrupt_event, thread_config
+from graphs.run_records import RecordKeeper, RunRecorder
+from graphs.runs import KEPT_AT, RUN_ID_KEY, graph_input, interrupt_event, thread_config
 from nodes.context import Context
 from nodes.schemas import ApprovalDecision
 
@@ -156,8 +156,8 @@ async def stream_modes(
     every finished super-step). `updates` are always streamed to LangGraph (an interrupt is
     one), but yielded only when asked for; an interrupt is then yielded as `values`, as
     LangGraph's server does. The run is observed as `graphs.runs.run_events` observes its
-    runs (`graphs.observe`), and, with the Postgres saver, a run that streams to its end or
-    its interrupt is recorded for replay as those are (`graphs.run_records`): agentgraph's
+    runs (`graphs.observe`), and, with the Postgres saver, recorded for replay as those are
+    (`graphs.run_records`), as it goes and when it ends, fails or is stopped: agentgraph's
     events are always streamed (`custom`) for that, and yielded only when asked for."""
     del new_thread  # LangGraph looks the thread up either way
     wanted = set(modes)
@@ -172,12 +172,16 @@ async def stream_modes(
     messages = _Messages()
     observation = RunObservation(thread_id=thread_id, run_id=run_id, kind=run_kind(request, resume))
     recorder = RunRecorder()
+    saver = graph.checkpointer if isinstance(graph.checkpointer, Saver) else None
+    keeper: RecordKeeper | None = None  # started with the run, closed at its end
 
     def see(mode: str, chunk: Any, namespace: Sequence[str]) -> None:
         if mode == "custom" and not namespace and isinstance(chunk, dict) and "event" in chunk:
             recorder.see(chunk)
+            if keeper is not None and chunk["event"] in KEPT_AT:
+                keeper.nudge()
 
-    with observation.ending():
+    async def parts() -> AsyncGenerator[StreamPart, None]:
         if "events" in wanted:
             events = cast(
                 AsyncGenerator[dict[str, Any], None],
@@ -196,7 +200,6 @@ async def stream_modes(
                             yield part
                     else:
                         yield "events", jsonable(event)
-            await _keep(graph, thread_id, observation.run_id, recorder)
             return
         steps = cast(
             AsyncGenerator[tuple[Any, ...], None],
@@ -216,21 +219,34 @@ async def stream_modes(
                 see(mode, chunk, namespace)
                 for part in _interrupt_as_values(mode, chunk, namespace, wanted, messages):
                     yield part
-        await _keep(graph, thread_id, observation.run_id, recorder)
+
+    with observation.ending():
+        try:
+            if saver is not None:
+                keeper = RecordKeeper(saver.conn, thread_id, observation.run_id, recorder)
+            async with aclosing(parts()) as streamed:
+                async for part in streamed:
+                    yield part
+            if saver is not None and recorder.count:
+                await _note_interrupt(graph, saver, thread_id, recorder)
+        except Exception as exc:
+            recorder.see({"event": "error", "type": type(exc).__name__, "message": str(exc)})
+            raise
+        finally:
+            if keeper is not None:
+                await keeper.close()
 
 
-async def _keep(graph: AgentGraph, thread_id: str, run_id: str, recorder: RunRecorder) -> None:
-    """Record a run that streamed to its end or its interrupt, for replay (the interrupt's
-    event too, which LangGraph's stream carries only as an update)."""
-    saver = graph.checkpointer
-    if not isinstance(saver, Saver) or not recorder.count:
-        return
+async def _note_interrupt(
+    graph: AgentGraph, saver: Saver, thread_id: str, recorder: RunRecorder
+) -> None:
+    """Record the interrupt of a run that streamed to it, whose event LangGraph's stream
+    carries only as an update."""
     await saver.flush(thread_id)
     if not any(e[1].get("event") in ("final", "error") for e in recorder.record()["events"]):
         event = interrupt_event(await graph.aget_state(thread_config(thread_id)), thread_id)
         if event is not None:
             recorder.see(event)
-    await keep_record(saver.conn, thread_id, run_id, recorder)
 
 
 def _interrupt_as_values(

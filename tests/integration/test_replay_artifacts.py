@@ -3,9 +3,10 @@ is an artefact listed and served with its content, and deleted with its thread; 
 run, and one approved after its interrupt, replay with the events the live stream had, from
 the API and the CLI, calling no model."""
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -261,3 +262,66 @@ async def test_runs_of_the_agent_api_replay_too(
     assert kinds[-1] == "final"
     assert replayed[-1]["status"] == "done"
     assert failing.calls == 0
+
+
+async def test_an_agent_api_run_is_recorded_as_it_goes_and_when_its_client_leaves(
+    agent: Agent, api: RunningServer, make_model: MakeModel, tmp_path: Path
+) -> None:
+    """The first step's result is stored while the run waits in its second model call; the
+    client then leaves, the run stops, and its record is stored a last time (its duration
+    reaches past the wait). The replay shows the first step as it streamed."""
+    from langgraph_sdk import get_client
+
+    gate = tmp_path / "never-opened"
+    spec, _ = make_model(
+        reply="Said before the client left.", gate_file=str(gate), gate_from_call=2
+    )
+    client = get_client(url=api.base_url)
+    thread_id = (await client.threads.create())["thread_id"]
+    context = {"model": spec, "approval": "never", "mode": "plan"}
+
+    async def consume() -> None:
+        async for _ in client.runs.stream(
+            thread_id, "agent", input={"request": TWO_PARTS}, context=context, stream_mode="values"
+        ):
+            pass
+
+    streaming = asyncio.create_task(consume())
+    try:
+        kept = await _stored(agent, thread_id, lambda r: '"event":"step_result"' in r["record"])
+        await asyncio.sleep(1.5)  # the run waits at the gate meanwhile
+        assert not streaming.done()
+    finally:
+        streaming.cancel()  # the client leaves
+    with pytest.raises(asyncio.CancelledError):
+        await streaming
+    last = await _stored(agent, thread_id, lambda r: r["duration_ms"] > kept["duration_ms"] + 1000)
+    assert '"event":"final"' not in last["record"]
+
+    replayed = [e async for e in replay(agent.graph, agent.db.pool, thread_id, speed=0)]
+    [first] = [e["result"] for e in replayed if e["event"] == "step_result"]
+    streamed = "".join(
+        e["text"] for e in replayed if e["event"] == "delta" and e["step_id"] == first["step_id"]
+    )
+    assert streamed.strip() == first["output"] == "Said before the client left."
+
+
+async def _stored(
+    agent: Agent, thread_id: str, test: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Wait (up to 30 s) until the thread's one record passes `test`; return it."""
+    deadline = time.monotonic() + 30
+    while True:
+        async with agent.db.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT duration_ms, record::text AS record FROM agentgraph_run_records"
+                " WHERE thread_id = %s",
+                (thread_id,),
+            )
+            rows = await cursor.fetchall()
+        if rows:
+            [row] = rows
+            if test(row):
+                return dict(row)
+        assert time.monotonic() < deadline, f"no such record of {thread_id}: {rows}"
+        await asyncio.sleep(0.1)
