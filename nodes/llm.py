@@ -16,6 +16,7 @@ text, hence the step's output, holds only the answering model's text.
 """
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -24,11 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.exceptions import OutputParserException
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.types import StreamWriter
+from pydantic import Field, SkipValidation
 
 from app.accounting import Tokens, UsageRecord, cost_of
 from app.errors import AllModelsFailedError, ModelTimeoutError
@@ -281,6 +285,82 @@ async def invoke(
         )
         return reply, generation
     raise AssertionError("unreachable: a route has at least one model")
+
+
+class RoutedChatModel(BaseChatModel):
+    """A route's models as one chat model, for code that takes a chat model and calls it
+    itself (the supervisor of `langgraph-supervisor`): each call is `invoke`'s, asking the
+    models of `chain` in order with the tools bound to it (`bind_tools`), announcing each
+    fallback and keeping it in `fallbacks` with the model that answered. The answer names
+    that model in its `response_metadata` (`model`), for its cost."""
+
+    chain: list[str]
+    writer: Any
+    """The run's `StreamWriter`, for the `fallback` events."""
+    node: str
+    step_id: str | None = None
+    max_tokens: int | None = None
+    fallbacks: SkipValidation[list[ModelFallback]] = Field(default_factory=list)
+    """Where the fallbacks are kept: the list given, itself."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "agentgraph-route"
+
+    def bind_tools(
+        self,
+        tools: Sequence[Any],
+        *,
+        tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind `tools` for each model asked, in OpenAI's format, which LangGraph's prebuilt
+        agents read back; `parallel_tool_calls` goes to the models whose `bind_tools` take it."""
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+    def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        raise NotImplementedError("a route is asked asynchronously")
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        tools = kwargs.pop("tools", None)
+
+        def bind(chat: BaseChatModel) -> Runnable[Any, BaseMessage]:
+            if not tools:
+                return chat
+            options = dict(kwargs)
+            if "parallel_tool_calls" not in inspect.signature(chat.bind_tools).parameters:
+                options.pop("parallel_tool_calls", None)
+            return chat.bind_tools(tools, **options)
+
+        reply, generation = await invoke(
+            messages,
+            chain=self.chain,
+            bind=bind,
+            writer=self.writer,
+            node=self.node,
+            step_id=self.step_id,
+            max_tokens=self.max_tokens,
+        )
+        self.fallbacks.extend({**f, "answered_by": generation.model} for f in generation.fallbacks)
+        answer = AIMessage(
+            content=reply.content,
+            tool_calls=getattr(reply, "tool_calls", []),
+            usage_metadata=getattr(reply, "usage_metadata", None),
+            response_metadata={**reply.response_metadata, "model": generation.model},
+            id=reply.id,
+        )
+        return ChatResult(generations=[ChatGeneration(message=answer)])
 
 
 def tokens_of(message: BaseMessage) -> Tokens:

@@ -26,9 +26,8 @@ from langgraph_supervisor import create_supervisor
 
 from app.accounting import Tokens, cost_of
 from app.model_routes import ModelFallback
-from app.models import get_chat_model
 from nodes.context import Context
-from nodes.llm import Generation, invoke, model_config
+from nodes.llm import Generation, RoutedChatModel, invoke, model_config
 from nodes.prompts import SUPERVISOR_PROMPT, SYSTEM_PROMPT
 from nodes.reasoning import WorkerUpdate, answered_step, step_messages
 from nodes.schemas import Round
@@ -83,7 +82,9 @@ def _worker_graph(
             step_id=step_id,
             max_tokens=context.max_output_tokens,
         )
-        fallen.fallbacks += [{**f, "answered_by": generation.model} for f in generation.fallbacks]
+        fallen.fallbacks.extend(
+            {**f, "answered_by": generation.model} for f in generation.fallbacks
+        )
         return {
             "messages": [
                 AIMessage(
@@ -103,7 +104,7 @@ def _worker_graph(
 
 def _team(
     box: Toolbox,
-    boss_model: str,
+    boss: str,
     workers: list[str],
     context: Context,
     step_id: str,
@@ -113,9 +114,17 @@ def _team(
     for worker in workers:
         entry = box.manifest.agent(worker)
         listed.append(f"- {worker}: {entry.description if entry else worker}")
+    route = box.route_of(boss, context)
     return create_supervisor(
         [_worker_graph(box, w, context, step_id, fallen) for w in workers],
-        model=get_chat_model(boss_model),
+        model=RoutedChatModel(
+            chain=[route.primary, *route.fallbacks],
+            writer=fallen.writer,
+            node="supervisor",
+            step_id=step_id,
+            max_tokens=context.max_output_tokens,
+            fallbacks=fallen.fallbacks,
+        ),
         prompt=SUPERVISOR_PROMPT.format(agents="\n".join(listed)),
         supervisor_name=SUPERVISOR_NAME,
         output_mode="full_history",
@@ -129,11 +138,11 @@ async def _supervise(payload: WorkerInput, runtime: Runtime[Context], box: Toolb
     context = runtime.context
     members = step.get("members") or [a.name for a in box.manifest.agents]
     boss, workers = members[0], members[1:]
-    boss_model = box.model_of(boss, context.model)
+    boss_model = box.route_of(boss, context).primary
     with warnings.catch_warnings():  # its own use of create_react_agent, deprecated in 1.0
         warnings.filterwarnings("ignore", message="create_react_agent has been moved")
         fallen = _Fallen(runtime.stream_writer)
-        team = _team(box, boss_model, workers, context, step["id"], fallen)
+        team = _team(box, boss, workers, context, step["id"], fallen)
     task = step_messages(payload)[1]
     # A handoff is two steps of the supervisor graph (the supervisor, then the worker).
     config: RunnableConfig = {
@@ -170,12 +179,7 @@ async def _supervise(payload: WorkerInput, runtime: Runtime[Context], box: Toolb
         if isinstance(m, AIMessage) and usage:
             spent = Tokens(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
             tokens = tokens + spent
-            cost += cost_of(
-                boss_model
-                if m.name == SUPERVISOR_NAME
-                else str(m.response_metadata.get("model", context.model)),
-                spent,
-            )
+            cost += cost_of(str(m.response_metadata.get("model", boss_model)), spent)
     return answered_step(
         runtime,
         step,

@@ -169,6 +169,40 @@ async def test_a_supervisors_worker_falls_back_on_the_next_model_of_its_route(
     assert (taken["model"], taken["node"], taken["answered_by"]) == (broken, "supervisor", backup)
 
 
+async def test_a_supervisor_falls_back_on_the_next_model_of_its_route(
+    thread_id: str, make_model: MakeModel, collect_events: CollectEvents
+) -> None:
+    broken, broken_model = make_model(tool_fail_first=-1)
+    backup, backup_model = make_model(
+        reply="Paris is the capital of France.",
+        tool_script=[{"name": "transfer_to_careful", "args": {}}],
+    )
+    careful, _ = make_model(reply="The capital of France is Paris.")
+    manifest = parse_manifest(
+        "agents:\n"
+        f"  - {{name: boss, description: boss, model: '{broken}', fallbacks: ['{backup}']}}\n"
+        f"  - {{name: careful, description: careful, model: '{careful}'}}\n",
+        source="t.yaml",
+    )
+    graph = compile_graph(InMemorySaver(), toolbox=build_toolbox(manifest))
+    context = Context(model=broken, approval="never", mode="direct", pattern="supervisor")
+
+    events = await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
+
+    result = step_results(events)["answer"]
+    assert result["status"] == "done", result
+    assert result["rounds"] == [{"agent": "careful", "answer": "The capital of France is Paris."}]
+    assert result["output"] == "Paris is the capital of France."
+    # The boss's two turns (hand off, then answer) each asked the broken model first.
+    assert (broken_model.tool_turns, backup_model.tool_turns) == (2, 2)
+    fallbacks = only(events, "fallback")
+    assert [(f["node"], f["model"], f["next"]) for f in fallbacks] == [
+        ("supervisor", broken, backup)
+    ] * 2
+    taken = final(events)["report"]["model_fallbacks"]
+    assert [(t["model"], t["answered_by"]) for t in taken] == [(broken, backup)] * 2
+
+
 async def test_a_supervisor_that_keeps_handing_off_stops_at_the_limit_with_the_last_answer(
     thread_id: str, make_model: MakeModel, collect_events: CollectEvents
 ) -> None:
