@@ -228,6 +228,11 @@ def register(app: typer.Typer, run: RunFn) -> None:
                     "channel values went with them",
                     markup=False,
                 )
+            out.print(
+                f"{verb} {report.records_deleted} replay records and "
+                f"{report.run_events_deleted} background-run events of older runs",
+                markup=False,
+            )
             if report.threads_busy:
                 out.print(
                     f"{len(report.threads_busy)} threads were being run and were skipped",

@@ -13,8 +13,10 @@ A kept checkpoint whose parent is pruned is re-parented to its nearest kept ance
 history stays a tree. The channel values (`checkpoint_blobs`) that no kept checkpoint refers
 to, and the pending writes of pruned checkpoints, go with them, as do the replay records of
 the thread's runs that started before the cutoff, but for its latest run's
-(`graphs.run_records`). A thread that a run holds is skipped (its lock is tried, never waited
-for); only the root namespace is pruned.
+(`graphs.run_records`), and the event logs of its background runs that ended before the
+cutoff, but for its latest background run's (`graphs.run_log`; the runs' rows stay). A thread
+that a run holds is skipped (its lock is tried, never waited for); only the root namespace is
+pruned.
 """
 
 import asyncio
@@ -68,6 +70,8 @@ class PruneReport:
     blobs_deleted: int = 0
     records_deleted: int = 0
     """Replay records of old runs (`graphs.run_records`)."""
+    run_events_deleted: int = 0
+    """Events of old background runs (`graphs.run_log`)."""
 
 
 def plan_prune(rows: Sequence[CheckpointRow], cutoff: datetime) -> PrunePlan:
@@ -160,6 +164,30 @@ async def _candidates(conn: AsyncConnection[Any], cutoff: datetime) -> list[str]
     return [r["thread_id"] for r in await cursor.fetchall()]
 
 
+async def _prune_run_events(
+    conn: AsyncConnection[Any], thread_id: str, cutoff: datetime, *, dry_run: bool
+) -> int:
+    """Delete (or, dry, count) the events of a thread's background runs that ended before
+    `cutoff`, but for its latest background run's; return how many."""
+    where = (
+        " WHERE run_id IN (SELECT run_id FROM agentgraph_runs"
+        " WHERE thread_id = %s AND ended_at < %s AND run_id <> ("
+        "SELECT run_id FROM agentgraph_runs WHERE thread_id = %s"
+        " ORDER BY created_at DESC LIMIT 1))"
+    )
+    if dry_run:
+        cursor = await conn.execute(
+            "SELECT count(*) AS n FROM agentgraph_run_events" + where,
+            (thread_id, cutoff, thread_id),
+        )
+        row = await cursor.fetchone()
+        return int(row["n"]) if row else 0
+    deleted = await conn.execute(
+        "DELETE FROM agentgraph_run_events" + where, (thread_id, cutoff, thread_id)
+    )
+    return deleted.rowcount
+
+
 async def prune(
     pool: AsyncConnectionPool[Any],
     *,
@@ -187,6 +215,9 @@ async def prune(
                     plan = plan_prune(rows, cutoff)
                     report.checkpoints_kept += len(rows) - len(plan.delete)
                     report.records_deleted += await prune_records(
+                        conn, thread_id, cutoff, dry_run=dry_run
+                    )
+                    report.run_events_deleted += await _prune_run_events(
                         conn, thread_id, cutoff, dry_run=dry_run
                     )
                     if not plan.delete:

@@ -5,11 +5,14 @@ the errors of what cannot be."""
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from graphs.retention import prune
+from graphs.service import Agent
 from tests.fakes import MakeModel
 from tests.integration.server_harness import RunningServer, SseEvent, sse_events, wait_for
 
@@ -223,3 +226,32 @@ async def test_a_thread_id_outside_ascii_is_percent_encoded_in_the_runs_urls(
         assert quote(thread_id, safe="") in response.headers["location"]
         events = await _stream(client, run)
         assert events[-1].event == "final"
+
+
+async def test_pruning_deletes_the_events_of_a_threads_older_background_runs(
+    api: RunningServer, agent: Agent, make_model: MakeModel, thread_id: str
+) -> None:
+    spec, _ = make_model(reply="Answer {n}.")
+    body = {"question": QUESTION, "model": spec, "approval": "always", "mode": "plan"}
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as client:
+        first = await _start(client, f"/api/v1/threads/{thread_id}/runs", body)
+        first_events = await _stream(client, first)
+        resumed = await _start(
+            client, f"/api/v1/threads/{thread_id}/runs", {"resume": {"decision": "approve"}}
+        )
+        second_events = await _stream(client, resumed)
+        assert second_events[-1].event == "final"
+
+        later = datetime.now(UTC) + timedelta(minutes=1)
+        dry = await prune(agent.db.pool, cutoff=later, dry_run=True, thread_ids=[thread_id])
+        done = await prune(agent.db.pool, cutoff=later, thread_ids=[thread_id])
+
+        # The first run's events went (its interrupt among them), the latest run's stayed.
+        assert dry.run_events_deleted == done.run_events_deleted == len(first_events) - 1
+        assert [e.event for e in await _stream(client, first)] == ["metadata"]
+        assert await _stream(client, resumed) == second_events
+        listed = (await client.get(f"/api/v1/threads/{thread_id}/runs")).json()
+        assert [(r["kind"], r["status"]) for r in listed] == [
+            ("resume", "done"),
+            ("request", "interrupted"),
+        ]
