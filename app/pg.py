@@ -36,6 +36,24 @@ async def schema_transaction(
         yield conn
 
 
+async def delete_where(
+    conn: psycopg.AsyncConnection[Any],
+    table: str,
+    where: str,
+    params: tuple[Any, ...],
+    *,
+    dry_run: bool = False,
+) -> int:
+    """Delete the rows of `table` that `where` (a SQL condition) selects, or, dry, count
+    them; return how many. `table` and `where` are the caller's own text, never input."""
+    if dry_run:
+        cursor = await conn.execute(f"SELECT count(*) AS n FROM {table} WHERE {where}", params)
+        row = await cursor.fetchone()
+        return int(row["n"]) if row else 0
+    deleted = await conn.execute(f"DELETE FROM {table} WHERE {where}", params)
+    return deleted.rowcount
+
+
 async def create_schema(pool: AsyncConnectionPool[Any], *statements: str) -> None:
     """Run schema statements (each may hold several, `;`-separated) under the schema lock."""
     async with schema_transaction(pool) as conn:

@@ -29,6 +29,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from app.pg import delete_where
 from graphs.locks import locked_on, try_lock_thread, unlock_threads
 from graphs.run_records import prune_records
 
@@ -169,23 +170,16 @@ async def _prune_run_events(
 ) -> int:
     """Delete (or, dry, count) the events of a thread's background runs that ended before
     `cutoff`, but for its latest background run's; return how many."""
-    where = (
-        " WHERE run_id IN (SELECT run_id FROM agentgraph_runs"
+    return await delete_where(
+        conn,
+        "agentgraph_run_events",
+        "run_id IN (SELECT run_id FROM agentgraph_runs"
         " WHERE thread_id = %s AND ended_at < %s AND run_id <> ("
         "SELECT run_id FROM agentgraph_runs WHERE thread_id = %s"
-        " ORDER BY created_at DESC LIMIT 1))"
+        " ORDER BY created_at DESC LIMIT 1))",
+        (thread_id, cutoff, thread_id),
+        dry_run=dry_run,
     )
-    if dry_run:
-        cursor = await conn.execute(
-            "SELECT count(*) AS n FROM agentgraph_run_events" + where,
-            (thread_id, cutoff, thread_id),
-        )
-        row = await cursor.fetchone()
-        return int(row["n"]) if row else 0
-    deleted = await conn.execute(
-        "DELETE FROM agentgraph_run_events" + where, (thread_id, cutoff, thread_id)
-    )
-    return deleted.rowcount
 
 
 async def prune(

@@ -33,7 +33,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Json
 from psycopg_pool import AsyncConnectionPool
 
-from app.pg import create_schema
+from app.pg import create_schema, delete_where
 
 RunEvent = dict[str, Any]
 Timeline = list[tuple[float, RunEvent]]
@@ -280,21 +280,14 @@ async def prune_records(
 ) -> int:
     """Delete (or, dry, count) a thread's records of runs that started before `cutoff`, but
     for its latest run's; return how many."""
-    where = (
-        " WHERE thread_id = %s AND started_at < %s AND seq <> ("
-        "SELECT max(seq) FROM agentgraph_run_records WHERE thread_id = %s)"
+    return await delete_where(
+        conn,
+        "agentgraph_run_records",
+        "thread_id = %s AND started_at < %s AND seq <> ("
+        "SELECT max(seq) FROM agentgraph_run_records WHERE thread_id = %s)",
+        (thread_id, cutoff, thread_id),
+        dry_run=dry_run,
     )
-    if dry_run:
-        cursor = await conn.execute(
-            "SELECT count(*) AS n FROM agentgraph_run_records" + where,
-            (thread_id, cutoff, thread_id),
-        )
-        row = await cursor.fetchone()
-        return int(row["n"]) if row else 0
-    deleted = await conn.execute(
-        "DELETE FROM agentgraph_run_records" + where, (thread_id, cutoff, thread_id)
-    )
-    return deleted.rowcount
 
 
 def _dumps(value: Any) -> str:

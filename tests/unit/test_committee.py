@@ -2,6 +2,8 @@
 own model and prompt, the judge picks, the votes and the choice are in the step result and the
 plan shows the committee."""
 
+from typing import Any
+
 from langgraph.checkpoint.memory import InMemorySaver
 
 from app.tools.manifest import parse_manifest
@@ -147,17 +149,7 @@ async def test_a_supervisors_worker_falls_back_on_the_next_model_of_its_route(
     )
     broken, _ = make_model(fail_first=-1)
     backup, backup_model = make_model(reply="The capital of France is Paris.")
-    manifest = parse_manifest(
-        "agents:\n"
-        f"  - {{name: boss, description: boss, model: '{boss}'}}\n"
-        f"  - {{name: careful, description: careful, model: '{broken}',"
-        f" fallbacks: ['{backup}']}}\n",
-        source="t.yaml",
-    )
-    graph = compile_graph(InMemorySaver(), toolbox=build_toolbox(manifest))
-    context = Context(model=boss, approval="never", mode="direct", pattern="supervisor")
-
-    events = await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
+    events = await _boss_and_careful(collect_events, thread_id, [boss], [broken, backup])
 
     result = step_results(events)["answer"]
     assert result["status"] == "done", result
@@ -178,16 +170,7 @@ async def test_a_supervisor_falls_back_on_the_next_model_of_its_route(
         tool_script=[{"name": "transfer_to_careful", "args": {}}],
     )
     careful, _ = make_model(reply="The capital of France is Paris.")
-    manifest = parse_manifest(
-        "agents:\n"
-        f"  - {{name: boss, description: boss, model: '{broken}', fallbacks: ['{backup}']}}\n"
-        f"  - {{name: careful, description: careful, model: '{careful}'}}\n",
-        source="t.yaml",
-    )
-    graph = compile_graph(InMemorySaver(), toolbox=build_toolbox(manifest))
-    context = Context(model=broken, approval="never", mode="direct", pattern="supervisor")
-
-    events = await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
+    events = await _boss_and_careful(collect_events, thread_id, [broken, backup], [careful])
 
     result = step_results(events)["answer"]
     assert result["status"] == "done", result
@@ -201,6 +184,24 @@ async def test_a_supervisor_falls_back_on_the_next_model_of_its_route(
     ] * 2
     taken = final(events)["report"]["model_fallbacks"]
     assert [(t["model"], t["answered_by"]) for t in taken] == [(broken, backup)] * 2
+
+
+async def _boss_and_careful(
+    collect_events: CollectEvents, thread_id: str, boss: list[str], careful: list[str]
+) -> list[dict[str, Any]]:
+    """Run one step supervised by `boss` with the worker `careful`, each given as its model
+    and then its fallbacks; return the run's events."""
+
+    def agent(name: str, chain: list[str]) -> str:
+        fallbacks = f", fallbacks: {chain[1:]!r}" if chain[1:] else ""
+        return f"  - {{name: {name}, description: {name}, model: '{chain[0]}'{fallbacks}}}\n"
+
+    manifest = parse_manifest(
+        "agents:\n" + agent("boss", boss) + agent("careful", careful), source="t.yaml"
+    )
+    graph = compile_graph(InMemorySaver(), toolbox=build_toolbox(manifest))
+    context = Context(model=boss[0], approval="never", mode="direct", pattern="supervisor")
+    return await collect_events(graph, thread_id=thread_id, context=context, request=QUESTION)
 
 
 async def test_a_supervisor_that_keeps_handing_off_stops_at_the_limit_with_the_last_answer(
