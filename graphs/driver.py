@@ -29,7 +29,7 @@ from graphs.locks import BUSY, ThreadLocks
 from graphs.modes import StreamPart, stream_modes
 from graphs.multitask import WAIT_S, StopRequest, Strategy
 from graphs.runs import RunEvent, StopCheck, run_events, stream_events
-from graphs.threads import get_snapshot, thread_context, thread_status
+from graphs.threads import get_snapshot, steps_left, thread_context, thread_status
 from nodes.approval import parse_decision
 from nodes.context import Context
 from nodes.events import EventSink
@@ -246,5 +246,5 @@ async def continue_check(graph: AgentGraph, thread_id: str) -> None:
     snapshot = await get_snapshot(graph, thread_id)
     if snapshot.interrupts:
         raise ThreadBusyError(thread_id, "waits for approval: resume it instead of continuing")
-    if not snapshot.next:
+    if not steps_left(snapshot):
         raise NothingToContinueError(thread_id, thread_status(snapshot))

@@ -54,7 +54,7 @@ from graphs.run_log import (
 )
 from graphs.runs import RUN_ID_KEY, RunEvent
 from graphs.service import Agent
-from graphs.threads import get_snapshot, thread_status
+from graphs.threads import get_snapshot, steps_left, thread_status
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ class Executor:
             return order  # the thread's latest checkpoint is an earlier run's
         if snapshot.interrupts:
             return "interrupted"
-        if snapshot.next:
+        if steps_left(snapshot):
             return RunOrder(thread_id=record.thread_id, proceed=True)
         return thread_status(snapshot)
 

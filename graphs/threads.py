@@ -53,11 +53,21 @@ class CheckpointInfo(TypedDict):
     writes: list[str]
 
 
+def steps_left(snapshot: StateSnapshot) -> list[str]:
+    """The nodes a run of the thread runs next: LangGraph's `next`, the tasks of the latest
+    checkpoint's super-step that have not written yet. When every one of them has written
+    and the run stopped before the next checkpoint (a crash, a stop or a client that left at
+    that moment), LangGraph's `next` is empty though the run is not over: those tasks are
+    named, whose writes a continue applies before it goes on. A finished run's checkpoint
+    has no tasks."""
+    return list(snapshot.next) or [task.name for task in snapshot.tasks]
+
+
 def thread_status(snapshot: StateSnapshot) -> ThreadStatus:
     """Return what a snapshot says of its thread (a run holding it is `run_state`'s to add)."""
     if snapshot.interrupts:
         return "interrupted"
-    if snapshot.next:
+    if steps_left(snapshot):
         return "running"
     status = snapshot.values.get("status")
     return status if status in ("done", "rejected", "failed") else "failed"
@@ -104,7 +114,7 @@ async def view_thread(
         results=list(values.get("results", {}).values()),
         critique=values.get("critique"),
         checkpoint_id=snapshot.config["configurable"].get("checkpoint_id"),
-        next=list(snapshot.next),
+        next=steps_left(snapshot),
     )
 
 

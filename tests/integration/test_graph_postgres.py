@@ -9,9 +9,11 @@ from typing import Any
 import psycopg
 
 from app.settings import Settings
+from graphs.driver import continue_check
+from graphs.retention import discard_since
 from graphs.runs import RunEvent, stream_events, thread_config
 from graphs.service import Agent, open_agent
-from graphs.threads import fork, history, view_thread
+from graphs.threads import fork, history, run_state, view_thread
 from nodes.context import Context
 from tests.fakes import MakeModel
 
@@ -147,6 +149,38 @@ async def test_fork_an_earlier_checkpoint_and_finish_the_new_branch(
     assert set(old_again.values["results"]) == {"answer"}
     ids = {c["checkpoint_id"]: c for c in await history(agent.graph, thread_id)}
     assert ids[fork_id]["parent_id"] == before_dispatch["checkpoint_id"]
+
+
+async def test_a_run_stopped_after_its_steps_wrote_and_before_their_checkpoint_continues(
+    agent: Agent, thread_id: str, make_model: MakeModel
+) -> None:
+    """Every task of a super-step wrote its result, then the run stopped before the step's
+    checkpoint (a crash, or a client that left, at that moment): LangGraph's `next` is then
+    empty, yet the run is not over. The thread reads as cut off, and a continue applies the
+    results (no step runs again) and finishes."""
+    spec, model = make_model(reply="Answer {n}.")
+    context = Context(model=spec, approval="never", mode="plan")
+    await run(agent, thread_id, context, request="What is A? What is B?")
+    checkpoints = await history(agent.graph, thread_id)  # newest first
+    [before] = [i for i, c in enumerate(checkpoints) if c["next"] == ["reasoning"] * 2]
+    await discard_since(agent.db.pool, thread_id, checkpoints[before - 1]["created_at"])
+    snapshot = await agent.graph.aget_state(thread_config(thread_id))
+    assert (snapshot.next, [t.name for t in snapshot.tasks]) == ((), ["reasoning"] * 2)
+
+    view = await view_thread(agent.graph, thread_id)
+    assert run_state(view, running=False) == ("running", True)
+    await continue_check(agent.graph, thread_id)
+    calls = model.calls
+    events = await run(agent, thread_id, context, proceed=True)
+
+    assert events[-1]["event"] == "final", events[-1]
+    assert events[-1]["status"] == "done"
+    assert model.calls == calls + 1  # the synthesis only: no step ran again
+    done = await view_thread(agent.graph, thread_id)
+    assert (done["status"], sorted(done["report"]["steps"][i]["status"] for i in (0, 1))) == (
+        "done",
+        ["done", "done"],
+    )
 
 
 async def test_full_run_on_postgres_15(settings: Settings, pg15_url: str) -> None:
