@@ -9,6 +9,7 @@ errors. `input` is the graph's input (`{"request": "…"}`); `command={"resume":
 pending approval; neither continues a run that was cut off. `context` takes the run options.
 """
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -190,37 +191,81 @@ async def _claim(
     return claimed, stack
 
 
+class _Release:
+    """Ends a streamed run's claim once, whoever asks first (the stream's end, or the
+    response's background task when the client left before the body began): it waits for
+    the run's own task (`run`) to end, then closes the claim's exit stack (the charge, the
+    slots, the thread's lock). It goes on to its end even when the one asking is cancelled,
+    as a client that leaves cancels the stream's task: neither what the run stores as it
+    stops, nor its charge, nor the lock's return may be cut short by that."""
+
+    def __init__(self, stack: contextlib.AsyncExitStack) -> None:
+        self._stack = stack
+        self.run: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    async def __call__(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        if self.run is not None:
+            self.run.cancel()  # a no-op once it ended
+            await asyncio.wait([self.run])
+        await self._stack.aclose()
+
+
+_END = object()
+"""The end of a streamed run's parts."""
+
+
 async def _stream(
     claimed: ClaimedRun,
-    stack: contextlib.AsyncExitStack,
+    release: _Release,
     modes: list[str],
     subgraphs: bool,
 ) -> AsyncIterator[str]:
+    """The SSE events of a run, which runs in a task of its own: a client that leaves
+    cancels this generator, and the run is then stopped once and ends as any stopped run
+    does (its steps and its record stored) before the claim is released."""
     run_id = new_run_id()
+    parts: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def run() -> None:
+        try:
+            streamed = claimed.stream_modes(modes, subgraphs=subgraphs, run_id=run_id)
+            async with contextlib.aclosing(streamed):  # type: ignore[type-var]
+                async for part in streamed:
+                    parts.put_nowait(part)
+        except AgentGraphError as exc:
+            parts.put_nowait(("error", {"error": type(exc).__name__, "message": str(exc)}))
+        except Exception as exc:
+            logger.exception("run %s of thread %s failed", run_id, claimed.thread_id)
+            parts.put_nowait(("error", {"error": type(exc).__name__, "message": str(exc)}))
+        finally:
+            parts.put_nowait(_END)
+
     try:
         yield format_event("metadata", {"run_id": run_id, "attempt": 1})
-        parts = claimed.stream_modes(modes, subgraphs=subgraphs, run_id=run_id)
-        async with contextlib.aclosing(parts):  # type: ignore[type-var]
-            async for name, data in parts:
-                yield format_event(name, data)
-    except AgentGraphError as exc:
-        yield format_event("error", {"error": type(exc).__name__, "message": str(exc)})
-    except Exception as exc:
-        logger.exception("run %s of thread %s failed", run_id, claimed.thread_id)
-        yield format_event("error", {"error": type(exc).__name__, "message": str(exc)})
+        release.run = asyncio.create_task(run(), name=f"agent-api-run-{run_id}")
+        while (part := await parts.get()) is not _END:
+            name, data = part
+            yield format_event(name, data)
     finally:
-        await stack.aclose()
+        await release()
 
 
 def _streaming(
     claimed: ClaimedRun, stack: contextlib.AsyncExitStack, body: RunCreate
 ) -> StreamingResponse:
+    release = _Release(stack)
     return StreamingResponse(
-        _stream(claimed, stack, body.modes(), body.stream_subgraphs),
+        _stream(claimed, release, body.modes(), body.stream_subgraphs),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         # Also when the client left before the body began: the thread's lock goes back.
-        background=BackgroundTask(stack.aclose),
+        background=BackgroundTask(release),
     )
 
 

@@ -683,3 +683,43 @@ async def test_a_keys_crons_fire_its_runs_held_to_its_budget_and_stop_when_it_is
         assert stopped.status_code == 204
         error = (await failed_with(revoked, "this API key was revoked"))[0]["error"]
         assert "the runs it queued and its crons' firings do not start" in error
+
+
+async def test_an_agent_api_run_whose_client_left_is_charged_what_it_spent(
+    secured: RunningServer, keys: Keys, make_model: MakeModel, tmp_path: Path
+) -> None:
+    """The client of a budgeted key's streamed Agent API run leaves while the run waits in
+    its second model call: the run stops, the key is charged what the first step spent, and
+    the thread's lock goes back."""
+    gate = tmp_path / "never-opened"
+    spec, _ = make_model(reply="Charged.", gate_file=str(gate), gate_from_call=2)
+    key, secret = await keys.create(
+        f"leaver-{uuid.uuid4().hex[:6]}", ["runs"], limits=KeyLimits(daily_tokens=1_000_000)
+    )
+    async with httpx.AsyncClient(base_url=secured.base_url, timeout=60) as client:
+        made = await client.post("/threads", json={}, headers=_auth(secret))
+        thread_id = made.json()["thread_id"]
+        body = {
+            "assistant_id": "agent",
+            "input": {"request": QUESTION},
+            "context": {"model": spec, "approval": "never", "mode": "plan"},
+            "stream_mode": ["custom"],
+        }
+        async with client.stream(
+            "POST", f"/threads/{thread_id}/runs/stream", json=body, headers=_auth(secret)
+        ) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if '"event":"step_result"' in line.replace(" ", ""):
+                    break  # the client leaves
+        await asyncio.sleep(0.5)
+
+        async def idle() -> bool:
+            found = await client.get(f"/threads/{thread_id}", headers=_auth(secret))
+            return found.json()["status"] == "idle"
+
+        await wait_for(idle)
+        thread = await client.get(f"/api/v1/threads/{thread_id}", headers=_auth(secret))
+        spent = thread.json()["report"]["total_tokens"]
+        assert spent > 0
+        assert (await keys.spent_today(key.id)).tokens == spent
