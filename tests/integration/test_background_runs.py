@@ -17,6 +17,7 @@ from tests.fakes import MakeModel
 from tests.integration.server_harness import RunningServer, SseEvent, sse_events, wait_for
 
 QUESTION = "What is A? What is B?"
+APPROVE = {"resume": {"decision": "approve"}}
 
 
 async def _start(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -35,6 +36,14 @@ async def _stream(
     async with client.stream("GET", run["stream_url"], headers=headers) as response:
         assert response.status_code == 200, (await response.aread()).decode()
         return [e async for e in sse_events(response)]
+
+
+async def _queued_on(
+    client: httpx.AsyncClient, thread_id: str, body: dict[str, Any]
+) -> tuple[dict[str, Any], list[SseEvent]]:
+    """Queue a run on the thread and stream it to its end; return the run and its events."""
+    run = await _start(client, f"/api/v1/threads/{thread_id}/runs", body)
+    return run, await _stream(client, run)
 
 
 async def _run(client: httpx.AsyncClient, run: dict[str, Any]) -> dict[str, Any]:
@@ -86,8 +95,7 @@ async def test_an_approval_is_answered_and_a_cut_off_run_continued_in_the_backgr
     spec, _ = make_model(reply="Answer {n}.")
     body = {"question": QUESTION, "model": spec, "approval": "always", "mode": "plan"}
     async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as client:
-        first = await _start(client, f"/api/v1/threads/{thread_id}/runs", body)
-        events = await _stream(client, first)
+        first, events = await _queued_on(client, thread_id, body)
         assert events[-1].event == "interrupt"
         assert (await _run(client, first))["status"] == "interrupted"
 
@@ -95,11 +103,8 @@ async def test_an_approval_is_answered_and_a_cut_off_run_continued_in_the_backgr
         busy = await client.post(f"/api/v1/threads/{thread_id}/runs", json=body)
         assert busy.status_code == 409, busy.text
 
-        resumed = await _start(
-            client, f"/api/v1/threads/{thread_id}/runs", {"resume": {"decision": "approve"}}
-        )
+        resumed, events = await _queued_on(client, thread_id, APPROVE)
         assert resumed["kind"] == "resume"
-        events = await _stream(client, resumed)
         assert events[-1].event == "final"
         assert events[-1].data["status"] == "done"
 
@@ -234,12 +239,8 @@ async def test_pruning_deletes_the_events_of_a_threads_older_background_runs(
     spec, _ = make_model(reply="Answer {n}.")
     body = {"question": QUESTION, "model": spec, "approval": "always", "mode": "plan"}
     async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as client:
-        first = await _start(client, f"/api/v1/threads/{thread_id}/runs", body)
-        first_events = await _stream(client, first)
-        resumed = await _start(
-            client, f"/api/v1/threads/{thread_id}/runs", {"resume": {"decision": "approve"}}
-        )
-        second_events = await _stream(client, resumed)
+        first, first_events = await _queued_on(client, thread_id, body)
+        resumed, second_events = await _queued_on(client, thread_id, APPROVE)
         assert second_events[-1].event == "final"
 
         later = datetime.now(UTC) + timedelta(minutes=1)
