@@ -11,8 +11,13 @@ from urllib.parse import quote
 
 import httpx
 
-from graphs.retention import prune
+from app.settings import Settings
+from graphs.driver import RunOrder
+from graphs.queue import Executor
+from graphs.retention import discard_since, prune
+from graphs.run_log import get_run
 from graphs.service import Agent
+from graphs.threads import history
 from tests.fakes import MakeModel
 from tests.integration.server_harness import RunningServer, SseEvent, sse_events, wait_for
 
@@ -256,3 +261,26 @@ async def test_pruning_deletes_the_events_of_a_threads_older_background_runs(
             ("resume", "done"),
             ("request", "interrupted"),
         ]
+
+
+async def test_a_run_retried_after_its_steps_wrote_and_before_their_checkpoint_goes_on(
+    api: RunningServer, agent: Agent, settings: Settings, make_model: MakeModel, thread_id: str
+) -> None:
+    """A worker that died after every step of a super-step wrote, before that super-step's
+    checkpoint, leaves a thread whose LangGraph `next` is empty: the worker that takes the
+    run again continues it (no step runs again) rather than ending it as failed."""
+    spec, _ = make_model(reply="Answer {n}.")
+    body = {"question": QUESTION, "model": spec, "approval": "never", "mode": "plan"}
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as client:
+        run, events = await _queued_on(client, thread_id, body)
+    assert events[-1].event == "final"
+    checkpoints = await history(agent.graph, thread_id)  # newest first
+    [before] = [i for i, c in enumerate(checkpoints) if c["next"] == ["reasoning"] * 2]
+    await discard_since(agent.db.pool, thread_id, checkpoints[before - 1]["created_at"])
+    record = await get_run(agent.db.pool, run["run_id"])
+    assert record is not None
+    assert record.attempts == 1
+
+    again = await Executor(agent, settings, agent.db.pool).resumed_order(record)
+
+    assert again == RunOrder(thread_id=thread_id, proceed=True)
