@@ -86,8 +86,8 @@ class Settings(BaseSettings):
         gt=0,
         le=3600,
         description="Seconds a model call waits for its model's first or next streamed token "
-        "(a structured call: for its whole answer) before it counts as failed and the next "
-        "fallback is asked.",
+        "(a structured or tool-calling call: for its whole answer) before it counts as failed "
+        "and the next fallback is asked.",
     )
     embeddings: str = Field(
         default="local",
