@@ -31,6 +31,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config, merge_configs
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from langgraph.constants import TAG_NOSTREAM
 from langgraph.types import StreamWriter
 from pydantic import Field, SkipValidation
 
@@ -302,6 +303,9 @@ class RoutedChatModel(BaseChatModel):
     max_tokens: int | None = None
     fallbacks: SkipValidation[list[ModelFallback]] = Field(default_factory=list)
     """Where the fallbacks are kept: the list given, itself."""
+    tags: list[str] | None = Field(default_factory=lambda: [TAG_NOSTREAM])
+    """The route's own run is not streamed as a message (LangGraph's `messages` mode): the
+    model that answers streams its tokens itself, and the route would repeat its answer."""
 
     @property
     def _llm_type(self) -> str:
