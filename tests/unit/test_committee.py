@@ -186,6 +186,31 @@ async def test_a_supervisor_falls_back_on_the_next_model_of_its_route(
     assert [(t["model"], t["answered_by"]) for t in taken] == [(broken, backup)] * 2
 
 
+async def test_a_supervisors_answer_streams_as_its_named_message_once(
+    thread_id: str, make_model: MakeModel
+) -> None:
+    """In LangGraph's messages mode (with subgraphs), the supervisor's answer is the
+    supervisor's named message, once: the route it answers through is no message of its own."""
+    boss, _ = make_model(reply="Paris is the capital of France.")
+    careful, _ = make_model(reply="unused")
+    manifest = parse_manifest(_team({"boss": boss, "careful": careful}), source="t.yaml")
+    graph = compile_graph(InMemorySaver(), toolbox=build_toolbox(manifest))
+    context = Context(model=boss, approval="never", mode="direct", pattern="supervisor")
+
+    answers = []
+    async for _, (message, _) in graph.astream(
+        {"request": QUESTION},
+        {"configurable": {"thread_id": thread_id}},
+        context=context,
+        stream_mode="messages",
+        subgraphs=True,
+    ):
+        if message.text == "Paris is the capital of France.":
+            answers.append(message.name)
+
+    assert answers == ["supervisor"]
+
+
 async def _boss_and_careful(
     collect_events: CollectEvents, thread_id: str, boss: list[str], careful: list[str]
 ) -> list[dict[str, Any]]:
