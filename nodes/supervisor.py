@@ -25,7 +25,7 @@ from langgraph.types import StreamWriter
 from langgraph_supervisor import create_supervisor
 
 from app.accounting import Tokens, cost_of
-from app.model_routes import ModelFallback
+from app.model_routes import ModelFallback, Route
 from nodes.context import Context
 from nodes.llm import Generation, RoutedChatModel, invoke, model_config
 from nodes.prompts import SUPERVISOR_PROMPT, SYSTEM_PROMPT
@@ -104,7 +104,7 @@ def _worker_graph(
 
 def _team(
     box: Toolbox,
-    boss: str,
+    route: Route,
     workers: list[str],
     context: Context,
     step_id: str,
@@ -114,7 +114,6 @@ def _team(
     for worker in workers:
         entry = box.manifest.agent(worker)
         listed.append(f"- {worker}: {entry.description if entry else worker}")
-    route = box.route_of(boss, context)
     return create_supervisor(
         [_worker_graph(box, w, context, step_id, fallen) for w in workers],
         model=RoutedChatModel(
@@ -138,11 +137,12 @@ async def _supervise(payload: WorkerInput, runtime: Runtime[Context], box: Toolb
     context = runtime.context
     members = step.get("members") or [a.name for a in box.manifest.agents]
     boss, workers = members[0], members[1:]
-    boss_model = box.route_of(boss, context).primary
+    route = box.route_of(boss, context)
+    boss_model = route.primary
     with warnings.catch_warnings():  # its own use of create_react_agent, deprecated in 1.0
         warnings.filterwarnings("ignore", message="create_react_agent has been moved")
         fallen = _Fallen(runtime.stream_writer)
-        team = _team(box, boss, workers, context, step["id"], fallen)
+        team = _team(box, route, workers, context, step["id"], fallen)
     task = step_messages(payload)[1]
     # A handoff is two steps of the supervisor graph (the supervisor, then the worker).
     config: RunnableConfig = {
