@@ -175,10 +175,6 @@ async def store_record(
     recorder.seq = row["seq"]
 
 
-_CLOSING: set["asyncio.Task[None]"] = set()
-"""Records being stored a last time: held here, as the loop holds its tasks only weakly."""
-
-
 class RecordKeeper:
     """Stores a running run's record after its plans, step results and approvals (`nudge`),
     at most every `KEEP_EVERY_S`, one store at a time; `close` stores it a last time (or
@@ -202,16 +198,9 @@ class RecordKeeper:
 
     async def close(self, *, keep: bool = True) -> None:
         """Wait for a store under way, then store the record a last time when it holds
-        events (with `keep`), or delete the row it was stored in (without). Cancelling the
-        caller meanwhile (a client that left) does not stop that."""
+        events (with `keep`), or delete the row it was stored in (without)."""
         self._closed.set()
         self._wake.set()
-        closing = asyncio.create_task(self._close(keep))
-        _CLOSING.add(closing)
-        closing.add_done_callback(_CLOSING.discard)
-        await asyncio.shield(closing)
-
-    async def _close(self, keep: bool) -> None:
         await self._task
         if keep:
             if self.recorder.count:
